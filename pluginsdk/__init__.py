@@ -1,0 +1,80 @@
+"""pluginsdk: plugins found by entry points, loaded lazily, run in-process,
+in worker processes or in a WebAssembly sandbox.
+
+The package root is guest-safe: plugin code runs ``from pluginsdk import
+hookimpl`` inside worker processes and the sandbox, where the host side (and
+its dependencies) is absent.  So only the marker and the exceptions are
+imported eagerly; host-side names load on first access.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._errors import (
+    BackendUnavailable,
+    CodecError,
+    ConfigError,
+    IncompatiblePlugin,
+    ManifestError,
+    PluginCrashed,
+    PluginError,
+    PluginHookError,
+    PluginLoadError,
+    PluginResourceError,
+    PluginTimeout,
+    SpecError,
+)
+from ._markers import hookimpl
+
+if TYPE_CHECKING:
+    from .backends.base import Limits
+    from .host import Host, PluginInfo
+    from .policy import Policy
+    from .spec import HookSpec, hookspec
+
+__all__ = [
+    "BackendUnavailable",
+    "CodecError",
+    "ConfigError",
+    "HookSpec",
+    "Host",
+    "IncompatiblePlugin",
+    "Limits",
+    "ManifestError",
+    "PluginCrashed",
+    "PluginError",
+    "PluginHookError",
+    "PluginInfo",
+    "PluginLoadError",
+    "PluginResourceError",
+    "PluginTimeout",
+    "Policy",
+    "SpecError",
+    "__version__",
+    "hookimpl",
+    "hookspec",
+]
+
+_LAZY = {
+    "Host": ".host",
+    "PluginInfo": ".host",
+    "HookSpec": ".spec",
+    "hookspec": ".spec",
+    "Policy": ".policy",
+    "Limits": ".backends.base",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("pluginsdk")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,260 @@
+"""Glue between the host and pluggy's dispatch.
+
+This is the one module that reaches into pluggy internals (``HookCaller``'s
+implementation list, ``PluginManager._inner_hookexec`` and ``_name2plugin``),
+so the SDK can swap a lazy placeholder for the real implementation *in
+place*: after the first call, calls go straight through pluggy with nothing
+of the SDK in between, and call order does not depend on which plugin
+happened to load first.  pluggy is pinned to a major version for this, and
+the test suite covers every path here.
+"""
+
+from __future__ import annotations
+
+import keyword
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import pluggy
+
+from ._errors import PluginError, PluginHookError
+
+_Args = tuple[Any, ...]
+_BATCH_ATTR = "__pluginsdk_batch__"
+
+
+_factories: dict[tuple[str, ...], Callable[[Callable[[_Args], Any]], Callable[..., Any]]] = {}
+
+
+def make_impl_function(
+    name: str,
+    argnames: Sequence[str],
+    call: Callable[[_Args], Any],
+    batch: Callable[[list[_Args]], list[Any]] | None = None,
+) -> Callable[..., Any]:
+    """A function pluggy sees as an implementation taking ``argnames``.
+
+    pluggy reads argument names from the function's code object, so the
+    function is compiled with real parameters (one factory per distinct
+    argument list); it hands them to ``call`` as one tuple in spec order.
+    """
+    key = tuple(argnames)
+    factory = _factories.get(key)
+    if factory is None:
+        if not all(a.isidentifier() and not keyword.iskeyword(a) for a in key):
+            raise ValueError(f"bad argument names {key!r}")
+        params = ", ".join(key)
+        packed = params + ("," if len(key) == 1 else "")
+        source = f"def factory(call):\n    def impl({params}):\n        return call(({packed}))\n    return impl\n"
+        namespace: dict[str, Any] = {}
+        exec(source, namespace)  # names checked above: identifiers only
+        factory = _factories[key] = namespace["factory"]
+    impl = factory(call)
+    impl.__name__ = impl.__qualname__ = name
+    if batch is not None:
+        setattr(impl, _BATCH_ATTR, batch)
+    return impl
+
+
+def replace_impls(
+    pm: pluggy.PluginManager,
+    name: str,
+    old_plugin: object,
+    new_plugin: object,
+    impls: Mapping[str, pluggy.HookImpl],
+) -> None:
+    """Put ``new_plugin``'s implementations where ``old_plugin``'s stand.
+
+    Each new implementation takes the old one's position in its hook's list
+    (so ordering is as if it had been registered from the start), unless its
+    tryfirst/trylast options ask for another place.
+    """
+    for hook_name, new in impls.items():
+        caller: pluggy.HookCaller = getattr(pm.hook, hook_name)
+        lst = caller._hookimpls
+        for i, old in enumerate(lst):
+            if old.plugin is old_plugin:
+                if (new.tryfirst, new.trylast) == (old.tryfirst, old.trylast):
+                    lst[i] = new
+                else:
+                    del lst[i]
+                    caller._add_hookimpl(new)
+                break
+        else:
+            caller._add_hookimpl(new)
+        if caller.is_historic():  # replay earlier historic calls, as pluggy's register does
+            caller._maybe_apply_history(new)
+    # Hooks the placeholder declared but the plugin does not implement.
+    for caller in pm.get_hookcallers(old_plugin) or ():
+        caller._remove_plugin(old_plugin)
+    pm._name2plugin[name] = new_plugin
+
+
+def install_error_attribution(pm: pluggy.PluginManager, owner_of: Callable[[str], str | None]) -> None:
+    """Make exceptions raised by plugin code reach callers as ``PluginHookError``.
+
+    One try/except around the whole hook call, not one per implementation:
+    the implementation that raised is found afterwards from the traceback, so
+    the cost on the normal path is a single extra frame.
+    """
+    inner = pm._inner_hookexec
+
+    def hookexec(
+        hook_name: str, methods: Sequence[pluggy.HookImpl], kwargs: Mapping[str, object], firstresult: bool
+    ) -> Any:
+        try:
+            return inner(hook_name, methods, kwargs, firstresult)
+        except PluginError:
+            raise
+        except Exception as exc:
+            error = attribute(exc, hook_name, methods, owner_of)
+            if error is None:
+                raise
+            raise error from exc
+
+    pm._inner_hookexec = hookexec  # type: ignore[assignment]
+
+
+def attribute(
+    exc: BaseException, hook_name: str, methods: Sequence[pluggy.HookImpl], owner_of: Callable[[str], str | None]
+) -> PluginHookError | None:
+    """A ``PluginHookError`` naming the implementation ``exc`` came from, if any."""
+    import traceback
+
+    codes = {}
+    for impl in methods:
+        code = getattr(impl.function, "__code__", None)
+        if code is not None:
+            codes[code] = impl.plugin_name
+    plugin = None
+    tb = exc.__traceback__
+    while tb is not None:
+        plugin = codes.get(tb.tb_frame.f_code, plugin)
+        tb = tb.tb_next
+    if plugin is None:
+        return None
+    return PluginHookError(
+        plugin=owner_of(plugin) or plugin,
+        hook=hook_name,
+        exc_type=_qualname(type(exc)),
+        exc_message=str(exc),
+        traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+    )
+
+
+def _qualname(cls: type) -> str:
+    module = cls.__module__
+    return cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
+
+
+class SDKHookCaller(pluggy.HookCaller):
+    """pluggy's hook caller, plus batch and per-plugin calls.
+
+    ``__call__`` is pluggy's own, untouched: only the extra methods are ours.
+    """
+
+    __slots__ = ()
+
+    def _impls_in_call_order(self) -> list[pluggy.HookImpl]:
+        impls = self.get_hookimpls()
+        if any(i.wrapper or i.hookwrapper for i in impls):
+            raise PluginError(f"hook {self.name!r} has wrapper implementations; call it directly, not in a batch")
+        return impls[::-1]  # pluggy calls the list back to front
+
+    def _run(self, impl: pluggy.HookImpl, call: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return call(*args)
+        except PluginError:
+            raise
+        except Exception as exc:
+            error = attribute(exc, self.name, [impl], lambda n: None)
+            if error is None:
+                raise
+            raise error from exc
+
+    def map(self, items: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """Call the hook once per mapping of arguments; results in order.
+
+        Each result is what calling the hook with that item would return
+        (a list, or one value for ``firstresult`` hooks).  Plugins in worker
+        processes or sandboxes receive all items in one crossing.
+        """
+        items = list(items)
+        firstresult = bool(self.spec and self.spec.opts.get("firstresult"))
+        results: list[Any] = [None] * len(items) if firstresult else [[] for _ in items]
+        pending = list(range(len(items)))
+        for impl in self._impls_in_call_order():
+            if not pending:
+                break
+            try:
+                args = [tuple(items[i][a] for a in impl.argnames) for i in pending]
+            except KeyError as exc:
+                raise TypeError(f"hook {self.name!r}: an item lacks argument {exc.args[0]!r}") from None
+            batch = getattr(impl.function, _BATCH_ATTR, None)
+            if batch is not None:
+                out = self._run(impl, batch, args)
+            else:
+                out = self._run(impl, _each, impl.function, args)
+            for index, value in zip(pending, out):
+                if value is None:
+                    continue
+                if firstresult:
+                    results[index] = value
+                else:
+                    results[index].append(value)
+            if firstresult:
+                pending = [i for i in pending if results[i] is None]
+        return results
+
+    def by_plugin(self, **kwargs: Any) -> dict[str, Any]:
+        """Call the hook; return each plugin's non-``None`` result by plugin name."""
+        out: dict[str, Any] = {}
+        for impl in self._impls_in_call_order():
+            args = tuple(kwargs[a] for a in impl.argnames)
+            value = self._run(impl, impl.function, *args)
+            if value is not None:
+                out[impl.plugin_name] = value
+        return out
+
+
+def _each(function: Callable[..., Any], items: list[_Args]) -> list[Any]:
+    return [function(*a) for a in items]
+
+
+def lazy_caller_class(load_pending: Callable[[str], None]) -> type[SDKHookCaller]:
+    """A hook caller class that loads the hook's pending plugins on first use.
+
+    A hook's first call imports every in-process plugin declaring it *before*
+    dispatching, so ordering options in their code (``tryfirst``) count from
+    the first call on.  The caller then turns itself into a plain
+    :class:`SDKHookCaller`: later calls pay nothing for laziness.
+    """
+
+    class LazyHookCaller(SDKHookCaller):
+        __slots__ = ()
+
+        def _activate(self) -> None:
+            load_pending(self.name)
+            self.__class__ = SDKHookCaller  # type: ignore[assignment]
+
+        def __call__(self, **kwargs: object) -> Any:
+            self._activate()
+            return SDKHookCaller.__call__(self, **kwargs)
+
+        def call_historic(self, *args: Any, **kwargs: Any) -> None:
+            self._activate()
+            SDKHookCaller.call_historic(self, *args, **kwargs)
+
+        def call_extra(self, *args: Any, **kwargs: Any) -> Any:
+            self._activate()
+            return SDKHookCaller.call_extra(self, *args, **kwargs)
+
+        def map(self, items: Sequence[Mapping[str, Any]]) -> list[Any]:
+            self._activate()
+            return SDKHookCaller.map(self, items)
+
+        def by_plugin(self, **kwargs: Any) -> dict[str, Any]:
+            self._activate()
+            return SDKHookCaller.by_plugin(self, **kwargs)
+
+    return LazyHookCaller

@@ -1,0 +1,111 @@
+"""The on-disk discovery index.
+
+Reading distribution metadata is the expensive part of start-up, so the
+result of a scan is stored as JSON in the user cache directory and reused
+while nothing it depends on has changed.  It is keyed on the spec (name,
+version, hooks), the interpreter and the search path, and stamped with the
+modification time of every search-path directory (installing or removing a
+distribution adds or removes a ``.dist-info`` entry there, which changes the
+directory's mtime) and of every manifest read.
+
+Kept cheap on purpose: this module runs on every warm start, so it imports
+neither ``importlib.metadata`` nor ``platformdirs`` nor ``hashlib``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import zlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .spec import HookSpec
+
+_FORMAT = 1
+# Directory mtimes have coarse granularity (a clock tick): a change in the same
+# tick as the scan would go unseen, so stamps that recent are not trusted
+# (git's "racily clean" rule).
+_RACY_NS = 2_000_000_000
+
+
+def cache_dir() -> str:
+    """The SDK's cache directory (``PLUGINSDK_CACHE_DIR`` overrides it).
+
+    On Linux this applies the XDG rule directly, which is what platformdirs
+    would answer, without its import cost on the start-up path.
+    """
+    override = os.environ.get("PLUGINSDK_CACHE_DIR")
+    if override:
+        return override
+    if sys.platform == "linux":
+        base = os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.expanduser("~/.cache")
+        return os.path.join(base, "pluginsdk")
+    import platformdirs  # type: ignore[unreachable,unused-ignore]
+
+    return platformdirs.user_cache_dir("pluginsdk", appauthor=False)
+
+
+def key(spec: HookSpec, search: Sequence[str]) -> str:
+    hooks = sorted((n, d.argnames) for n, d in spec.hook_defs.items())
+    return json.dumps(
+        [_FORMAT, spec.group, spec.name, spec.version, hooks, sys.executable, sys.version, list(search)]
+    )
+
+
+def _file(k: str) -> str:
+    return os.path.join(cache_dir(), "discovery", f"{zlib.crc32(k.encode()):08x}.json")
+
+
+def _mtime(path: str) -> int | None:
+    try:
+        return os.stat(path or ".").st_mtime_ns
+    except OSError:
+        return None
+
+
+def load(k: str, search: Sequence[str]) -> list[dict[str, Any]] | None:
+    """The stored scan for key ``k``, or ``None`` if absent or stale."""
+    try:
+        with open(_file(k), encoding="utf-8") as f:
+            data = json.load(f)
+        if data["key"] != k:
+            return None
+        written = data["written"]
+        for path, stamp in zip(search, data["paths"]):
+            now = _mtime(path)
+            if now != stamp or (now is not None and now >= written - _RACY_NS):
+                return None
+        for path, stamp in data["manifests"]:
+            if _mtime(path) != stamp:
+                return None
+        plugins: list[dict[str, Any]] = data["plugins"]
+        return plugins
+    except (OSError, ValueError, KeyError, TypeError):  # missing or corrupt: rescan
+        return None
+
+
+def store(k: str, search: Sequence[str], manifests: Sequence[str], plugins: list[dict[str, Any]]) -> None:
+    """Write the scan atomically; a read-only cache only costs speed."""
+    target = _file(k)
+    data = {
+        "key": k,
+        "written": time.time_ns(),
+        "paths": [_mtime(p) for p in search],
+        "manifests": [[m, _mtime(m)] for m in manifests],
+        "plugins": plugins,
+    }
+    tmp = f"{target}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+        os.replace(tmp, target)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass

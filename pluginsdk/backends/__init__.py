@@ -1,0 +1,1 @@
+"""Isolation backends: one module per level, imported only when a plugin needs it."""

@@ -1,0 +1,152 @@
+"""The one interface every isolation backend implements.
+
+A backend runs one plugin: ``start`` loads it (imports it in-process, or
+starts workers / sandbox instances that import it), ``call`` and
+``call_batch`` run hooks, ``close`` releases everything.  The host builds one
+backend per plugin, lazily, on the first call of one of its hooks.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import attrs
+
+if TYPE_CHECKING:
+    from ..spec import HookSpec
+
+__all__ = ["ISOLATION_LEVELS", "Backend", "Limits", "PluginTarget"]
+
+#: Isolation levels, weakest first.  Policy may raise a plugin's level, never lower it.
+ISOLATION_LEVELS: tuple[str, ...] = ("inprocess", "process", "wasm")
+
+
+@attrs.frozen
+class Limits:
+    """Resource limits for one plugin; ``None`` means "use the default".
+
+    Attributes:
+        workers: Worker processes (``process``) or warm instances (``wasm``).
+        timeout: Seconds one call may run before the worker is replaced.
+        memory_mb: Memory cap per worker or instance, in MiB.
+        max_message_mb: Largest single message accepted from the plugin, in MiB.
+        recycle_after: Replace a worker after this many calls (``0``: never).
+        idle_timeout: Shut idle workers down after this many seconds (``0``: never).
+    """
+
+    workers: int | None = None
+    timeout: float | None = None
+    memory_mb: int | None = None
+    max_message_mb: float | None = None
+    recycle_after: int | None = None
+    idle_timeout: float | None = None
+
+    def merged(self, *fallbacks: Limits) -> Limits:
+        """These limits, with each unset field taken from the first fallback that sets it."""
+        values = attrs.asdict(self)
+        for fb in fallbacks:
+            for key, value in attrs.asdict(fb).items():
+                if values[key] is None:
+                    values[key] = value
+        return Limits(**values)
+
+
+#: What a backend uses when neither the host nor the plugin says otherwise.
+DEFAULT_LIMITS = Limits(
+    workers=1,
+    timeout=30.0,
+    memory_mb=1024,
+    max_message_mb=64.0,
+    recycle_after=0,
+    idle_timeout=0.0,
+)
+
+
+@attrs.frozen
+class PluginTarget:
+    """Everything a backend needs to load and run one plugin.
+
+    Attributes:
+        name: The plugin's name (its entry point's name).
+        dist: The distribution that provides it.
+        module: The module named by the entry point.
+        attr: The object inside ``module`` the entry point names, if any
+            (``pkg.mod:obj``); its attributes are the hook implementations.
+        package_dir: Directory of the plugin's top-level package.
+        path_entry: The ``sys.path`` entry the package was found on.
+        hooks: The hooks the plugin declares, each with the spec's argument
+            names in call order (the order of ``args`` in :meth:`Backend.call`).
+        limits: Resolved limits (every field set).
+        spec: The host's spec.
+        options: Backend-specific settings from the host (e.g. ``prewarm``).
+    """
+
+    name: str
+    dist: str
+    module: str
+    attr: str | None
+    package_dir: str
+    path_entry: str
+    hooks: Mapping[str, tuple[str, ...]]
+    limits: Limits
+    spec: HookSpec = attrs.field(repr=False)
+    options: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+
+
+class Backend(abc.ABC):
+    """Runs one plugin at one isolation level."""
+
+    #: The isolation level this backend provides.
+    isolation: ClassVar[str]
+
+    def __init__(self, target: PluginTarget, *, log: logging.Logger) -> None:
+        self.target = target
+        self.log = log
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """Why this backend cannot run here (a missing extra, say), or ``None``."""
+        return None
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Load the plugin; raise :class:`~pluginsdk.PluginLoadError` if it cannot be.
+
+        Idempotent: a second call on a started backend does nothing.
+        """
+
+    @abc.abstractmethod
+    def call(self, hook: str, args: tuple[Any, ...]) -> Any:
+        """Call ``hook`` with positional ``args`` (spec order); return its result.
+
+        A result that is an iterator is streamed: the returned object is an
+        iterator that yields the plugin's items as they arrive.
+        """
+
+    def call_batch(self, hook: str, items: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Call ``hook`` once per item, in as few crossings as the backend can."""
+        return [self.call(hook, args) for args in items]
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop everything this backend started.  Idempotent."""
+
+    def describe(self) -> str:
+        """A short human description of where the plugin runs, for status output."""
+        return self.isolation
+
+    @property
+    def failed_reason(self) -> str | None:
+        """Set once the backend gave up on the plugin (e.g. it crashes on every start)."""
+        return None
+
+
+#: Where each backend lives; imported only when a plugin needs it.
+BACKENDS: dict[str, str] = {
+    "inprocess": "pluginsdk.backends.inprocess:InProcessBackend",
+    "process": "pluginsdk.backends.process:ProcessBackend",
+    "wasm": "pluginsdk.backends.wasm:WasmBackend",
+}

@@ -1,0 +1,158 @@
+"""The ``pluginsdk`` command: list, inspect and check plugins; warm the WASM cache."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    from ._errors import PluginError
+
+    try:
+        status: int = args.run(args)
+    except PluginError as exc:
+        print(f"pluginsdk: error: {exc}", file=sys.stderr)
+        return 1
+    return status
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pluginsdk", description=__doc__)
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    p = sub.add_parser("list", help="list the plugins of an entry-point group (imports no plugin code)")
+    p.add_argument("group", help='entry-point group, such as "textkit.plugins"')
+    _spec_and_path(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=_cmd_list)
+
+    p = sub.add_parser("inspect", help="show everything known of one plugin (imports no plugin code)")
+    p.add_argument("group")
+    p.add_argument("name")
+    _spec_and_path(p)
+    p.set_defaults(run=_cmd_inspect)
+
+    p = sub.add_parser("check", help="validate a plugin project: manifest, hook implementations, spec")
+    p.add_argument("path", type=Path, help="the plugin project (the directory holding pyproject.toml)")
+    p.add_argument("--spec", help="the host spec as module:OBJECT (default: [tool.pluginsdk] spec)")
+    p.set_defaults(run=_cmd_check)
+
+    wasm = sub.add_parser("wasm", help="the WebAssembly sandbox")
+    wsub = wasm.add_subparsers(metavar="ACTION")
+    p = wsub.add_parser("warm", help="compile the sandbox interpreter now, so no first call waits for it")
+    p.add_argument("--interpreter", help="a python.wasm of your own (default: the bundled one)")
+    p.set_defaults(run=_cmd_wasm_warm)
+    return parser
+
+
+def _spec_and_path(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spec", help="judge compatibility against this host spec (module:OBJECT)")
+    p.add_argument("--path", action="append", help="search only this directory (repeatable)")
+
+
+def _load_spec(ref: str) -> Any:
+    """Import a host's spec object from ``module:OBJECT`` (host code, never plugin code)."""
+    import importlib
+
+    from ._errors import ConfigError
+    from .spec import HookSpec
+
+    module, _, attr = ref.partition(":")
+    if not module or not attr:
+        raise ConfigError(f"--spec must look like module:OBJECT, not {ref!r}")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot load spec {ref!r}: {exc}") from None
+    if not isinstance(obj, HookSpec):
+        raise ConfigError(f"{ref!r} is a {type(obj).__name__}, not a pluginsdk.HookSpec")
+    return obj
+
+
+def _candidates(args: argparse.Namespace) -> list[Any]:
+    from .discovery import discover
+
+    spec = _load_spec(args.spec) if args.spec else None
+    if spec is not None and spec.group != args.group:
+        from ._errors import ConfigError
+
+        raise ConfigError(f"spec {spec.name!r} uses group {spec.group!r}, not {args.group!r}")
+    return discover(spec, group=args.group, path=args.path, use_index=False)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    found = _candidates(args)
+    if args.json:
+        print(json.dumps([c.to_json() for c in found], indent=2))
+        return 0
+    if not found:
+        print(f"no plugins in group {args.group!r}")
+        return 0
+    rows = [("NAME", "DISTRIBUTION", "VERSION", "ISOLATION", "REQUIRES", "STATUS")]
+    for c in found:
+        status = c.status if not c.reason else f"{c.status}: {c.reason.splitlines()[0]}"
+        rows.append((c.name, c.dist, c.version, c.isolation or "-", c.requires or "-", status))
+    _table(rows)
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    for c in _candidates(args):
+        if c.name == args.name:
+            for key, value in c.to_json().items():
+                if isinstance(value, (list, tuple)):
+                    value = ", ".join(map(str, value)) or "-"
+                elif isinstance(value, dict):
+                    value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+                print(f"{key + ':':<16}{'-' if value in (None, '') else value}")
+            return 0
+    print(f"pluginsdk: no plugin {args.name!r} in group {args.group!r}", file=sys.stderr)
+    return 1
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .check import check_project
+
+    problems, notes = check_project(args.path, spec_ref=args.spec, load_spec=_load_spec)
+    for note in notes:
+        print(f"ok: {note}")
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        print(f"{args.path}: {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"{args.path}: plugin project is valid")
+    return 0
+
+
+def _cmd_wasm_warm(args: argparse.Namespace) -> int:
+    try:
+        from ._wasm import warm_cache  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as exc:
+        print(f"pluginsdk: the WASM sandbox is not available: {exc}", file=sys.stderr)
+        return 1
+    path = warm_cache(args.interpreter or os.environ.get("PLUGINSDK_WASM_PYTHON"))
+    print(f"compiled sandbox interpreter cached at {path}")
+    return 0

@@ -1,0 +1,265 @@
+"""Find a spec's plugins from installed metadata, importing none of them.
+
+Each entry point of the spec's group becomes a :class:`Candidate`: its
+package directory is located with ``importlib.util.find_spec`` on the
+top-level name (which runs no code of the package), its ``pluginsdk.toml``
+is read as data, and its ``requires`` is checked against the spec.  Problems
+are returned as data on the candidate, so one broken plugin never stops the
+others being found.
+
+Scanning metadata costs tens of milliseconds with many distributions
+installed, so results are kept in an on-disk index (see :mod:`._index`) that
+any install, uninstall, ``sys.path`` change or manifest edit invalidates.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from . import _index
+from ._errors import ManifestError
+
+if TYPE_CHECKING:
+    from .spec import HookSpec
+
+__all__ = ["Candidate", "discover"]
+
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_ATTR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+AVAILABLE = "available"
+INCOMPATIBLE = "incompatible"
+FAILED = "failed"
+
+
+@attrs.frozen
+class Candidate:
+    """One entry point of the spec's group, as discovery found it.
+
+    Attributes:
+        name: The entry point's name: the plugin's name.
+        dist: The distribution that declares it.
+        version: That distribution's version.
+        value: The entry point's value, ``module`` or ``module:attr``.
+        module: Module part of ``value``.
+        attr: Object part of ``value``, if any.
+        package_dir: Directory of the top-level package, once found.
+        path_entry: The ``sys.path`` entry holding the package.
+        manifest_path: The ``pluginsdk.toml`` read, once found.
+        requires: The manifest's ``requires``.
+        isolation: The isolation the manifest asks for.
+        hooks: The hooks the manifest declares.
+        limits: The manifest's ``[limits]`` as a plain mapping.
+        wasm_packages: Extra pure-Python packages to mount in the sandbox.
+        status: ``available``, ``incompatible`` or ``failed``.
+        reason: Why, when not ``available``.
+    """
+
+    name: str
+    dist: str
+    version: str
+    value: str
+    module: str = ""
+    attr: str | None = None
+    package_dir: str | None = None
+    path_entry: str | None = None
+    manifest_path: str | None = None
+    requires: str | None = None
+    isolation: str | None = None
+    hooks: tuple[str, ...] = ()
+    limits: dict[str, Any] = attrs.field(factory=dict)
+    wasm_packages: tuple[str, ...] = ()
+    status: str = AVAILABLE
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Candidate:
+        data = dict(data)
+        data["hooks"] = tuple(data["hooks"])
+        data["wasm_packages"] = tuple(data["wasm_packages"])
+        return cls(**data)
+
+
+def discover(
+    spec: HookSpec | None,
+    *,
+    group: str | None = None,
+    path: Sequence[str] | None = None,
+    use_index: bool = True,
+) -> list[Candidate]:
+    """Return every plugin of ``spec``'s group, sorted by name.
+
+    Without a spec (``group`` then names the entry-point group), manifests
+    are validated but compatibility is not judged.  ``path`` limits the
+    search to those directories (default: ``sys.path``).  With
+    ``use_index``, a still-valid on-disk index answers without reading any
+    metadata; otherwise it is rebuilt after the scan.
+    """
+    if spec is not None:
+        group = spec.group
+    if group is None:
+        raise TypeError("discover() needs a spec or a group")
+    search = list(sys.path if path is None else path)
+    key = _index.key(spec, search) if use_index and spec is not None else None
+    if key is not None:
+        cached = _index.load(key, search)
+        if cached is not None:
+            return [Candidate.from_json(c) for c in cached]
+    found = sorted(_scan(spec, group, search, path is None), key=lambda c: c.name)
+    if key is not None:
+        manifests = [c.manifest_path for c in found if c.manifest_path]
+        _index.store(key, search, manifests, [c.to_json() for c in found])
+    return found
+
+
+def _scan(spec: HookSpec | None, group: str, search: list[str], full_import_system: bool) -> Iterable[Candidate]:
+    import importlib_metadata
+
+    seen_dists: set[str] = set()
+    names: dict[str, Candidate] = {}
+    for dist in importlib_metadata.distributions(path=search):
+        dist_name = dist.name or "?"
+        norm = re.sub(r"[-_.]+", "-", dist_name).lower()
+        if norm in seen_dists:  # shadowed by an earlier path entry, as import would be
+            continue
+        seen_dists.add(norm)
+        try:
+            eps = dist.entry_points.select(group=group)
+        except Exception as exc:  # a corrupt entry_points.txt spoils one dist, not the scan
+            yield Candidate(
+                name=f"<{dist_name}>",
+                dist=dist_name,
+                version=dist.version or "?",
+                value="",
+                status=FAILED,
+                reason=f"unreadable entry points in {dist_name}: {exc}",
+            )
+            continue
+        for ep in eps:
+            cand = _examine(spec, ep.name, dist_name, dist.version or "?", ep.value, search, full_import_system)
+            if ep.name in names:
+                other = names[ep.name]
+                cand = attrs.evolve(
+                    cand,
+                    name=f"{ep.name} ({dist_name})",
+                    status=FAILED,
+                    reason=f"plugin name {ep.name!r} is already taken by distribution {other.dist!r}",
+                )
+            names.setdefault(ep.name, cand)
+            yield cand
+
+
+def _examine(
+    spec: HookSpec | None,
+    name: str,
+    dist: str,
+    version: str,
+    value: str,
+    search: list[str],
+    full_import_system: bool,
+) -> Candidate:
+    base = Candidate(name=name, dist=dist, version=version, value=value)
+    module, _, attr = (part.strip() for part in value.partition(":"))
+    if not _MODULE.fullmatch(module) or (attr and not _ATTR.fullmatch(attr)):
+        reason = f"bad entry point value {value!r} (expected 'module' or 'module:object')"
+        return attrs.evolve(base, status=FAILED, reason=reason)
+    base = attrs.evolve(base, module=module, attr=attr or None)
+
+    located = _locate_package(module, search, full_import_system)
+    if isinstance(located, str):
+        return attrs.evolve(base, status=FAILED, reason=located)
+    package_dir, path_entry, manifest_path = located
+    base = attrs.evolve(base, package_dir=package_dir, path_entry=path_entry)
+    if manifest_path is None:
+        return attrs.evolve(
+            base,
+            status=FAILED,
+            reason=f"no pluginsdk.toml in package {module.split('.')[0]!r} ({package_dir})",
+        )
+
+    from .manifest import load_manifest
+
+    try:
+        manifest = load_manifest(manifest_path, plugin=name)
+    except ManifestError as exc:
+        return attrs.evolve(base, manifest_path=manifest_path, status=FAILED, reason=exc.message)
+    base = attrs.evolve(
+        base,
+        manifest_path=manifest_path,
+        requires=manifest.plugin.requires,
+        isolation=manifest.plugin.isolation,
+        hooks=manifest.plugin.hooks,
+        limits={k: v for k, v in attrs.asdict(manifest.limits).items() if v is not None},
+        wasm_packages=manifest.wasm.packages,
+    )
+    if spec is None:
+        return base
+    problem = check_compatibility(spec, manifest.plugin.requires, manifest.plugin.hooks)
+    if problem is not None:
+        return attrs.evolve(base, status=problem[0], reason=problem[1])
+    return base
+
+
+def check_compatibility(spec: HookSpec, requires: str, hooks: Iterable[str]) -> tuple[str, str] | None:
+    """``(status, reason)`` if a plugin with this manifest cannot run on ``spec``."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    req = Requirement(requires)
+    if canonicalize_name(req.name) != canonicalize_name(spec.name):
+        return INCOMPATIBLE, f"requires spec {req.name!r}, but this host provides {spec.name!r}"
+    if not req.specifier.contains(spec.version, prereleases=True):
+        return INCOMPATIBLE, f"requires {spec.name}{req.specifier}, but this host provides {spec.name} {spec.version}"
+    for hook in hooks:
+        if hook in spec.hook_defs:
+            continue
+        future = spec.future_hook(hook)
+        if future is not None:
+            return INCOMPATIBLE, (
+                f"implements hook {hook!r}, added in {spec.name} {future.since}; this host provides {spec.version}"
+            )
+        return FAILED, f"declares hook {hook!r}, which spec {spec.name} {spec.version} does not have"
+    return None
+
+
+def _locate_package(module: str, search: list[str], full_import_system: bool) -> tuple[str, str, str | None] | str:
+    """``(package_dir, path_entry, manifest_or_None)`` for ``module``, or why not.
+
+    Only the top-level name is resolved through the import system: finding a
+    dotted name would import its parents, running the package's ``__init__``.
+    Sub-packages are then found by walking directories.
+    """
+    import importlib.machinery
+    import importlib.util
+
+    from .manifest import MANIFEST_NAME
+
+    parts = module.split(".")
+    try:
+        if full_import_system:
+            found = importlib.util.find_spec(parts[0])
+        else:
+            found = importlib.machinery.PathFinder.find_spec(parts[0], search)
+    except (ImportError, ValueError) as exc:
+        return f"cannot locate module {parts[0]!r}: {exc}"
+    if found is None:
+        return f"module {module!r} is not installed (entry point points nowhere)"
+    locations = list(found.submodule_search_locations or ())
+    if not locations:
+        return f"module {parts[0]!r} is a single file; a plugin must be a package that carries pluginsdk.toml"
+    for location in locations:
+        # Deepest package first: "a.b.c" looks in a/b/c, then a/b, then a.
+        for depth in range(len(parts), 0, -1):
+            candidate = os.path.join(location, *parts[1:depth], MANIFEST_NAME)
+            if os.path.isfile(candidate):
+                return location, os.path.dirname(location), candidate
+    return locations[0], os.path.dirname(locations[0]), None

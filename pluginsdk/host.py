@@ -1,0 +1,429 @@
+"""The host: discovers a spec's plugins, applies policy, runs hooks."""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import pluggy
+
+from . import _dispatch
+from ._errors import BackendUnavailable, PluginError, PluginLoadError
+from ._markers import PROJECT, hookimpl
+from .backends.base import BACKENDS, ISOLATION_LEVELS, Backend, PluginTarget
+from .discovery import AVAILABLE, FAILED, INCOMPATIBLE, Candidate, discover
+from .policy import Policy
+
+if TYPE_CHECKING:
+    import logging
+
+    from .spec import HookSpec
+
+__all__ = ["Host", "PluginInfo"]
+
+LOADED = "loaded"
+DISABLED = "disabled"
+UNAVAILABLE = "unavailable"
+
+
+@attrs.frozen
+class PluginInfo:
+    """What the host knows of one plugin.
+
+    Attributes:
+        name: The plugin's name (its entry point's name).
+        dist: The distribution providing it.
+        version: The distribution's version.
+        isolation: The level it runs (or would run) at, after policy.
+        requested_isolation: The level its manifest asks for.
+        requires: Its manifest's spec requirement.
+        hooks: The hooks it declares.
+        status: ``available`` (found, not loaded yet), ``loaded``,
+            ``disabled``, ``incompatible``, ``failed`` or ``unavailable``.
+        reason: Why, for every status but ``available`` and ``loaded``.
+        runtime: Where it runs once loaded (workers, interpreter), else ``""``.
+        manifest_path: The manifest read, if one was found.
+        value: The entry point's value.
+    """
+
+    name: str
+    dist: str
+    version: str
+    isolation: str | None
+    requested_isolation: str | None
+    requires: str | None
+    hooks: tuple[str, ...]
+    status: str
+    reason: str
+    runtime: str
+    manifest_path: str | None
+    value: str
+
+
+class _Plugin:
+    """The host's mutable record of one plugin."""
+
+    __slots__ = ("backend", "candidate", "isolation", "lock", "placeholder", "reason", "status")
+
+    def __init__(self, candidate: Candidate, isolation: str | None, status: str, reason: str) -> None:
+        self.candidate = candidate
+        self.isolation = isolation
+        self.status = status
+        self.reason = reason
+        self.backend: Backend | None = None
+        self.placeholder: object | None = None
+        self.lock = threading.Lock()
+
+
+class _Placeholder:
+    """Stands in pluggy for a plugin until it is loaded (or for good, if remote)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<pluginsdk placeholder for {self.name!r}>"
+
+
+_live_hosts: weakref.WeakSet[Host] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_hosts() -> None:
+    for host in list(_live_hosts):
+        host.close()
+
+
+class Host:
+    """Runs the plugins of one spec.
+
+    Discovery happens here and reads metadata only; no plugin is imported
+    until one of its hooks is called.  Use as a context manager, or call
+    :meth:`close`.
+
+    Args:
+        spec: The hook specification this host provides.
+        policy: Rules for plugins; defaults to allowing every plugin at the
+            level its manifest asks for.
+        config: A TOML file whose ``[policy]`` table is the policy (used
+            when ``policy`` is not given).
+        strict: Raise on a broken plugin instead of marking it failed.
+        path: Directories to search for plugins (default ``sys.path``).
+        prewarm: Start worker pools and sandboxes now, not on first call.
+        force_isolation: Run every plugin at exactly this level, whatever
+            manifests and policy say: for tests of a plugin at every level.
+        use_index: Use (and refresh) the on-disk discovery index.
+    """
+
+    def __init__(
+        self,
+        spec: HookSpec,
+        *,
+        policy: Policy | None = None,
+        config: str | Path | None = None,
+        strict: bool = False,
+        path: Sequence[str] | None = None,
+        prewarm: bool = False,
+        force_isolation: str | None = None,
+        use_index: bool = True,
+    ) -> None:
+        if force_isolation is not None and force_isolation not in ISOLATION_LEVELS:
+            raise ValueError(f"force_isolation must be one of {', '.join(ISOLATION_LEVELS)}")
+        if policy is None:
+            policy = Policy.from_toml(config) if config is not None else Policy()
+        self.spec = spec
+        self.policy = policy
+        self.strict = strict
+        self._force = force_isolation
+        self._path = None if path is None else [str(p) for p in path]
+        self._closed = False
+        self._plugins: dict[str, _Plugin] = {}
+        # In-process plugins not imported yet, by hook: a hook's first call loads them.
+        self._pending: dict[str, list[_Plugin]] = {}
+        for cand in discover(spec, path=self._path, use_index=use_index):
+            self._admit(cand)
+
+        self._pm = pluggy.PluginManager(PROJECT)
+        lazy = _dispatch.lazy_caller_class(self._load_pending)
+        for name in spec.hook_defs:
+            cls = lazy if self._pending.get(name) else _dispatch.SDKHookCaller
+            setattr(self._pm.hook, name, cls(name, self._pm._hookexec))
+        self._pm.add_hookspecs(spec.namespace())
+        _dispatch.install_error_attribution(self._pm, lambda n: n if n in self._plugins else None)
+        for plugin in self._plugins.values():
+            if plugin.status == AVAILABLE:
+                self._register_placeholder(plugin)
+        _live_hosts.add(self)
+        if prewarm:
+            for plugin in self._plugins.values():
+                if plugin.status == AVAILABLE and plugin.isolation != "inprocess":
+                    self._ensure_started(plugin)
+
+    # -- public API ---------------------------------------------------------
+
+    @property
+    def hook(self) -> pluggy.HookRelay:
+        """Call hooks here: ``host.hook.NAME(**kwargs)``, ``.map([...])``, ``.by_plugin(...)``."""
+        return self._pm.hook
+
+    def plugins(self) -> list[PluginInfo]:
+        """Every plugin found, whatever its status, sorted by name."""
+        return [self._info(p) for p in self._plugins.values()]
+
+    def plugin(self, name: str) -> PluginInfo:
+        """The plugin called ``name``; ``KeyError`` if there is none."""
+        return self._info(self._plugins[name])
+
+    def load(self, name: str) -> PluginInfo:
+        """Load plugin ``name`` now rather than on its first call."""
+        plugin = self._plugins[name]
+        if plugin.status == AVAILABLE:
+            self._ensure_started(plugin)
+        return self._info(plugin)
+
+    def close(self) -> None:
+        """Stop every worker and sandbox this host started.  Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for plugin in self._plugins.values():
+            backend, plugin.backend = plugin.backend, None
+            if backend is not None:
+                try:
+                    backend.close()
+                except Exception as exc:  # one plugin's teardown must not stop the others'
+                    self._log().warning("closing plugin %r failed: %s", plugin.candidate.name, exc)
+        _live_hosts.discard(self)
+
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Host {self.spec.name} {self.spec.version}: {len(self._plugins)} plugins>"
+
+    # -- admission ----------------------------------------------------------
+
+    def _admit(self, cand: Candidate) -> None:
+        name = cand.name
+        if cand.status != AVAILABLE:
+            self._plugins[name] = _Plugin(cand, cand.isolation, cand.status, cand.reason)
+            if cand.status == FAILED and self.strict:
+                raise PluginLoadError(cand.reason, plugin=name)
+            return
+        refusal = self.policy.refusal(name)
+        assert cand.isolation is not None
+        isolation = self._force or self.policy.isolation_for(name, cand.isolation)
+        if refusal is not None:
+            self._plugins[name] = _Plugin(cand, isolation, DISABLED, refusal)
+            return
+        if isolation != "inprocess":
+            why = _backend_unavailable(isolation)
+            if why is not None:
+                self._plugins[name] = _Plugin(cand, isolation, UNAVAILABLE, why)
+                if self.strict:
+                    raise BackendUnavailable(why, plugin=name)
+                return
+        plugin = self._plugins[name] = _Plugin(cand, isolation, AVAILABLE, "")
+        if isolation == "inprocess":
+            for hook in cand.hooks:
+                self._pending.setdefault(hook, []).append(plugin)
+
+    def _load_pending(self, hook: str) -> None:
+        for plugin in self._pending.pop(hook, ()):
+            self._ensure_started(plugin)
+
+    def _register_placeholder(self, plugin: _Plugin) -> None:
+        cand = plugin.candidate
+        placeholder = plugin.placeholder = _Placeholder(cand.name)
+        remote = plugin.isolation != "inprocess"
+        for hook in cand.hooks:
+            argnames = self.spec.hook_defs[hook].argnames
+
+            def call(args: tuple[Any, ...], hook: str = hook) -> Any:
+                return self._call(plugin, hook, args)
+
+            def batch(items: list[tuple[Any, ...]], hook: str = hook) -> list[Any]:
+                return self._call_batch(plugin, hook, items)
+
+            fn = _dispatch.make_impl_function(hook, argnames, call, batch if remote else None)
+            setattr(placeholder, hook, hookimpl(fn))
+        self._pm.register(placeholder, name=cand.name)
+
+    # -- loading and calling ------------------------------------------------
+
+    def _target(self, plugin: _Plugin) -> PluginTarget:
+        cand = plugin.candidate
+        assert cand.package_dir is not None and cand.path_entry is not None
+        import sys
+
+        return PluginTarget(
+            name=cand.name,
+            dist=cand.dist,
+            module=cand.module,
+            attr=cand.attr,
+            package_dir=cand.package_dir,
+            path_entry=cand.path_entry,
+            hooks={h: self.spec.hook_defs[h].argnames for h in cand.hooks},
+            limits=self.policy.limits_for(cand.name, cand.limits),
+            spec=self.spec,
+            options={
+                "sys_path": list(sys.path if self._path is None else [*self._path, *sys.path]),
+                "wasm_interpreter": self.policy.wasm_interpreter,
+                "wasm_packages": list(cand.wasm_packages),
+                "prewarm": True,
+            },
+        )
+
+    def _ensure_started(self, plugin: _Plugin) -> Backend | None:
+        """The plugin's started backend, or ``None`` if it failed to start."""
+        backend = plugin.backend
+        if backend is not None:
+            return backend
+        with plugin.lock:
+            if plugin.backend is not None:
+                return plugin.backend
+            if plugin.status != AVAILABLE or self._closed:
+                if self._closed:
+                    raise PluginError("the host is closed", plugin=plugin.candidate.name)
+                return None
+            assert plugin.isolation is not None
+            try:
+                backend = _backend_class(plugin.isolation)(
+                    self._target(plugin), log=self._log(plugin.candidate.name)
+                )
+                backend.start()
+            except PluginError as exc:
+                self._fail(plugin, exc)
+                if self.strict:
+                    raise
+                return None
+            except Exception as exc:  # a bug in a backend is still one plugin's failure
+                import traceback
+
+                error = PluginLoadError(
+                    f"{type(exc).__name__}: {exc}",
+                    plugin=plugin.candidate.name,
+                    traceback=traceback.format_exc(),
+                )
+                self._fail(plugin, error)
+                if self.strict:
+                    raise error from exc
+                return None
+            if plugin.isolation == "inprocess":
+                from .backends.inprocess import InProcessBackend
+
+                assert isinstance(backend, InProcessBackend) and backend.impls is not None
+                _dispatch.replace_impls(
+                    self._pm, plugin.candidate.name, plugin.placeholder, backend.plugin_object, backend.impls
+                )
+            plugin.status = LOADED
+            plugin.backend = backend
+            return backend
+
+    def _fail(self, plugin: _Plugin, exc: PluginError) -> None:
+        plugin.status = FAILED
+        plugin.reason = exc.message
+        tb = getattr(exc, "traceback", "")
+        if tb:
+            plugin.reason += "\n" + tb
+        if self._pm.get_plugin(plugin.candidate.name) is not None:
+            self._pm.unregister(name=plugin.candidate.name)
+        backend, plugin.backend = plugin.backend, None
+        if backend is not None:
+            backend.close()
+        self._log().warning("plugin %r failed: %s", plugin.candidate.name, exc.message)
+
+    def _call(self, plugin: _Plugin, hook: str, args: tuple[Any, ...]) -> Any:
+        backend = self._ensure_started(plugin)
+        if backend is None:
+            return None  # failed to load: skipped, as if unregistered
+        try:
+            return backend.call(hook, args)
+        except PluginError:
+            self._check_backend(plugin, backend)
+            raise
+        except Exception as exc:  # only in-process plugin code raises other exceptions
+            raise _hook_error(plugin.candidate.name, hook, exc) from exc
+
+    def _call_batch(self, plugin: _Plugin, hook: str, items: list[tuple[Any, ...]]) -> list[Any]:
+        backend = self._ensure_started(plugin)
+        if backend is None:
+            return [None] * len(items)
+        try:
+            return backend.call_batch(hook, items)
+        except PluginError:
+            self._check_backend(plugin, backend)
+            raise
+
+    def _check_backend(self, plugin: _Plugin, backend: Backend) -> None:
+        reason = backend.failed_reason
+        if reason is not None and plugin.status == LOADED:
+            with plugin.lock:
+                self._fail(plugin, PluginLoadError(reason, plugin=plugin.candidate.name))
+
+    # -- helpers ------------------------------------------------------------
+
+    def _info(self, plugin: _Plugin) -> PluginInfo:
+        cand = plugin.candidate
+        backend = plugin.backend
+        return PluginInfo(
+            name=cand.name,
+            dist=cand.dist,
+            version=cand.version,
+            isolation=plugin.isolation,
+            requested_isolation=cand.isolation,
+            requires=cand.requires,
+            hooks=cand.hooks,
+            status=plugin.status,
+            reason=plugin.reason,
+            runtime=backend.describe() if backend is not None else "",
+            manifest_path=cand.manifest_path,
+            value=cand.value,
+        )
+
+    def _log(self, plugin: str | None = None) -> logging.Logger:
+        import logging
+
+        return logging.getLogger("pluginsdk" if plugin is None else f"pluginsdk.plugin.{plugin}")
+
+
+def _hook_error(plugin: str, hook: str, exc: BaseException) -> PluginError:
+    import traceback
+
+    from ._errors import PluginHookError
+
+    return PluginHookError(
+        plugin=plugin,
+        hook=hook,
+        exc_type=_dispatch._qualname(type(exc)),
+        exc_message=str(exc),
+        traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+    )
+
+
+def _backend_class(isolation: str) -> type[Backend]:
+    import importlib
+
+    module, _, cls = BACKENDS[isolation].partition(":")
+    found: type[Backend] = getattr(importlib.import_module(module), cls)
+    return found
+
+
+def _backend_unavailable(isolation: str) -> str | None:
+    import importlib.util
+
+    module = BACKENDS[isolation].partition(":")[0]
+    if importlib.util.find_spec(module) is None:
+        return f"the {isolation!r} isolation backend is not available in this version of pluginsdk"
+    return _backend_class(isolation).unavailable_reason()
+
+
+__all__ += ["DISABLED", "INCOMPATIBLE", "LOADED", "UNAVAILABLE"]

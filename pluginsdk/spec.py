@@ -1,0 +1,187 @@
+"""Versioned hook specifications: :func:`hookspec` and :class:`HookSpec`."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, overload
+
+import attrs
+import pluggy
+
+from ._errors import SpecError
+from ._markers import PROJECT
+
+__all__ = ["HookDef", "HookSpec", "hookspec", "parse_release"]
+
+_F = TypeVar("_F", bound=Callable[..., object])
+_SINCE_ATTR = "pluginsdk_since"
+_SPEC_ATTR = f"{PROJECT}_spec"  # where pluggy's HookspecMarker stores its options
+_RELEASE = re.compile(r"\d+(\.\d+)*")
+_spec_marker = pluggy.HookspecMarker(PROJECT)
+
+
+def parse_release(version: str) -> tuple[int, ...]:
+    """``"1.10"`` -> ``(1, 10)``; trailing zeros dropped so ``1.0 == 1``.
+
+    Spec versions are plain release numbers (no pre-releases, no epochs):
+    they version an API, and this keeps comparing them free of imports.
+    """
+    if not isinstance(version, str) or not _RELEASE.fullmatch(version):
+        raise SpecError(f"spec version {version!r} is not a release number like '1.2'")
+    parts = [int(p) for p in version.split(".")]
+    while len(parts) > 1 and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
+
+
+@overload
+def hookspec(function: _F) -> _F: ...
+@overload
+def hookspec(
+    function: None = None,
+    *,
+    firstresult: bool = False,
+    historic: bool = False,
+    since: str | None = None,
+) -> Callable[[_F], _F]: ...
+def hookspec(
+    function: _F | None = None,
+    *,
+    firstresult: bool = False,
+    historic: bool = False,
+    since: str | None = None,
+) -> _F | Callable[[_F], _F]:
+    """Mark a method of a hooks class as a hook specification.
+
+    ``firstresult`` and ``historic`` have pluggy's meaning; ``since`` is the
+    spec version that introduced the hook (hosts on an older version don't
+    have it, and plugins implementing it are refused there).
+    """
+    if since is not None:
+        parse_release(since)
+
+    def mark(func: _F) -> _F:
+        setattr(func, _SINCE_ATTR, since)
+        return _spec_marker(func, firstresult=firstresult, historic=historic)
+
+    return mark if function is None else mark(function)
+
+
+@attrs.frozen
+class HookDef:
+    """One hook of a spec.
+
+    Attributes:
+        name: The hook's name.
+        argnames: Its arguments, in order (``self`` excluded).
+        since: Spec version that introduced it (``None``: from the start).
+        firstresult: Whether the first non-``None`` result ends the call.
+        historic: Whether it is a pluggy historic hook.
+        function: The specification function itself.
+    """
+
+    name: str
+    argnames: tuple[str, ...]
+    since: str | None
+    firstresult: bool
+    historic: bool
+    function: Callable[..., object] = attrs.field(repr=False, eq=False)
+
+
+class HookSpec:
+    """A named, versioned set of hooks a host offers to plugins.
+
+    Plugins are found in the entry-point group ``group`` (``NAME.plugins`` by
+    default) and declare in their manifest which spec versions they accept.
+
+    Attributes:
+        name: Spec name, as plugins write it in ``requires``.
+        version: This host's spec version, such as ``"1.1"``.
+        group: The entry-point group plugins register under.
+        hooks: The hooks class the spec was built from.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        version: str,
+        hooks: type,
+        *,
+        group: str | None = None,
+    ) -> None:
+        if not name or not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?", name):
+            raise SpecError(f"spec name {name!r} is not a valid project name")
+        self.name = name
+        self.version = version
+        self.release = parse_release(version)
+        self.hooks = hooks
+        self.group = group or f"{name}.plugins"
+        self._all = self._collect(hooks)
+        self._active = {
+            n: d for n, d in self._all.items() if d.since is None or parse_release(d.since) <= self.release
+        }
+        if not self._active:
+            raise SpecError(f"spec {name!r} {version} defines no hooks (mark them with @hookspec)")
+        self._types: dict[str, tuple[dict[str, Any], Any]] = {}
+
+    def __repr__(self) -> str:
+        return f"HookSpec({self.name!r}, version={self.version!r}, group={self.group!r})"
+
+    @staticmethod
+    def _collect(hooks: type) -> dict[str, HookDef]:
+        found: dict[str, HookDef] = {}
+        for attr in dir(hooks):
+            func = getattr(hooks, attr, None)
+            opts = getattr(func, _SPEC_ATTR, None)
+            if opts is None or not callable(func):
+                continue
+            params = [
+                p.name
+                for p in inspect.signature(func).parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            ]
+            if params and params[0] == "self":
+                params = params[1:]
+            found[attr] = HookDef(
+                name=attr,
+                argnames=tuple(params),
+                since=getattr(func, _SINCE_ATTR, None),
+                firstresult=bool(opts.get("firstresult")),
+                historic=bool(opts.get("historic")),
+                function=func,
+            )
+        return found
+
+    @property
+    def hook_defs(self) -> Mapping[str, HookDef]:
+        """The hooks this spec version has, by name."""
+        return self._active
+
+    def future_hook(self, name: str) -> HookDef | None:
+        """The definition of a hook introduced after this spec version."""
+        d = self._all.get(name)
+        return d if d is not None and name not in self._active else None
+
+    def namespace(self) -> type:
+        """A class holding only this version's hooks, for pluggy's ``add_hookspecs``."""
+        return type(self.hooks.__name__, (), {n: d.function for n, d in self._active.items()})
+
+    def types(self, hook: str) -> tuple[dict[str, Any], Any]:
+        """Resolved argument and return annotations of ``hook`` (``Any`` when absent).
+
+        Resolved on first use, as only boundary-crossing backends need them.
+        """
+        cached = self._types.get(hook)
+        if cached is None:
+            import typing
+
+            d = self._active[hook]
+            try:
+                hints = typing.get_type_hints(d.function)
+            except Exception:  # unresolvable annotations: carry plain data
+                hints = {}
+            cached = ({a: hints.get(a, Any) for a in d.argnames}, hints.get("return", Any))
+            self._types[hook] = cached
+        return cached

@@ -1,0 +1,319 @@
+"""Tests for pluginsdk.host with in-process plugins: laziness, spec versions, failures, policy."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pluginsdk import (
+    BackendUnavailable,
+    Host,
+    PluginError,
+    PluginHookError,
+    PluginLoadError,
+    Policy,
+)
+
+from .plugin_factory import install_plugin
+from .textkit import SPEC, SPEC_1_0
+
+UPPER = """
+from pluginsdk import hookimpl
+
+@hookimpl
+def transform(text):
+    return text.upper()
+"""
+REVERSE = """
+from pluginsdk import hookimpl
+
+@hookimpl
+def transform(text):
+    return text[::-1]
+
+@hookimpl
+def detect_language(text):
+    return "en" if text.isascii() else None
+"""
+GUESS_FR = """
+from pluginsdk import hookimpl
+
+@hookimpl(tryfirst=True)
+def detect_language(text):
+    return "fr" if "bonjour" in text else None
+"""
+RAISES = """
+from pluginsdk import hookimpl
+
+class Oops(ValueError):
+    pass
+
+@hookimpl
+def transform(text):
+    raise Oops("cannot transform " + text)
+"""
+
+
+def host_for(site: Path, **kw: object) -> Host:
+    return Host(SPEC, path=[str(site)], **kw)  # type: ignore[arg-type]
+
+
+class TestLazyLoading:
+    def test_nothing_imported_until_called(self, site: Path) -> None:
+        """Host start and plugins() import no plugin; the first call imports only the plugins of that hook."""
+        install_plugin(site, "upper", UPPER)
+        install_plugin(site, "fr", GUESS_FR, hooks=("detect_language",))
+        with host_for(site) as host:
+            assert {"available"} == {p.status for p in host.plugins()}
+            assert not {"textkit_upper", "textkit_fr"} & set(sys.modules)
+            assert ["HI"] == host.hook.transform(text="hi")
+            assert "textkit_upper" in sys.modules
+            assert "textkit_fr" not in sys.modules
+            assert ("loaded", "available") == (host.plugin("upper").status, host.plugin("fr").status)
+
+    def test_after_loading_calls_go_straight_to_the_plugin(self, site: Path) -> None:
+        """Once loaded, pluggy holds the plugin's own function: no SDK frame in between."""
+        install_plugin(site, "upper", UPPER)
+        with host_for(site) as host:
+            host.hook.transform(text="x")
+            (impl,) = host.hook.transform.get_hookimpls()
+            assert sys.modules["textkit_upper"].transform is impl.function
+
+    def test_call_order_does_not_depend_on_load_order(self, site: Path) -> None:
+        """Results come in registration order whichever plugin happened to load first."""
+        install_plugin(site, "a", UPPER)
+        install_plugin(site, "b", REVERSE, hooks=("transform", "detect_language"))
+        with host_for(site) as one, host_for(site) as two:
+            two.hook.detect_language(text="x")  # loads b first in the second host
+            assert one.hook.transform(text="ab") == two.hook.transform(text="ab")
+
+    def test_explicit_load(self, site: Path) -> None:
+        """Host.load imports a plugin before its first call."""
+        install_plugin(site, "upper", UPPER)
+        with host_for(site) as host:
+            assert "loaded" == host.load("upper").status
+
+
+class TestPluggySemantics:
+    def test_list_and_firstresult(self, site: Path) -> None:
+        """Plain hooks return every result; firstresult hooks the first non-None, tryfirst honoured."""
+        install_plugin(site, "upper", UPPER)
+        install_plugin(site, "rev", REVERSE, hooks=("transform", "detect_language"))
+        install_plugin(site, "fr", GUESS_FR, hooks=("detect_language",))
+        with host_for(site) as host:
+            assert ["HELLO", "olleh"] == sorted(host.hook.transform(text="hello"))
+            assert "fr" == host.hook.detect_language(text="bonjour")
+            assert "en" == host.hook.detect_language(text="hello")
+
+    def test_map(self, site: Path) -> None:
+        """map returns, per item, what a single call would."""
+        install_plugin(site, "upper", UPPER)
+        install_plugin(site, "rev", REVERSE, hooks=("transform", "detect_language"))
+        with host_for(site) as host:
+            items = [{"text": "ab"}, {"text": "cd"}]
+            assert [host.hook.transform(**i) for i in items] == host.hook.transform.map(items)
+            assert ["en", None] == host.hook.detect_language.map([{"text": "x"}, {"text": "é"}])
+
+    def test_by_plugin(self, site: Path) -> None:
+        """by_plugin attributes each result to its plugin."""
+        install_plugin(site, "upper", UPPER)
+        install_plugin(site, "rev", REVERSE, hooks=("transform", "detect_language"))
+        with host_for(site) as host:
+            assert {"upper": "AB", "rev": "ba"} == host.hook.transform.by_plugin(text="ab")
+
+
+class TestSpecVersions:
+    def test_future_hook_plugin_skipped_before_import(self, site: Path) -> None:
+        """On spec 1.0 a plugin implementing a 1.1 hook is incompatible and never imported."""
+        install_plugin(site, "rev", REVERSE, hooks=("transform", "detect_language"))
+        install_plugin(site, "upper", UPPER)
+        with Host(SPEC_1_0, path=[str(site)]) as host:
+            info = host.plugin("rev")
+            assert "incompatible" == info.status
+            assert "added in textkit 1.1" in info.reason
+            assert ["HI"] == host.hook.transform(text="hi")
+        assert "textkit_rev" not in sys.modules
+
+    def test_undeclared_implementation_fails_that_plugin(self, site: Path) -> None:
+        """Code implementing a hook its manifest omits fails only that plugin, at load."""
+        install_plugin(site, "rev", REVERSE, hooks=("transform",))
+        install_plugin(site, "upper", UPPER)
+        with host_for(site) as host:
+            assert ["HI"] == host.hook.transform(text="hi")
+            info = host.plugin("rev")
+            assert "failed" == info.status
+            assert "implements ['detect_language'] but its manifest does not declare" in info.reason
+
+    def test_wrong_arguments_fail_that_plugin(self, site: Path) -> None:
+        """pluggy's argument validation applies, to that plugin only."""
+        install_plugin(
+            site,
+            "bad",
+            "from pluginsdk import hookimpl\n@hookimpl\ndef transform(text, colour):\n    return text\n",
+        )
+        install_plugin(site, "upper", UPPER)
+        with host_for(site) as host:
+            assert ["HI"] == host.hook.transform(text="hi")
+            assert "colour" in host.plugin("bad").reason
+
+
+class TestBrokenPlugins:
+    def test_each_kind_of_breakage_is_contained(self, site: Path) -> None:
+        """Import errors, module-body exceptions and SystemExit fail one plugin each; the good one answers."""
+        install_plugin(site, "upper", UPPER)
+        install_plugin(site, "importerror", "import no_such_module_anywhere\n")
+        install_plugin(site, "body", "raise RuntimeError('module body exploded')\n")
+        install_plugin(site, "exits", "raise SystemExit(3)\n")
+        install_plugin(site, "noattr", UPPER, entry_value="textkit_noattr:missing")
+        with host_for(site) as host:
+            assert ["HI"] == host.hook.transform(text="hi")
+            assert ["HO"] == host.hook.transform(text="ho")
+            infos = {p.name: p for p in host.plugins()}
+        assert "loaded" == infos["upper"].status
+        assert "ModuleNotFoundError" in infos["importerror"].reason
+        assert "Traceback" in infos["importerror"].reason
+        assert "module body exploded" in infos["body"].reason
+        assert "SystemExit" in infos["exits"].reason
+        assert "AttributeError" in infos["noattr"].reason
+        assert {"failed"} == {infos[n].status for n in ("importerror", "body", "exits", "noattr")}
+
+    def test_strict_raises_at_load(self, site: Path) -> None:
+        """strict=True turns a plugin's import failure into a PluginLoadError for the caller."""
+        install_plugin(site, "body", "raise RuntimeError('module body exploded')\n")
+        with host_for(site, strict=True) as host, pytest.raises(PluginLoadError, match="exploded") as info:
+            host.hook.transform(text="hi")
+        assert "body" == info.value.plugin
+
+    def test_strict_raises_at_discovery(self, site: Path) -> None:
+        """strict=True refuses to start with a broken manifest."""
+        install_plugin(site, "nomanifest", UPPER, manifest="")
+        with pytest.raises(PluginLoadError, match="no pluginsdk.toml"):
+            host_for(site, strict=True)
+
+    def test_hook_exception_names_the_plugin(self, site: Path) -> None:
+        """An exception in a hook reaches the caller as PluginHookError with the plugin, hook and original."""
+        install_plugin(site, "upper", UPPER)
+        install_plugin(site, "raiser", RAISES)
+        with host_for(site) as host:
+            for _ in range(2):  # the first call (lazy load) and later ones (straight through pluggy)
+                with pytest.raises(PluginHookError) as info:
+                    host.hook.transform(text="x")
+                err = info.value
+                assert ("raiser", "transform", "textkit_raiser.Oops") == (err.plugin, err.hook, err.exc_type)
+                assert "cannot transform x" == err.exc_message
+                assert isinstance(err.__cause__, ValueError)
+                assert "raise Oops" in err.traceback
+                assert isinstance(err, PluginError)
+
+
+class TestPolicy:
+    def test_disabled_and_allow_list(self, site: Path) -> None:
+        """Disabled plugins and plugins outside the allow-list are never loaded."""
+        for name in ("a", "b", "c"):
+            install_plugin(site, name, UPPER)
+        policy = Policy(disabled={"a"}, allow={"a", "b"})
+        with host_for(site, policy=policy) as host:
+            assert ["HI"] == host.hook.transform(text="hi")
+            infos = {p.name: (p.status, p.reason) for p in host.plugins()}
+        assert ("disabled", "disabled by the host's policy") == infos["a"]
+        assert "loaded" == infos["b"][0]
+        assert ("disabled", "not in the host's allow-list") == infos["c"]
+
+    def test_isolation_only_goes_up(self) -> None:
+        """Overrides and the minimum raise a plugin's level; nothing lowers it; trusted plugins skip the floor."""
+        policy = Policy(isolation={"a": "wasm", "b": "inprocess"}, min_isolation="process", trusted={"t"})
+        assert "wasm" == policy.isolation_for("a", "inprocess")
+        assert "wasm" == policy.isolation_for("b", "wasm")
+        assert "process" == policy.isolation_for("c", "inprocess")
+        assert "inprocess" == policy.isolation_for("t", "inprocess")
+
+    def test_limits(self) -> None:
+        """Per-plugin limits win; a manifest may ask for less than the host cap, never more."""
+        from pluginsdk import Limits
+
+        policy = Policy(limits=Limits(memory_mb=512, timeout=10.0), plugin_limits={"big": Limits(memory_mb=2048)})
+        small = policy.limits_for("small", {"memory_mb": 4096, "timeout": 2.0, "workers": 3})
+        assert (512, 2.0, 3) == (small.memory_mb, small.timeout, small.workers)
+        assert 2048 == policy.limits_for("big", {"memory_mb": 64}).memory_mb
+        assert 64.0 == policy.limits_for("x", {}).max_message_mb
+
+    def test_from_toml(self, tmp_path: Path, site: Path) -> None:
+        """A host reads its policy from a TOML file's [policy] table."""
+        config = tmp_path / "host.toml"
+        config.write_text(
+            '[policy]\ndisabled = ["a"]\nmin_isolation = "process"\ntrusted = ["b"]\n'
+            '[policy.isolation]\nb = "process"\n[policy.limits]\ntimeout = 5\n'
+        )
+        policy = Policy.from_toml(config)
+        assert (frozenset({"a"}), "process", "process", 5.0) == (
+            policy.disabled,
+            policy.min_isolation,
+            policy.isolation["b"],
+            policy.limits.timeout,
+        )
+        install_plugin(site, "a", UPPER)
+        with host_for(site, config=config) as host:
+            assert "disabled" == host.plugin("a").status
+
+    @pytest.mark.parametrize(
+        ("text", "fragment"),
+        [
+            ('[policy]\nmin_isolation = "vm"\n', "min_isolation"),
+            ('[policy]\ncolour = "red"\n', "colour"),
+            ('[policy]\ndisabled = "a"\n', "list of plugin names"),
+            ("[policy\n", "cannot read"),
+        ],
+    )
+    def test_bad_toml(self, tmp_path: Path, text: str, fragment: str) -> None:
+        """A malformed policy file is a ConfigError naming the file."""
+        from pluginsdk import ConfigError
+
+        config = tmp_path / "host.toml"
+        config.write_text(text)
+        with pytest.raises(ConfigError, match=fragment) as info:
+            Policy.from_toml(config)
+        assert str(config) in str(info.value)
+
+
+UNAVAILABLE_SCRIPT = """
+import sys, importlib.abc
+class Hide(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "wasmtime" or name.startswith("wasmtime."):
+            raise ModuleNotFoundError("hidden for the test")
+        return None
+sys.meta_path.insert(0, Hide())
+sys.path[:0] = [{site!r}, {tests!r}]
+from textkit import SPEC
+from pluginsdk import Host
+with Host(SPEC, path=[{site!r}]) as host:
+    print(host.plugin("sandboxed").status, "|", host.plugin("sandboxed").reason)
+    print(host.hook.transform(text="hi"))
+print("textkit_sandboxed" in sys.modules)
+"""
+
+
+class TestUnavailableBackend:
+    def test_missing_wasm_extra_is_reported_not_run_in_process(self, site: Path) -> None:
+        """Without wasmtime a wasm plugin is 'unavailable' with a reason, and never runs in-process."""
+        install_plugin(site, "sandboxed", UPPER, isolation="wasm")
+        install_plugin(site, "upper", UPPER)
+        script = UNAVAILABLE_SCRIPT.format(site=str(site), tests=str(Path(__file__).parent))
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+        status, reason = out.splitlines()[0].split(" | ")
+        assert "unavailable" == status
+        assert "wasm" in reason
+        assert ["['HI']", "False"] == out.splitlines()[1:]
+
+    def test_strict_refuses_unavailable(self, site: Path) -> None:
+        """strict=True raises BackendUnavailable when the level cannot be provided."""
+        install_plugin(site, "sandboxed", UPPER, isolation="wasm")
+        from pluginsdk.host import _backend_unavailable
+
+        if _backend_unavailable("wasm") is None:
+            pytest.skip("the wasm backend is available here; covered by the subprocess test above")
+        with pytest.raises(BackendUnavailable):
+            host_for(site, strict=True)

@@ -1,0 +1,68 @@
+"""Tests for pluginsdk.manifest: reading pluginsdk.toml as data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pluginsdk import Limits, ManifestError
+from pluginsdk.manifest import load_manifest
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "pluginsdk.toml"
+    path.write_text(text)
+    return path
+
+
+class TestLoadManifest:
+    def test_minimal(self, tmp_path: Path) -> None:
+        """Isolation defaults to inprocess; limits to unset."""
+        m = load_manifest(write(tmp_path, '[plugin]\nrequires = "textkit>=1"\nhooks = ["transform"]\n'))
+        assert ("textkit>=1", "inprocess", ("transform",), Limits()) == (
+            m.plugin.requires,
+            m.plugin.isolation,
+            m.plugin.hooks,
+            m.limits,
+        )
+
+    def test_limits(self, tmp_path: Path) -> None:
+        """Limits accept TOML integers where seconds are floats."""
+        m = load_manifest(
+            write(
+                tmp_path,
+                '[plugin]\nrequires = "textkit>=1"\nhooks = ["transform"]\nisolation = "process"\n'
+                "[limits]\nworkers = 2\ntimeout = 5\nmemory_mb = 256\n",
+            )
+        )
+        assert Limits(workers=2, timeout=5.0, memory_mb=256) == m.limits
+
+    @pytest.mark.parametrize(
+        ("text", "fragment"),
+        [
+            ('[plugin]\nrequires = "textkit>=1"\nhooks = ["t"]\nisolation = "docker"\n', "isolation must be one of"),
+            ('[plugin]\nrequires = "textkit>=1"\nhooks = []\n', "at least one hook"),
+            ('[plugin]\nrequires = "textkit >= banana"\nhooks = ["t"]\n', "requires"),
+            ('[plugin]\nhooks = ["t"]\n', "requires"),
+            ('[plugin]\nrequires = "textkit>=1"\nhooks = ["t"]\ncolour = "red"\n', "colour"),
+            ('[plugin]\nrequires = "textkit>=1"\nhooks = ["t"]\n[limits]\nworkers = "two"\n', "workers"),
+            ('[plugin]\nrequires = "textkit>=1"\nhooks = ["t"]\n[limits]\ntimeout = -1\n', "negative"),
+            ('[plugin]\nrequires = "textkit>=1"\nhooks = ["not a name"]\n', "identifiers"),
+            ("[plugin\n", "cannot read"),
+            ("", "plugin"),
+        ],
+    )
+    def test_invalid(self, tmp_path: Path, text: str, fragment: str) -> None:
+        """Each kind of mistake gives a ManifestError naming the file and the problem."""
+        path = write(tmp_path, text)
+        with pytest.raises(ManifestError) as info:
+            load_manifest(path, plugin="upper")
+        assert fragment in str(info.value)
+        assert str(path) in str(info.value)
+        assert "upper" == info.value.plugin
+
+    def test_missing(self, tmp_path: Path) -> None:
+        """A missing file is a ManifestError too."""
+        with pytest.raises(ManifestError, match="no manifest"):
+            load_manifest(tmp_path / "pluginsdk.toml")
