@@ -90,34 +90,7 @@ def replace_impls(
     pm._name2plugin[name] = new_plugin
 
 
-def install_error_attribution(pm: pluggy.PluginManager, owner_of: Callable[[str], str | None]) -> None:
-    """Make exceptions raised by plugin code reach callers as ``PluginHookError``.
-
-    One try/except around the whole hook call, not one per implementation:
-    the implementation that raised is found afterwards from the traceback, so
-    the cost on the normal path is a single extra frame.
-    """
-    inner = pm._inner_hookexec
-
-    def hookexec(
-        hook_name: str, methods: Sequence[pluggy.HookImpl], kwargs: Mapping[str, object], firstresult: bool
-    ) -> Any:
-        try:
-            return inner(hook_name, methods, kwargs, firstresult)
-        except PluginError:
-            raise
-        except Exception as exc:
-            error = attribute(exc, hook_name, methods, owner_of)
-            if error is None:
-                raise
-            raise error from exc
-
-    pm._inner_hookexec = hookexec  # type: ignore[assignment]
-
-
-def attribute(
-    exc: BaseException, hook_name: str, methods: Sequence[pluggy.HookImpl], owner_of: Callable[[str], str | None]
-) -> PluginHookError | None:
+def attribute(exc: BaseException, hook_name: str, methods: Sequence[pluggy.HookImpl]) -> PluginHookError | None:
     """A ``PluginHookError`` naming the implementation ``exc`` came from, if any."""
     import traceback
 
@@ -134,7 +107,7 @@ def attribute(
     if plugin is None:
         return None
     return PluginHookError(
-        plugin=owner_of(plugin) or plugin,
+        plugin=plugin,
         hook=hook_name,
         exc_type=_qualname(type(exc)),
         exc_message=str(exc),
@@ -148,12 +121,54 @@ def _qualname(cls: type) -> str:
 
 
 class SDKHookCaller(pluggy.HookCaller):
-    """pluggy's hook caller, plus batch and per-plugin calls.
+    """pluggy's hook caller, plus plugin attribution of errors, batches and per-plugin calls.
 
-    ``__call__`` is pluggy's own, untouched: only the extra methods are ours.
+    ``__call__`` does what pluggy's does, with the options it reads on every
+    call computed once, and one ``try`` around dispatch: exceptions raised by
+    plugin code reach callers as ``PluginHookError`` without an extra frame
+    on the normal path (the implementation that raised is found afterwards,
+    from the traceback).
     """
 
-    __slots__ = ()
+    __slots__ = ("_defaults", "_firstresult")
+
+    def __init__(self, name: str, hook_execute: Any) -> None:
+        self._defaults: dict[str, object] = {}
+        self._firstresult = False
+        super().__init__(name, hook_execute)
+
+    def set_specification(self, specmodule_or_class: Any, spec_opts: Any) -> None:
+        super().set_specification(specmodule_or_class, spec_opts)
+        assert self.spec is not None
+        self._defaults = dict(getattr(self.spec, "kwargdefaults", None) or {})
+        self._firstresult = bool(self.spec.opts.get("firstresult"))
+
+    def __call__(self, **kwargs: object) -> Any:
+        assert self._call_history is None, "Cannot directly call a historic hook - use call_historic instead."
+        if self._defaults:
+            kwargs = {**self._defaults, **kwargs}
+        self._verify_all_args_are_provided(kwargs)
+        impls = self._hookimpls.copy()  # plugins may register others while being called
+        try:
+            return self._hookexec(self.name, impls, kwargs, self._firstresult)
+        except PluginError:
+            raise
+        except Exception as exc:
+            error = attribute(exc, self.name, impls)
+            if error is None:
+                raise
+            raise error from exc
+
+    def call_historic(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super().call_historic(*args, **kwargs)
+        except PluginError:
+            raise
+        except Exception as exc:
+            error = attribute(exc, self.name, self._hookimpls)
+            if error is None:
+                raise
+            raise error from exc
 
     def _impls_in_call_order(self) -> list[pluggy.HookImpl]:
         impls = self.get_hookimpls()
@@ -167,7 +182,7 @@ class SDKHookCaller(pluggy.HookCaller):
         except PluginError:
             raise
         except Exception as exc:
-            error = attribute(exc, self.name, [impl], lambda n: None)
+            error = attribute(exc, self.name, [impl])
             if error is None:
                 raise
             raise error from exc
@@ -244,10 +259,6 @@ def lazy_caller_class(load_pending: Callable[[str], None]) -> type[SDKHookCaller
         def call_historic(self, *args: Any, **kwargs: Any) -> None:
             self._activate()
             SDKHookCaller.call_historic(self, *args, **kwargs)
-
-        def call_extra(self, *args: Any, **kwargs: Any) -> Any:
-            self._activate()
-            return SDKHookCaller.call_extra(self, *args, **kwargs)
 
         def map(self, items: Sequence[Mapping[str, Any]]) -> list[Any]:
             self._activate()

@@ -76,9 +76,7 @@ class PluginLoadError(PluginError):
         traceback: The formatted traceback of the underlying error, if any.
     """
 
-    def __init__(
-        self, message: str, *, plugin: str | None = None, traceback: str = ""
-    ) -> None:
+    def __init__(self, message: str, *, plugin: str | None = None, traceback: str = "") -> None:
         super().__init__(message, plugin=plugin)
         self.traceback = traceback
 
@@ -111,9 +109,7 @@ class PluginHookError(PluginError):
         exc_message: str,
         traceback: str = "",
     ) -> None:
-        super().__init__(
-            f"hook {hook!r} raised {exc_type}: {exc_message}", plugin=plugin
-        )
+        super().__init__(f"hook {hook!r} raised {exc_type}: {exc_message}", plugin=plugin)
         self.hook = hook
         self.exc_type = exc_type
         self.exc_message = exc_message

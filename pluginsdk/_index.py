@@ -51,9 +51,7 @@ def cache_dir() -> str:
 
 def key(spec: HookSpec, search: Sequence[str]) -> str:
     hooks = sorted((n, d.argnames) for n, d in spec.hook_defs.items())
-    return json.dumps(
-        [_FORMAT, spec.group, spec.name, spec.version, hooks, sys.executable, sys.version, list(search)]
-    )
+    return json.dumps([_FORMAT, spec.group, spec.name, spec.version, hooks, sys.executable, sys.version, list(search)])
 
 
 def _file(k: str) -> str:

@@ -17,9 +17,7 @@ from ._errors import ManifestError, PluginError
 __all__ = ["check_project"]
 
 
-def check_project(
-    path: Path, *, spec_ref: str | None, load_spec: Callable[[str], Any]
-) -> tuple[list[str], list[str]]:
+def check_project(path: Path, *, spec_ref: str | None, load_spec: Callable[[str], Any]) -> tuple[list[str], list[str]]:
     """Return ``(problems, notes)`` for the plugin project at ``path``."""
     if sys.version_info >= (3, 11):
         import tomllib

@@ -154,7 +154,6 @@ class Host:
             cls = lazy if self._pending.get(name) else _dispatch.SDKHookCaller
             setattr(self._pm.hook, name, cls(name, self._pm._hookexec))
         self._pm.add_hookspecs(spec.namespace())
-        _dispatch.install_error_attribution(self._pm, lambda n: n if n in self._plugins else None)
         for plugin in self._plugins.values():
             if plugin.status == AVAILABLE:
                 self._register_placeholder(plugin)
@@ -296,9 +295,7 @@ class Host:
                 return None
             assert plugin.isolation is not None
             try:
-                backend = _backend_class(plugin.isolation)(
-                    self._target(plugin), log=self._log(plugin.candidate.name)
-                )
+                backend = _backend_class(plugin.isolation)(self._target(plugin), log=self._log(plugin.candidate.name))
                 backend.start()
             except PluginError as exc:
                 self._fail(plugin, exc)

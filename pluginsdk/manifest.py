@@ -143,9 +143,7 @@ def parse_manifest(data: Mapping[str, Any], *, path: str, plugin: str | None = N
             problems=problems,
         ) from None
     except (ValueError, TypeError) as exc:
-        raise ManifestError(
-            f"invalid manifest {path}: {exc}", plugin=plugin, path=path, problems=[str(exc)]
-        ) from None
+        raise ManifestError(f"invalid manifest {path}: {exc}", plugin=plugin, path=path, problems=[str(exc)]) from None
     for name in ("workers", "timeout", "memory_mb", "max_message_mb", "recycle_after", "idle_timeout"):
         value = getattr(manifest.limits, name)
         if value is not None and value < 0:

@@ -119,9 +119,7 @@ class HookSpec:
         self.hooks = hooks
         self.group = group or f"{name}.plugins"
         self._all = self._collect(hooks)
-        self._active = {
-            n: d for n, d in self._all.items() if d.since is None or parse_release(d.since) <= self.release
-        }
+        self._active = {n: d for n, d in self._all.items() if d.since is None or parse_release(d.since) <= self.release}
         if not self._active:
             raise SpecError(f"spec {name!r} {version} defines no hooks (mark them with @hookspec)")
         self._types: dict[str, tuple[dict[str, Any], Any]] = {}

@@ -55,9 +55,7 @@ def install_plugin(
     pkg.mkdir(parents=True, exist_ok=True)
     (pkg / "__init__.py").write_text(textwrap.dedent(source))
     if manifest is None:
-        manifest = DEFAULT_MANIFEST.format(
-            isolation=isolation, hooks="[" + ", ".join(f'"{h}"' for h in hooks) + "]"
-        )
+        manifest = DEFAULT_MANIFEST.format(isolation=isolation, hooks="[" + ", ".join(f'"{h}"' for h in hooks) + "]")
     if manifest:
         (pkg / "pluginsdk.toml").write_text(textwrap.dedent(manifest))
     for rel, text in (files or {}).items():

@@ -109,7 +109,11 @@ class TestCheck:
     @pytest.mark.parametrize(
         ("source", "manifest", "fragment"),
         [
-            (UPPER, '[plugin]\nrequires = "textkit>=1"\nhooks = ["transform", "detect_language"]\n', "does not implement"),
+            (
+                UPPER,
+                '[plugin]\nrequires = "textkit>=1"\nhooks = ["transform", "detect_language"]\n',
+                "does not implement",
+            ),
             (UPPER, '[plugin]\nrequires = "textkit>=3"\nhooks = ["transform"]\n', "incompatible"),
             (UPPER, '[plugin]\nrequires = "textkit>=1"\nhooks = ["transform"]\nisolation = "vm"\n', "isolation"),
             ("raise ImportError('nope')\n", GOOD_MANIFEST, "nope"),

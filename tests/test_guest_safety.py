@@ -57,10 +57,10 @@ class TestGuestSide:
     def test_package_root_is_cheap(self) -> None:
         """``import pluginsdk`` loads no host-side module until a host-side name is used."""
         code = (
-            "import sys\nsys.path.insert(0, %r)\nimport pluginsdk\n"
+            f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nimport pluginsdk\n"
             "print(sorted(m for m in sys.modules if m.startswith(('attrs', 'cattrs', 'pluginsdk.host'))))\n"
             "pluginsdk.Host\n"
             "print('pluginsdk.host' in sys.modules)\n"
-        ) % str(ROOT)
+        )
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         assert ["[]", "True"] == result.stdout.split()

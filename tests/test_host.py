@@ -190,7 +190,7 @@ class TestBrokenPlugins:
     def test_strict_raises_at_discovery(self, site: Path) -> None:
         """strict=True refuses to start with a broken manifest."""
         install_plugin(site, "nomanifest", UPPER, manifest="")
-        with pytest.raises(PluginLoadError, match="no pluginsdk.toml"):
+        with pytest.raises(PluginLoadError, match=r"no pluginsdk\.toml"):
             host_for(site, strict=True)
 
     def test_hook_exception_names_the_plugin(self, site: Path) -> None:

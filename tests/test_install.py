@@ -56,7 +56,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv.create(where, with_pip=False)  # this environment's pip drives it: nothing shadows
     purelib = subprocess.run(
         [str(where / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     # The outer environment's packages (pluggy, attrs, hatchling, ...) without a download.
     parents = [p for p in {*site.getsitepackages(), site.getusersitepackages()} if os.path.isdir(p)]
@@ -76,14 +78,27 @@ class TestRealInstalls:
     def test_wheel_and_editable_installs(self, env: Path, tmp_path: Path) -> None:
         """Wheel, hatchling-editable and setuptools-editable plugins are discovered without import, then called."""
         body = "from pluginsdk import hookimpl\n@hookimpl\ndef transform(text):\n    return text.{}()\n"
-        pip(env, str(write_project(tmp_path / "a", "textkit-wheel", "textkit_wheel", "hatchling", body.format("upper"))))
-        pip(env, "-e", str(write_project(tmp_path / "b", "textkit-hedit", "textkit_hedit", "hatchling", body.format("lower"))))
-        pip(env, "-e", str(write_project(tmp_path / "c", "textkit-sedit", "textkit_sedit", "setuptools", body.format("swapcase"))))
+        pip(
+            env, str(write_project(tmp_path / "a", "textkit-wheel", "textkit_wheel", "hatchling", body.format("upper")))
+        )
+        pip(
+            env,
+            "-e",
+            str(write_project(tmp_path / "b", "textkit-hedit", "textkit_hedit", "hatchling", body.format("lower"))),
+        )
+        pip(
+            env,
+            "-e",
+            str(write_project(tmp_path / "c", "textkit-sedit", "textkit_sedit", "setuptools", body.format("swapcase"))),
+        )
         script = HOST_SCRIPT.format(tests=str(TESTS))
         cache = tmp_path / "cache"
         out = subprocess.run(
             [str(env / "bin" / "python"), "-c", script],
-            capture_output=True, text=True, check=True, env={**os.environ, "PLUGINSDK_CACHE_DIR": str(cache)},
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PLUGINSDK_CACHE_DIR": str(cache)},
         ).stdout
         import json
 
