@@ -133,29 +133,50 @@ def _scan(spec: HookSpec | None, group: str, search: list[str], full_import_syst
             continue
         seen_dists.add(norm)
         try:
-            eps = dist.entry_points.select(group=group)
-        except Exception as exc:  # a corrupt entry_points.txt spoils one dist, not the scan
-            yield Candidate(
-                name=f"<{dist_name}>",
-                dist=dist_name,
-                version=dist.version or "?",
-                value="",
-                status=FAILED,
-                reason=f"unreadable entry points in {dist_name}: {exc}",
-            )
-            continue
-        for ep in eps:
-            cand = _examine(spec, ep.name, dist_name, dist.version or "?", ep.value, search, full_import_system)
-            if ep.name in names:
-                other = names[ep.name]
+            eps = [(ep.name, ep.value) for ep in dist.entry_points.select(group=group)]
+        except Exception:  # some versions refuse a whole file for one bad value: judge each entry alone
+            try:
+                eps = _lenient_entry_points(dist.read_text("entry_points.txt") or "", group)
+            except Exception as exc:  # undecodable: this distribution is spoilt, not the scan
+                yield Candidate(
+                    name=f"<{dist_name}>",
+                    dist=dist_name,
+                    version=dist.version or "?",
+                    value="",
+                    status=FAILED,
+                    reason=f"unreadable entry points in {dist_name}: {exc}",
+                )
+                continue
+        for ep_name, ep_value in eps:
+            cand = _examine(spec, ep_name, dist_name, dist.version or "?", ep_value, search, full_import_system)
+            if ep_name in names:
+                other = names[ep_name]
                 cand = attrs.evolve(
                     cand,
-                    name=f"{ep.name} ({dist_name})",
+                    name=f"{ep_name} ({dist_name})",
                     status=FAILED,
-                    reason=f"plugin name {ep.name!r} is already taken by distribution {other.dist!r}",
+                    reason=f"plugin name {ep_name!r} is already taken by distribution {other.dist!r}",
                 )
-            names.setdefault(ep.name, cand)
+            names.setdefault(ep_name, cand)
             yield cand
+
+
+def _lenient_entry_points(text: str, group: str) -> list[tuple[str, str]]:
+    """``(name, value)`` pairs of ``group`` from entry_points.txt text, without validating values."""
+    found = []
+    section = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip()
+        elif section == group:
+            name, sep, value = line.partition("=")
+            if not sep:
+                raise ValueError(f"line {raw!r} is not 'name = value'")
+            found.append((name.strip(), value.strip()))
+    return found
 
 
 def _examine(
