@@ -18,6 +18,7 @@ from typing import Any
 import pluggy
 
 from ._errors import PluginError, PluginHookError
+from ._markers import PROJECT, hookimpl
 
 _Args = tuple[Any, ...]
 _BATCH_ATTR = "__pluginsdk_batch__"
@@ -54,6 +55,21 @@ def make_impl_function(
     if batch is not None:
         setattr(impl, _BATCH_ATTR, batch)
     return impl
+
+
+def register_placeholder(
+    pm: pluggy.PluginManager, name: str, placeholder: object, functions: Mapping[str, Callable[..., Any]]
+) -> None:
+    """Register ``placeholder``'s implementations without ``pm.register``.
+
+    pluggy's register scans every attribute of the object and validates each
+    implementation against its spec; these functions were generated from the
+    spec itself, and with a hundred plugins that scan was most of start-up.
+    """
+    pm._name2plugin[name] = placeholder
+    for hook, function in functions.items():
+        opts = getattr(hookimpl(function), f"{PROJECT}_impl")
+        getattr(pm.hook, hook)._add_hookimpl(pluggy.HookImpl(placeholder, name, function, opts))
 
 
 def replace_impls(

@@ -19,17 +19,14 @@ __all__ = ["check_project"]
 
 def check_project(path: Path, *, spec_ref: str | None, load_spec: Callable[[str], Any]) -> tuple[list[str], list[str]]:
     """Return ``(problems, notes)`` for the plugin project at ``path``."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
+    from . import _toml
 
     problems: list[str] = []
     notes: list[str] = []
     pyproject = path / "pyproject.toml"
     try:
-        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        data = _toml.load(pyproject)
+    except (OSError, ValueError) as exc:  # TOMLDecodeError is a ValueError
         return [f"{pyproject}: {exc}"], notes
     spec_ref = spec_ref or data.get("tool", {}).get("pluginsdk", {}).get("spec")
     if not spec_ref:

@@ -18,9 +18,7 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
-
-import attrs
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _index
 from ._errors import ManifestError
@@ -38,8 +36,7 @@ INCOMPATIBLE = "incompatible"
 FAILED = "failed"
 
 
-@attrs.frozen
-class Candidate:
+class Candidate(NamedTuple):
     """One entry point of the spec's group, as discovery found it.
 
     Attributes:
@@ -73,13 +70,13 @@ class Candidate:
     requires: str | None = None
     isolation: str | None = None
     hooks: tuple[str, ...] = ()
-    limits: dict[str, Any] = attrs.field(factory=dict)
+    limits: dict[str, Any] = {}  # noqa: RUF012 - a named tuple's field: never mutated
     wasm_packages: tuple[str, ...] = ()
     status: str = AVAILABLE
     reason: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return attrs.asdict(self)
+        return self._asdict()
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Candidate:
@@ -122,61 +119,30 @@ def discover(
 
 
 def _scan(spec: HookSpec | None, group: str, search: list[str], full_import_system: bool) -> Iterable[Candidate]:
-    import importlib_metadata
+    from ._metadata import group_entries
 
-    seen_dists: set[str] = set()
     names: dict[str, Candidate] = {}
-    for dist in importlib_metadata.distributions(path=search):
-        dist_name = dist.name or "?"
-        norm = re.sub(r"[-_.]+", "-", dist_name).lower()
-        if norm in seen_dists:  # shadowed by an earlier path entry, as import would be
+    for found in group_entries(group, search, full_import_system):
+        if found.error is not None:  # an unreadable entry_points.txt spoils one distribution, not the scan
+            yield Candidate(
+                name=f"<{found.dist}>",
+                dist=found.dist,
+                version=found.version,
+                value="",
+                status=FAILED,
+                reason=found.error,
+            )
             continue
-        seen_dists.add(norm)
-        try:
-            eps = [(ep.name, ep.value) for ep in dist.entry_points.select(group=group)]
-        except Exception:  # some versions refuse a whole file for one bad value: judge each entry alone
-            try:
-                eps = _lenient_entry_points(dist.read_text("entry_points.txt") or "", group)
-            except Exception as exc:  # undecodable: this distribution is spoilt, not the scan
-                yield Candidate(
-                    name=f"<{dist_name}>",
-                    dist=dist_name,
-                    version=dist.version or "?",
-                    value="",
-                    status=FAILED,
-                    reason=f"unreadable entry points in {dist_name}: {exc}",
-                )
-                continue
-        for ep_name, ep_value in eps:
-            cand = _examine(spec, ep_name, dist_name, dist.version or "?", ep_value, search, full_import_system)
+        for ep_name, ep_value in found.entries:
+            cand = _examine(spec, ep_name, found.dist, found.version, ep_value, search, full_import_system)
             if ep_name in names:
-                other = names[ep_name]
-                cand = attrs.evolve(
-                    cand,
-                    name=f"{ep_name} ({dist_name})",
+                cand = cand._replace(
+                    name=f"{ep_name} ({found.dist})",
                     status=FAILED,
-                    reason=f"plugin name {ep_name!r} is already taken by distribution {other.dist!r}",
+                    reason=f"plugin name {ep_name!r} is already taken by distribution {names[ep_name].dist!r}",
                 )
             names.setdefault(ep_name, cand)
             yield cand
-
-
-def _lenient_entry_points(text: str, group: str) -> list[tuple[str, str]]:
-    """``(name, value)`` pairs of ``group`` from entry_points.txt text, without validating values."""
-    found = []
-    section = None
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            section = line[1:-1].strip()
-        elif section == group:
-            name, sep, value = line.partition("=")
-            if not sep:
-                raise ValueError(f"line {raw!r} is not 'name = value'")
-            found.append((name.strip(), value.strip()))
-    return found
 
 
 def _examine(
@@ -192,17 +158,16 @@ def _examine(
     module, _, attr = (part.strip() for part in value.partition(":"))
     if not _MODULE.fullmatch(module) or (attr and not _ATTR.fullmatch(attr)):
         reason = f"bad entry point value {value!r} (expected 'module' or 'module:object')"
-        return attrs.evolve(base, status=FAILED, reason=reason)
-    base = attrs.evolve(base, module=module, attr=attr or None)
+        return base._replace(status=FAILED, reason=reason)
+    base = base._replace(module=module, attr=attr or None)
 
     located = _locate_package(module, search, full_import_system)
     if isinstance(located, str):
-        return attrs.evolve(base, status=FAILED, reason=located)
+        return base._replace(status=FAILED, reason=located)
     package_dir, path_entry, manifest_path = located
-    base = attrs.evolve(base, package_dir=package_dir, path_entry=path_entry)
+    base = base._replace(package_dir=package_dir, path_entry=path_entry)
     if manifest_path is None:
-        return attrs.evolve(
-            base,
+        return base._replace(
             status=FAILED,
             reason=f"no pluginsdk.toml in package {module.split('.')[0]!r} ({package_dir})",
         )
@@ -212,34 +177,33 @@ def _examine(
     try:
         manifest = load_manifest(manifest_path, plugin=name)
     except ManifestError as exc:
-        return attrs.evolve(base, manifest_path=manifest_path, status=FAILED, reason=exc.message)
-    base = attrs.evolve(
-        base,
+        return base._replace(manifest_path=manifest_path, status=FAILED, reason=exc.message)
+    base = base._replace(
         manifest_path=manifest_path,
         requires=manifest.plugin.requires,
         isolation=manifest.plugin.isolation,
         hooks=manifest.plugin.hooks,
-        limits={k: v for k, v in attrs.asdict(manifest.limits).items() if v is not None},
+        limits={k: v for k, v in manifest.limits._asdict().items() if v is not None},
         wasm_packages=manifest.wasm.packages,
     )
     if spec is None:
         return base
     problem = check_compatibility(spec, manifest.plugin.requires, manifest.plugin.hooks)
     if problem is not None:
-        return attrs.evolve(base, status=problem[0], reason=problem[1])
+        return base._replace(status=problem[0], reason=problem[1])
     return base
 
 
 def check_compatibility(spec: HookSpec, requires: str, hooks: Iterable[str]) -> tuple[str, str] | None:
     """``(status, reason)`` if a plugin with this manifest cannot run on ``spec``."""
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
+    from ._metadata import normalize
+    from .manifest import parse_requires
 
-    req = Requirement(requires)
-    if canonicalize_name(req.name) != canonicalize_name(spec.name):
-        return INCOMPATIBLE, f"requires spec {req.name!r}, but this host provides {spec.name!r}"
-    if not req.specifier.contains(spec.version, prereleases=True):
-        return INCOMPATIBLE, f"requires {spec.name}{req.specifier}, but this host provides {spec.name} {spec.version}"
+    name, specifier = parse_requires(requires)
+    if normalize(name) != normalize(spec.name):
+        return INCOMPATIBLE, f"requires spec {name!r}, but this host provides {spec.name!r}"
+    if not specifier.contains(spec.version, prereleases=True):
+        return INCOMPATIBLE, f"requires {spec.name}{specifier}, but this host provides {spec.name} {spec.version}"
     for hook in hooks:
         if hook in spec.hook_defs:
             continue

@@ -6,21 +6,20 @@ import atexit
 import threading
 import weakref
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import attrs
 import pluggy
 
 from . import _dispatch
 from ._errors import BackendUnavailable, PluginError, PluginLoadError
-from ._markers import PROJECT, hookimpl
+from ._markers import PROJECT
 from .backends.base import BACKENDS, ISOLATION_LEVELS, Backend, PluginTarget
 from .discovery import AVAILABLE, FAILED, INCOMPATIBLE, Candidate, discover
 from .policy import Policy
 
 if TYPE_CHECKING:
     import logging
+    from pathlib import Path
 
     from .spec import HookSpec
 
@@ -31,8 +30,7 @@ DISABLED = "disabled"
 UNAVAILABLE = "unavailable"
 
 
-@attrs.frozen
-class PluginInfo:
+class PluginInfo(NamedTuple):
     """What the host knows of one plugin.
 
     Attributes:
@@ -243,8 +241,8 @@ class Host:
         cand = plugin.candidate
         placeholder = plugin.placeholder = _Placeholder(cand.name)
         remote = plugin.isolation != "inprocess"
+        functions = {}
         for hook in cand.hooks:
-            argnames = self.spec.hook_defs[hook].argnames
 
             def call(args: tuple[Any, ...], hook: str = hook) -> Any:
                 return self._call(plugin, hook, args)
@@ -252,9 +250,9 @@ class Host:
             def batch(items: list[tuple[Any, ...]], hook: str = hook) -> list[Any]:
                 return self._call_batch(plugin, hook, items)
 
-            fn = _dispatch.make_impl_function(hook, argnames, call, batch if remote else None)
-            setattr(placeholder, hook, hookimpl(fn))
-        self._pm.register(placeholder, name=cand.name)
+            argnames = self.spec.hook_defs[hook].argnames
+            functions[hook] = _dispatch.make_impl_function(hook, argnames, call, batch if remote else None)
+        _dispatch.register_placeholder(self._pm, cand.name, placeholder, functions)
 
     # -- loading and calling ------------------------------------------------
 

@@ -7,24 +7,31 @@ where and how to run a plugin before a line of its code executes.
 
 from __future__ import annotations
 
+import functools
 import re
-import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import cattrs
 
+from . import _toml
 from ._errors import ManifestError
 from .backends.base import ISOLATION_LEVELS, Limits
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+if TYPE_CHECKING:
+    from packaging.specifiers import SpecifierSet
 
-__all__ = ["MANIFEST_NAME", "Manifest", "PluginSection", "WasmSection", "load_manifest", "parse_manifest"]
+__all__ = [
+    "MANIFEST_NAME",
+    "Manifest",
+    "PluginSection",
+    "WasmSection",
+    "load_manifest",
+    "parse_manifest",
+    "parse_requires",
+]
 
 MANIFEST_NAME = "pluginsdk.toml"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -43,15 +50,33 @@ def _check_hooks(_: object, attribute: attrs.Attribute[tuple[str, ...]], value: 
         raise ValueError(f"hook names must be identifiers: {', '.join(map(repr, bad))}")
 
 
-def _check_requires(_: object, attribute: attrs.Attribute[str], value: str) -> None:
-    from packaging.requirements import InvalidRequirement, Requirement
+_REQUIRES = re.compile(r"\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(.*)", re.S)
 
-    try:
-        req = Requirement(value)
-    except InvalidRequirement as exc:
-        raise ValueError(f"requires {value!r} is not 'SPEC-NAME<specifier>': {exc}") from None
-    if req.extras or req.url or req.marker:
+
+@functools.lru_cache(maxsize=512)
+def parse_requires(value: str) -> tuple[str, SpecifierSet]:
+    """Split ``"textkit>=1.0,<2"`` into the spec name and a PEP 440 specifier set.
+
+    Only a name and a specifier are allowed (no extras, markers or URLs), so
+    this needs ``packaging.specifiers`` alone rather than the heavier
+    requirement parser.
+    """
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    match = _REQUIRES.fullmatch(value)
+    if match is None:
+        raise ValueError(f"requires {value!r} is not 'SPEC-NAME<specifier>', e.g. 'textkit>=1.0,<2'")
+    name, rest = match.groups()
+    if any(c in rest for c in "[;@"):
         raise ValueError(f"requires {value!r} may hold only a spec name and a version specifier")
+    try:
+        return name, SpecifierSet(rest.strip())
+    except InvalidSpecifier as exc:
+        raise ValueError(f"requires {value!r} is not 'SPEC-NAME<specifier>': {exc}") from None
+
+
+def _check_requires(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    parse_requires(value)
 
 
 @attrs.frozen
@@ -95,47 +120,12 @@ class Manifest:
     wasm: WasmSection = WasmSection()
 
 
-def _make_converter() -> cattrs.Converter:
-    conv = cattrs.Converter(forbid_extra_keys=True)
-    # TOML gives ints where floats are meant ("timeout = 5"); strings stay strings.
-    conv.register_structure_hook(float, lambda v, _: _number(v, float))
-    conv.register_structure_hook(int, lambda v, _: _number(v, int))
-    conv.register_structure_hook(str, lambda v, _: _string(v))
-    return conv
-
-
-def _number(value: object, kind: type) -> Any:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"expected a number, got {value!r}")
-    if kind is int and isinstance(value, float) and not value.is_integer():
-        raise ValueError(f"expected a whole number, got {value!r}")
-    return kind(value)
-
-
-def _string(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {value!r}")
-    return value
-
-
-_converter = _make_converter()
-
-
-def describe_error(exc: BaseException, type_: type | None) -> str:
-    """cattrs' wording, but a validator's own message where there is one."""
-    from cattrs.v import format_exception
-
-    if isinstance(exc, ValueError) and not isinstance(exc, cattrs.BaseValidationError) and str(exc):
-        return str(exc)
-    return format_exception(exc, type_)
-
-
 def parse_manifest(data: Mapping[str, Any], *, path: str, plugin: str | None = None) -> Manifest:
     """Structure and validate manifest ``data`` read from ``path``."""
     try:
-        manifest = _converter.structure(dict(data), Manifest)
+        manifest = _toml.converter.structure(dict(data), Manifest)
     except cattrs.BaseValidationError as exc:
-        problems = cattrs.transform_error(exc, path="", format_exception=describe_error)
+        problems = _toml.problems(exc, path="")
         raise ManifestError(
             f"invalid manifest {path}: " + "; ".join(problems),
             plugin=plugin,
@@ -160,11 +150,10 @@ def load_manifest(path: str | Path, *, plugin: str | None = None) -> Manifest:
     """Read and validate the manifest file at ``path``."""
     path = str(path)
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
+        data = _toml.load(path)
     except FileNotFoundError:
         raise ManifestError(f"no manifest at {path}", plugin=plugin, path=path) from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, _toml.TOMLDecodeError) as exc:
         raise ManifestError(
             f"cannot read manifest {path}: {exc}", plugin=plugin, path=path, problems=[str(exc)]
         ) from None

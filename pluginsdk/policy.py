@@ -2,43 +2,29 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Any
-
-import attrs
+from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigError
 from .backends.base import DEFAULT_LIMITS, ISOLATION_LEVELS, Limits
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
 __all__ = ["Policy"]
 
 
-def _optional_names(value: Iterable[str] | None) -> frozenset[str] | None:
-    return None if value is None else frozenset(value)
+def _check_level(what: str, level: object) -> None:
+    if level not in ISOLATION_LEVELS:
+        raise ValueError(f"{what} must be one of {', '.join(ISOLATION_LEVELS)}, not {level!r}")
 
 
-def _level(_: object, attribute: attrs.Attribute[Any], value: str) -> None:
-    if value not in ISOLATION_LEVELS:
-        raise ValueError(f"{attribute.name} must be one of {', '.join(ISOLATION_LEVELS)}, not {value!r}")
-
-
-def _levels(_: object, attribute: attrs.Attribute[Any], value: Mapping[str, str]) -> None:
-    for name, level in value.items():
-        if level not in ISOLATION_LEVELS:
-            raise ValueError(
-                f"isolation for plugin {name!r} must be one of {', '.join(ISOLATION_LEVELS)}, not {level!r}"
-            )
-
-
-@attrs.frozen
 class Policy:
     """A host's rules for its plugins.
 
     Isolation only ever goes up: a plugin runs at the highest of the level
     its manifest asks for, the host's override for it, and (unless it is
-    trusted) ``min_isolation``.
+    trusted) ``min_isolation``.  Immutable once built.
 
     Attributes:
         disabled: Plugins never loaded.
@@ -53,26 +39,78 @@ class Policy:
             plugins instead of the bundled one.
     """
 
-    disabled: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
-    allow: frozenset[str] | None = attrs.field(default=None, converter=_optional_names)
-    isolation: Mapping[str, str] = attrs.field(factory=dict, validator=_levels)
-    min_isolation: str = attrs.field(default="inprocess", validator=_level)
-    trusted: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
-    limits: Limits = Limits()
-    plugin_limits: Mapping[str, Limits] = attrs.field(factory=dict)
-    wasm_interpreter: str | None = None
+    # A plain class: it is built on every host start, where generating a
+    # dataclass's or attrs class's methods would cost more than the rest.
+    __slots__ = (
+        "allow",
+        "disabled",
+        "isolation",
+        "limits",
+        "min_isolation",
+        "plugin_limits",
+        "trusted",
+        "wasm_interpreter",
+    )
+
+    disabled: frozenset[str]
+    allow: frozenset[str] | None
+    isolation: Mapping[str, str]
+    min_isolation: str
+    trusted: frozenset[str]
+    limits: Limits
+    plugin_limits: Mapping[str, Limits]
+    wasm_interpreter: str | None
+
+    def __init__(
+        self,
+        *,
+        disabled: Iterable[str] = (),
+        allow: Iterable[str] | None = None,
+        isolation: Mapping[str, str] | None = None,
+        min_isolation: str = "inprocess",
+        trusted: Iterable[str] = (),
+        limits: Limits | None = None,
+        plugin_limits: Mapping[str, Limits] | None = None,
+        wasm_interpreter: str | None = None,
+    ) -> None:
+        _check_level("min_isolation", min_isolation)
+        for plugin, level in (isolation or {}).items():
+            _check_level(f"isolation for plugin {plugin!r}", level)
+        values = {
+            "disabled": frozenset(disabled),
+            "allow": None if allow is None else frozenset(allow),
+            "isolation": dict(isolation or {}),
+            "min_isolation": min_isolation,
+            "trusted": frozenset(trusted),
+            "limits": limits or Limits(),
+            "plugin_limits": dict(plugin_limits or {}),
+            "wasm_interpreter": wasm_interpreter,
+        }
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Policy is immutable; cannot set {name!r}")
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in sorted(self.__slots__))
+        return f"Policy({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Policy):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Policy:
         """Read the ``[policy]`` table of a TOML file."""
-        if sys.version_info >= (3, 11):
-            import tomllib
-        else:  # pragma: no cover
-            import tomli as tomllib
+        from . import _toml
+
         try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+            data = _toml.load(path)
+        except (OSError, UnicodeDecodeError, _toml.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read policy: {exc}", path=str(path)) from None
         return cls.from_dict(data.get("policy", {}), source=str(path))
 
@@ -81,16 +119,12 @@ class Policy:
         """Build a policy from plain data, as found under ``[policy]``."""
         import cattrs
 
-        conv = cattrs.Converter(forbid_extra_keys=True)
-        conv.register_structure_hook_func(lambda t: t == frozenset[str], lambda v, _: frozenset(_strings(v)))
-        conv.register_structure_hook(float, lambda v, _: _number(v))
-        try:
-            return conv.structure(dict(data), cls)
-        except cattrs.BaseValidationError as exc:
-            from .manifest import describe_error
+        from . import _toml
 
-            problems = cattrs.transform_error(exc, path="policy", format_exception=describe_error)
-            raise ConfigError("invalid policy: " + "; ".join(problems), path=source) from None
+        try:
+            return cls(**_toml.converter.structure(dict(data), _policy_fields()))
+        except cattrs.BaseValidationError as exc:
+            raise ConfigError("invalid policy: " + "; ".join(_toml.problems(exc, "policy")), path=source) from None
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"invalid policy: {exc}", path=source) from None
 
@@ -122,18 +156,23 @@ class Policy:
             if asked is not None and cap is not None:
                 capped[field] = min(asked, cap)
         if capped:
-            manifest = attrs.evolve(manifest, **capped)
+            manifest = manifest._replace(**capped)
         own = self.plugin_limits.get(name, Limits())
         return own.merged(manifest, self.limits, DEFAULT_LIMITS)
 
 
-def _strings(value: object) -> list[str]:
-    if not isinstance(value, (list, tuple, set, frozenset)) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"expected a list of plugin names, got {value!r}")
-    return list(value)
+def _policy_fields() -> type:
+    """The schema of a ``[policy]`` table, for cattrs (built only when a file is read)."""
+    from typing import TypedDict
 
+    class PolicyFields(TypedDict, total=False):
+        disabled: frozenset[str]
+        allow: frozenset[str] | None
+        isolation: dict[str, str]
+        min_isolation: str
+        trusted: frozenset[str]
+        limits: Limits
+        plugin_limits: dict[str, Limits]
+        wasm_interpreter: str | None
 
-def _number(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"expected a number, got {value!r}")
-    return float(value)
+    return PolicyFields

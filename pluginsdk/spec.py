@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import inspect
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar, overload
+from typing import Any, NamedTuple, TypeVar, overload
 
-import attrs
 import pluggy
 
 from ._errors import SpecError
@@ -69,8 +67,7 @@ def hookspec(
     return mark if function is None else mark(function)
 
 
-@attrs.frozen
-class HookDef:
+class HookDef(NamedTuple):
     """One hook of a spec.
 
     Attributes:
@@ -87,7 +84,20 @@ class HookDef:
     since: str | None
     firstresult: bool
     historic: bool
-    function: Callable[..., object] = attrs.field(repr=False, eq=False)
+    function: Callable[..., object]
+
+
+def _argnames(func: Callable[..., object]) -> tuple[str, ...]:
+    """Positional parameter names, ``self`` excluded, read from the code object.
+
+    The same rule pluggy applies, and far cheaper than ``inspect.signature``
+    on a host's start-up path.
+    """
+    code = getattr(func, "__code__", None)
+    if code is None:
+        raise SpecError(f"hook {func!r} is not a plain function")
+    names = code.co_varnames[: code.co_argcount]
+    return tuple(names[1:] if names and names[0] == "self" else names)
 
 
 class HookSpec:
@@ -123,6 +133,7 @@ class HookSpec:
         if not self._active:
             raise SpecError(f"spec {name!r} {version} defines no hooks (mark them with @hookspec)")
         self._types: dict[str, tuple[dict[str, Any], Any]] = {}
+        self._namespace: type | None = None
 
     def __repr__(self) -> str:
         return f"HookSpec({self.name!r}, version={self.version!r}, group={self.group!r})"
@@ -135,13 +146,7 @@ class HookSpec:
             opts = getattr(func, _SPEC_ATTR, None)
             if opts is None or not callable(func):
                 continue
-            params = [
-                p.name
-                for p in inspect.signature(func).parameters.values()
-                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-            ]
-            if params and params[0] == "self":
-                params = params[1:]
+            params = _argnames(func)
             found[attr] = HookDef(
                 name=attr,
                 argnames=tuple(params),
@@ -164,7 +169,9 @@ class HookSpec:
 
     def namespace(self) -> type:
         """A class holding only this version's hooks, for pluggy's ``add_hookspecs``."""
-        return type(self.hooks.__name__, (), {n: d.function for n, d in self._active.items()})
+        if self._namespace is None:
+            self._namespace = type(self.hooks.__name__, (), {n: d.function for n, d in self._active.items()})
+        return self._namespace
 
     def types(self, hook: str) -> tuple[dict[str, Any], Any]:
         """Resolved argument and return annotations of ``hook`` (``Any`` when absent).

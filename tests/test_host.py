@@ -263,7 +263,7 @@ class TestPolicy:
         [
             ('[policy]\nmin_isolation = "vm"\n', "min_isolation"),
             ('[policy]\ncolour = "red"\n', "colour"),
-            ('[policy]\ndisabled = "a"\n', "list of plugin names"),
+            ('[policy]\ndisabled = "a"\n', "list of names"),
             ("[policy\n", "cannot read"),
         ],
     )

@@ -9,13 +9,12 @@ backend per plugin, lazily, on the first call of one of its hooks.
 from __future__ import annotations
 
 import abc
-import logging
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
-
-import attrs
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 if TYPE_CHECKING:
+    import logging
+
     from ..spec import HookSpec
 
 __all__ = ["ISOLATION_LEVELS", "Backend", "Limits", "PluginTarget"]
@@ -24,8 +23,10 @@ __all__ = ["ISOLATION_LEVELS", "Backend", "Limits", "PluginTarget"]
 ISOLATION_LEVELS: tuple[str, ...] = ("inprocess", "process", "wasm")
 
 
-@attrs.frozen
-class Limits:
+# Value classes on the host's start-up path are named tuples, not attrs classes
+# or dataclasses: importing attrs, or generating a dataclass's methods, costs
+# about a millisecond each, and a warm host start has a budget of ten.
+class Limits(NamedTuple):
     """Resource limits for one plugin; ``None`` means "use the default".
 
     Attributes:
@@ -46,9 +47,9 @@ class Limits:
 
     def merged(self, *fallbacks: Limits) -> Limits:
         """These limits, with each unset field taken from the first fallback that sets it."""
-        values = attrs.asdict(self)
+        values = self._asdict()
         for fb in fallbacks:
-            for key, value in attrs.asdict(fb).items():
+            for key, value in fb._asdict().items():
                 if values[key] is None:
                     values[key] = value
         return Limits(**values)
@@ -65,8 +66,7 @@ DEFAULT_LIMITS = Limits(
 )
 
 
-@attrs.frozen
-class PluginTarget:
+class PluginTarget(NamedTuple):
     """Everything a backend needs to load and run one plugin.
 
     Attributes:
@@ -92,8 +92,8 @@ class PluginTarget:
     path_entry: str
     hooks: Mapping[str, tuple[str, ...]]
     limits: Limits
-    spec: HookSpec = attrs.field(repr=False)
-    options: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    spec: HookSpec
+    options: Mapping[str, Any] = {}  # a named tuple field: shared, never mutated
 
 
 class Backend(abc.ABC):

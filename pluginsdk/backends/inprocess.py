@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import threading
 import traceback
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +26,11 @@ def resolve_object(module: str, attr: str | None) -> Any:
     return obj
 
 
+# One scratch manager per spec version validates every plugin loaded for it.
+_scratch: dict[type, pluggy.PluginManager] = {}
+_scratch_lock = threading.Lock()
+
+
 def collect_impls(
     spec_namespace: type,
     plugin: object,
@@ -37,22 +43,28 @@ def collect_impls(
     pluggy's own rules (argument names, unknown hooks) apply and its messages
     reach the user.  The implementations must match the manifest's ``hooks``.
     """
-    pm = pluggy.PluginManager(PROJECT)
-    pm.add_hookspecs(spec_namespace)
-    try:
-        pm.register(plugin, name=name)
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        raise PluginLoadError(str(exc), plugin=name) from None
+    with _scratch_lock:
+        pm = _scratch.get(spec_namespace)
+        if pm is None:
+            pm = _scratch[spec_namespace] = pluggy.PluginManager(PROJECT)
+            pm.add_hookspecs(spec_namespace)
+        try:
+            pm.register(plugin, name=name)
+            pm.check_pending()
+            collected = [(c.name, c.get_hookimpls()[0]) for c in pm.get_hookcallers(plugin) or ()]
+        except pluggy.PluginValidationError as exc:
+            raise PluginLoadError(str(exc), plugin=name) from None
+        finally:
+            if pm.get_plugin(name) is not None:
+                pm.unregister(name=name)
     impls: dict[str, pluggy.HookImpl] = {}
-    for caller in pm.get_hookcallers(plugin) or ():
-        (impl,) = caller.get_hookimpls()
+    for hook, impl in collected:
         if impl.wrapper or impl.hookwrapper:
             raise PluginLoadError(
-                f"hook {caller.name!r} is a wrapper; plugins run at any isolation level, where wrappers cannot cross",
+                f"hook {hook!r} is a wrapper; plugins run at any isolation level, where wrappers cannot cross",
                 plugin=name,
             )
-        impls[caller.name] = impl
+        impls[hook] = impl
     missing = sorted(set(declared) - impls.keys())
     extra = sorted(impls.keys() - set(declared))
     if missing or extra:

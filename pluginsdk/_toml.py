@@ -1,0 +1,82 @@
+"""Reading the SDK's TOML files (manifests, host policy) into typed values.
+
+One private cattrs converter, never the global one: unknown keys are errors
+(a typo must not be silently ignored), TOML integers are accepted where a
+float is meant, and nothing else is coerced.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import cattrs
+from cattrs.cols import is_namedtuple, namedtuple_dict_structure_factory
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+__all__ = ["TOMLDecodeError", "converter", "describe_error", "load"]
+
+TOMLDecodeError = tomllib.TOMLDecodeError
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Parse the TOML file at ``path``."""
+    with open(path, "rb") as f:
+        data: dict[str, Any] = tomllib.load(f)
+    return data
+
+
+def _number(value: object, kind: type) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number, got {value!r}")
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"expected a whole number, got {value!r}")
+    return kind(value)
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _names(value: object) -> frozenset[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"expected a list of names, got {value!r}")
+    return frozenset(value)
+
+
+def _make() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True)
+    # Named tuples come from TOML tables; their options are positional-only.
+    conv.register_structure_hook_factory(
+        is_namedtuple,
+        lambda cl, c: namedtuple_dict_structure_factory(cl, c, "from_converter", True),
+    )
+    conv.register_structure_hook(float, lambda v, _: _number(v, float))
+    conv.register_structure_hook(int, lambda v, _: _number(v, int))
+    conv.register_structure_hook(str, lambda v, _: _string(v))
+    conv.register_structure_hook_func(lambda t: t == frozenset[str], lambda v, _: _names(v))
+    return conv
+
+
+converter = _make()
+
+
+def describe_error(exc: BaseException, type_: type | None) -> str:
+    """cattrs' wording, but a validator's own message where there is one."""
+    from cattrs.v import format_exception
+
+    if isinstance(exc, ValueError) and not isinstance(exc, cattrs.BaseValidationError) and str(exc):
+        return str(exc)
+    return format_exception(exc, type_)
+
+
+def problems(exc: cattrs.BaseValidationError, path: str) -> list[str]:
+    """One readable line per problem in a cattrs validation error."""
+    return cattrs.transform_error(exc, path=path, format_exception=describe_error)
