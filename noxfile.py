@@ -71,6 +71,8 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def demo(session: nox.Session) -> None:
-    """The main job: a host discovering and running its plugins at every isolation level."""
+    """The main job: the leakscan reference host running its plugins at every isolation level."""
     _install(session)
-    session.run("python", "-m", "pluginsdk.demo", *session.posargs)
+    plugins = ("leakscan", "leakscan-secrets", "leakscan-pii", "leakscan-entropy", "leakscan-legacy")
+    session.install(*(f"./reference-plugins/{name}" for name in plugins))
+    session.run("python", "reference-plugins/demo/run_demo.py", *session.posargs)

@@ -6,7 +6,7 @@ import atexit
 import threading
 import weakref
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import pluggy
 
@@ -61,6 +61,12 @@ class PluginInfo(NamedTuple):
     runtime: str
     manifest_path: str | None
     value: str
+
+
+class HookRelay(Protocol):
+    """``host.hook``: one :class:`~pluginsdk._dispatch.SDKHookCaller` per hook of the spec."""
+
+    def __getattr__(self, name: str) -> _dispatch.SDKHookCaller: ...
 
 
 class _Plugin:
@@ -164,9 +170,9 @@ class Host:
     # -- public API ---------------------------------------------------------
 
     @property
-    def hook(self) -> pluggy.HookRelay:
+    def hook(self) -> HookRelay:
         """Call hooks here: ``host.hook.NAME(**kwargs)``, ``.map([...])``, ``.by_plugin(...)``."""
-        return self._pm.hook
+        return self._pm.hook  # type: ignore[return-value]
 
     def plugins(self) -> list[PluginInfo]:
         """Every plugin found, whatever its status, sorted by name."""

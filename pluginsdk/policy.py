@@ -103,6 +103,14 @@ class Policy:
 
     __hash__ = None  # type: ignore[assignment]
 
+    def replace(self, **changes: Any) -> Policy:
+        """A copy of this policy with some fields changed."""
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        unknown = changes.keys() - fields.keys()
+        if unknown:
+            raise TypeError(f"Policy has no field(s) {', '.join(sorted(unknown))}")
+        return Policy(**{**fields, **changes})
+
     @classmethod
     def from_toml(cls, path: str | Path) -> Policy:
         """Read the ``[policy]`` table of a TOML file."""

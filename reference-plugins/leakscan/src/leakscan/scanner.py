@@ -1,0 +1,188 @@
+"""Runs every plugin over an input, batch by batch, and collects a report."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from pluginsdk import Host, PluginError
+
+from .findings import SEVERITIES, Finding, accept
+
+DEFAULT_BATCH = 2000
+
+
+@dataclass
+class PluginStats:
+    """What one plugin did during a scan.
+
+    Attributes:
+        name: The plugin's name.
+        isolation: The level it ran at.
+        runtime: Where it ran, as the SDK describes it (e.g. ``process (2 workers)``).
+        calls: Hook calls made (one per batch).
+        seconds: Time spent in its calls, boundary crossings included.
+        findings: Findings it reported.
+        invalid: Entries of its results that were malformed and dropped.
+        errors: Batches on which it failed.
+        first_error: The first failure's message.
+    """
+
+    name: str
+    isolation: str = ""
+    runtime: str = ""
+    calls: int = 0
+    seconds: float = 0.0
+    findings: int = 0
+    invalid: int = 0
+    errors: int = 0
+    first_error: str = ""
+
+
+@dataclass
+class Report:
+    """The result of a scan.
+
+    Attributes:
+        findings: Every finding, in input order.
+        stats: Per-plugin statistics, by plugin name.
+        lines: Lines scanned.
+        seconds: Wall time of the whole scan.
+    """
+
+    findings: list[Finding] = field(default_factory=list)
+    stats: dict[str, PluginStats] = field(default_factory=dict)
+    lines: int = 0
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        """Whether some plugin failed on some batch (the scan is incomplete)."""
+        return any(s.errors for s in self.stats.values())
+
+
+# One batch of lines: (number of the first line, lines without endings, raw lines, bytes consumed).
+Batch = tuple[int, list[str], list[str], int]
+
+
+def batches(stream: Iterable[str], size: int = DEFAULT_BATCH) -> Iterator[Batch]:
+    """Group a text stream's lines into batches of ``size``, keeping the originals for redaction."""
+    raw: list[str] = []
+    consumed = 0
+    first = 1
+    for line in stream:
+        raw.append(line)
+        consumed += len(line.encode("utf-8", "surrogateescape"))
+        if len(raw) >= size:
+            yield first, [_strip_eol(r) for r in raw], raw, consumed
+            first += len(raw)
+            raw = []
+    if raw:
+        yield first, [_strip_eol(r) for r in raw], raw, consumed
+
+
+def _strip_eol(line: str) -> str:
+    return line.rstrip("\r\n")
+
+
+class Scanner:
+    """Calls ``scan_lines`` of every loaded plugin on each batch.
+
+    Each plugin's calls are timed on their own, so the report can show what
+    each costs at its isolation level.  A plugin that fails on a batch is
+    reported, and the others still run.  ``parallel`` plugins are called at
+    once (1: one after another).
+    """
+
+    def __init__(self, host: Host, *, parallel: int = 4) -> None:
+        self.host = host
+        self.parallel = max(1, parallel)
+
+    def scan(
+        self,
+        source: Iterable[Batch],
+        *,
+        on_batch: Callable[[Batch, list[Finding]], None] | None = None,
+        min_severity: str = "low",
+    ) -> Report:
+        """Scan every batch of ``source``; ``on_batch`` sees each batch with its findings.
+
+        Findings below ``min_severity`` are dropped as if never reported.
+        """
+        keep = frozenset(SEVERITIES[SEVERITIES.index(min_severity) :])
+        report = Report()
+        started = time.perf_counter()
+        # Plugins in worker processes or the sandbox wait on another process, so
+        # calling every plugin at once makes a batch cost the slowest plugin,
+        # not the sum of them all.
+        with ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="leakscan") as pool:
+            for batch in source:
+                first, lines, _, _ = batch
+                callers = self._callers()
+                if self.parallel > 1:
+                    outcomes = list(pool.map(_timed, *zip(*callers), [lines] * len(callers)))
+                else:
+                    outcomes = [_timed(name, call, lines) for name, call in callers]
+                found: list[Finding] = []
+                for name, result, error, seconds in outcomes:
+                    stats = report.stats.setdefault(name, PluginStats(name))
+                    stats.seconds += seconds
+                    stats.calls += 1
+                    if error:
+                        stats.errors += 1
+                        stats.first_error = stats.first_error or error
+                        continue
+                    if result is None:  # pluggy's "no answer" (a plugin that failed to load answers nothing)
+                        continue
+                    accepted, invalid = accept(result, lines, first, name)
+                    accepted = [f for f in accepted if f.severity in keep]
+                    stats.findings += len(accepted)
+                    stats.invalid += invalid
+                    found.extend(accepted)
+                found.sort()
+                report.findings.extend(found)
+                report.lines += len(lines)
+                if on_batch is not None:
+                    on_batch(batch, found)
+        report.seconds = time.perf_counter() - started
+        for info in self.host.plugins():
+            ran = report.stats.get(info.name)
+            if ran is None:
+                continue
+            ran.isolation, ran.runtime = info.isolation or "", info.runtime
+            if info.status == "failed":  # the SDK gave up on it (failed to start, kept crashing)
+                ran.errors = max(ran.errors, 1)
+                ran.first_error = ran.first_error or info.reason.splitlines()[0]
+        return report
+
+    def _callers(self) -> list[tuple[str, Callable[[list[str]], object]]]:
+        """``(plugin name, call)`` for each implementation of ``scan_lines``, in call order.
+
+        Fetched for every batch: a plugin the SDK gave up on (crashed at
+        start, say) is unregistered and drops out.
+        """
+        # pluggy keeps implementations in reverse call order; an implementation
+        # may take fewer arguments than the spec offers (here: none or ``lines``).
+        return [
+            (impl.plugin_name, functools.partial(_call, impl.function, len(impl.argnames)))
+            for impl in reversed(self.host.hook.scan_lines.get_hookimpls())
+        ]
+
+
+def _timed(name: str, call: Callable[[list[str]], object], lines: list[str]) -> tuple[str, object, str, float]:
+    """``(name, result, error message or "", seconds)`` of one plugin's call."""
+    t0 = time.perf_counter()
+    try:
+        result, error = call(lines), ""
+    except PluginError as exc:
+        result, error = None, str(exc)
+    except Exception as exc:  # an in-process plugin's own exception
+        result, error = None, f"plugin {name!r}: {type(exc).__name__}: {exc}"
+    return name, result, error, time.perf_counter() - t0
+
+
+def _call(function: Callable[..., object], arity: int, lines: list[str]) -> object:
+    return function(lines) if arity else function()
