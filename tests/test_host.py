@@ -293,12 +293,16 @@ with Host(SPEC, path=[{site!r}]) as host:
     print(host.plugin("sandboxed").status, "|", host.plugin("sandboxed").reason)
     print(host.hook.transform(text="hi"))
 print("textkit_sandboxed" in sys.modules)
+try:
+    Host(SPEC, path=[{site!r}], strict=True)
+except Exception as exc:
+    print(type(exc).__name__, exc.plugin)
 """
 
 
 class TestUnavailableBackend:
     def test_missing_wasm_extra_is_reported_not_run_in_process(self, site: Path) -> None:
-        """Without wasmtime a wasm plugin is 'unavailable' with a reason, and never runs in-process."""
+        """Without wasmtime a wasm plugin is 'unavailable' (never run in-process); strict=True refuses to start."""
         install_plugin(site, "sandboxed", UPPER, isolation="wasm")
         install_plugin(site, "upper", UPPER)
         script = UNAVAILABLE_SCRIPT.format(site=str(site), tests=str(Path(__file__).parent))
@@ -306,14 +310,26 @@ class TestUnavailableBackend:
         status, reason = out.splitlines()[0].split(" | ")
         assert "unavailable" == status
         assert "wasm" in reason
-        assert ["['HI']", "False"] == out.splitlines()[1:]
+        assert ["['HI']", "False", "BackendUnavailable sandboxed"] == out.splitlines()[1:]
 
-    def test_strict_refuses_unavailable(self, site: Path) -> None:
-        """strict=True raises BackendUnavailable when the level cannot be provided."""
-        install_plugin(site, "sandboxed", UPPER, isolation="wasm")
-        from pluginsdk.host import _backend_unavailable
 
-        if _backend_unavailable("wasm") is None:
-            pytest.skip("the wasm backend is available here; covered by the subprocess test above")
-        with pytest.raises(BackendUnavailable):
-            host_for(site, strict=True)
+class TestPolicyValue:
+    def test_replace(self) -> None:
+        """replace() returns a changed copy and leaves the original alone."""
+        policy = Policy(disabled={"a"})
+        changed = policy.replace(min_isolation="process")
+        assert (frozenset({"a"}), "process", "inprocess") == (
+            changed.disabled,
+            changed.min_isolation,
+            policy.min_isolation,
+        )
+
+    def test_immutable(self) -> None:
+        """A policy cannot be changed in place."""
+        with pytest.raises(AttributeError, match="immutable"):
+            Policy().min_isolation = "wasm"  # type: ignore[misc]
+
+    def test_bad_level(self) -> None:
+        """An unknown isolation level is refused at construction."""
+        with pytest.raises(ValueError, match="min_isolation"):
+            Policy(min_isolation="vm")
