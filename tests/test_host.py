@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from pluginsdk import (
-    BackendUnavailable,
     Host,
     PluginError,
     PluginHookError,
