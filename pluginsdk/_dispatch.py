@@ -72,6 +72,22 @@ def register_placeholder(
         getattr(pm.hook, hook)._add_hookimpl(pluggy.HookImpl(placeholder, name, function, opts))
 
 
+def apply_ordering(pm: pluggy.PluginManager, placeholder: object, options: Mapping[str, Mapping[str, bool]]) -> None:
+    """Move ``placeholder``'s implementations where tryfirst/trylast (reported by its worker) put them."""
+    for hook, opts in options.items():
+        caller = getattr(pm.hook, hook, None)
+        if caller is None:
+            continue
+        for i, old in enumerate(caller._hookimpls):
+            if old.plugin is placeholder:
+                tryfirst, trylast = bool(opts.get("tryfirst")), bool(opts.get("trylast"))
+                if (tryfirst, trylast) != (old.tryfirst, old.trylast):
+                    del caller._hookimpls[i]
+                    new_opts = pluggy.HookimplOpts(**{**old.opts, "tryfirst": tryfirst, "trylast": trylast})  # type: ignore[typeddict-item]
+                    caller._add_hookimpl(pluggy.HookImpl(placeholder, old.plugin_name, old.function, new_opts))
+                break
+
+
 def replace_impls(
     pm: pluggy.PluginManager,
     name: str,

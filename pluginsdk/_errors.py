@@ -98,6 +98,7 @@ class PluginHookError(PluginError):
         exc_type: Qualified name of the plugin's exception type.
         exc_message: ``str()`` of the plugin's exception.
         traceback: Formatted traceback text from where it was raised.
+        index: In a batch (``map``), the position of the item that raised.
     """
 
     def __init__(
@@ -108,12 +109,15 @@ class PluginHookError(PluginError):
         exc_type: str,
         exc_message: str,
         traceback: str = "",
+        index: int | None = None,
     ) -> None:
-        super().__init__(f"hook {hook!r} raised {exc_type}: {exc_message}", plugin=plugin)
+        where = f" (batch item {index})" if index is not None else ""
+        super().__init__(f"hook {hook!r} raised {exc_type}{where}: {exc_message}", plugin=plugin)
         self.hook = hook
         self.exc_type = exc_type
         self.exc_message = exc_message
         self.traceback = traceback
+        self.index = index
 
 
 class CodecError(PluginError):
@@ -122,6 +126,7 @@ class CodecError(PluginError):
     Attributes:
         hook: The hook being called, when known.
         argument: The argument (or ``"return value"``) concerned, when known.
+        index: In a batch, the position of the item concerned, when known.
     """
 
     def __init__(
@@ -131,6 +136,7 @@ class CodecError(PluginError):
         plugin: str | None = None,
         hook: str | None = None,
         argument: str | None = None,
+        index: int | None = None,
     ) -> None:
         where = ", ".join(
             part
@@ -143,6 +149,7 @@ class CodecError(PluginError):
         super().__init__(f"{where}: {message}" if where else message, plugin=plugin)
         self.hook = hook
         self.argument = argument
+        self.index = index
 
 
 class PluginCrashed(PluginError):
@@ -170,4 +177,12 @@ class PluginTimeout(PluginError):
 
 
 class PluginResourceError(PluginError):
-    """A plugin exceeded a resource limit (memory, message size)."""
+    """A plugin exceeded a resource limit (memory, message size).
+
+    Attributes:
+        index: In a batch, the position of the item concerned, when known.
+    """
+
+    def __init__(self, message: str, *, plugin: str | None = None, index: int | None = None) -> None:
+        super().__init__(message, plugin=plugin)
+        self.index = index

@@ -325,6 +325,8 @@ class Host:
                 _dispatch.replace_impls(
                     self._pm, plugin.candidate.name, plugin.placeholder, backend.plugin_object, backend.impls
                 )
+            else:
+                _dispatch.apply_ordering(self._pm, plugin.placeholder, backend.impl_options)
             plugin.status = LOADED
             plugin.backend = backend
             return backend

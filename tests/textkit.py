@@ -11,7 +11,7 @@ class TextHooks:
         """Return a transformed copy of ``text``."""
 
     @hookspec(firstresult=True, since="1.1")
-    def detect_language(self, text: str) -> str | None:  # type: ignore[empty-body]
+    def detect_language(self, text: str) -> str | None:
         """Guess the language of ``text``; the first answer wins."""
 
     @hookspec(since="2.0")

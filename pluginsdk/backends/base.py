@@ -139,6 +139,15 @@ class Backend(abc.ABC):
         return self.isolation
 
     @property
+    def impl_options(self) -> Mapping[str, Mapping[str, bool]]:
+        """Each implementation's ordering options (``tryfirst``/``trylast``), once started.
+
+        Isolated plugins are registered before their code is seen; the host
+        uses this to put them where their code asks.
+        """
+        return {}
+
+    @property
     def failed_reason(self) -> str | None:
         """Set once the backend gave up on the plugin (e.g. it crashes on every start)."""
         return None

@@ -1,0 +1,39 @@
+"""Host-side helpers of the ``wasm`` isolation level (see :mod:`pluginsdk.backends.wasm`).
+
+Submodules:
+
+* :mod:`.interpreter` finds the CPython-on-WASI interpreter and pins its hash;
+* :mod:`.cache` keeps the compiled (AOT) interpreter, the staged guest
+  libraries and their bytecode in the user cache directory;
+* :mod:`.instance` runs one sandbox instance and speaks to it;
+* :mod:`.guest_main` is the program the sandboxed interpreter runs (it is
+  copied into the sandbox, never imported by the host).
+
+Nothing here imports ``wasmtime`` at module level, so the CLI and the host
+can ask :func:`unavailable_reason` cheaply.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["unavailable_reason", "warm_cache"]
+
+
+def warm_cache(interpreter: str | None = None) -> Path:
+    """Compile the sandbox interpreter (if not cached yet) and return the cached file.
+
+    Also stages the guest libraries and compiles their bytecode, so the next
+    sandbox start pays for neither.  ``interpreter`` is a ``python.wasm`` of
+    the caller's own; ``None`` uses ``PLUGINSDK_WASM_PYTHON`` or the bundled one.
+    """
+    from . import cache
+
+    return cache.warm(interpreter)
+
+
+def unavailable_reason(interpreter: str | None = None) -> str | None:
+    """Why sandboxed plugins cannot run here, or ``None`` when they can."""
+    from .interpreter import unavailable_reason as reason
+
+    return reason(interpreter)

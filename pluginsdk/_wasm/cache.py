@@ -1,0 +1,287 @@
+"""What the sandbox keeps in ``<SDK cache>/wasm``, and how it is (re)built.
+
+* ``python-<sha>-wt<ver>-<cfg>.cwasm``: the interpreter compiled ahead of
+  time (``Module.serialize``).  Compiling costs 4-9 s; loading the cached
+  file is an mmap (<1 ms).  Keyed by interpreter hash, wasmtime version and
+  engine settings (wasmtime refuses artifacts of another version/config).
+  Written to a temporary name and renamed, so readers never see half a file.
+  A ``.json`` beside it holds the file's SHA-256 and stamp; a file whose stamp
+  changed is re-hashed and rebuilt if it no longer matches (corruption).
+* ``lib-<hash>/``: the guest libraries (pluggy, msgpack, attrs/cattrs and the
+  guest-safe modules of pluginsdk), copied as ``.py`` only.  The sandbox
+  mounts this directory, never the host's site-packages, so the guest sees
+  no host modules.  Content-addressed, so it never goes stale.
+* ``pyc-<interp>-<lib>/``: bytecode of ``lib-<hash>/`` compiled *by the guest
+  interpreter* in a warm-up instance that runs no plugin code (the only
+  instance that may write there), then mounted read-only as
+  ``sys.pycache_prefix``: plugins cannot plant bytecode for each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from .._errors import BackendUnavailable
+from .interpreter import Interpreter, locate, wasm_cache_dir, wasmtime_version
+
+if TYPE_CHECKING:
+    import wasmtime
+
+__all__ = ["Sandbox", "engine_config", "load_module", "prepare", "warm"]
+
+#: Engine settings every instance uses; part of the compiled-module cache key.
+ENGINE_SETTINGS: dict[str, Any] = {"epoch_interruption": True}
+#: Modules of pluginsdk the guest needs (everything else is host-only).
+GUEST_SDK_MODULES = ("__init__.py", "_markers.py", "_errors.py", "codec.py", "_guest.py")
+#: Third-party packages the guest loop imports (msgpack falls back to pure Python);
+#: attrs/cattrs only when a value is not plain data.  Missing optional ones are skipped.
+GUEST_PACKAGES = ("pluggy", "msgpack")
+OPTIONAL_GUEST_PACKAGES = ("attr", "attrs", "cattrs", "typing_extensions", "exceptiongroup")
+#: The guest program, copied to the top of ``lib-<hash>/`` under this name.
+GUEST_MAIN = "_pluginsdk_wasm_main.py"
+_COMPLETE = ".complete"
+
+_lock = threading.Lock()
+_sandboxes: dict[str, Sandbox] = {}
+_checked_modules: set[tuple[str, int, int]] = set()
+
+
+@attrs.frozen
+class Sandbox:
+    """Everything prepared once per interpreter and process.
+
+    Attributes:
+        interpreter: The verified interpreter.
+        module_file: Its compiled, cached module.
+        lib_dir: Staged guest libraries (mounted at ``/lib``).
+        pycache_dir: Their bytecode (mounted read-only at ``/pycache``).
+    """
+
+    interpreter: Interpreter
+    module_file: Path
+    lib_dir: Path
+    pycache_dir: Path
+
+
+def engine_config() -> wasmtime.Config:
+    """A fresh engine configuration (one per instance, see :mod:`.instance`)."""
+    import wasmtime
+
+    cfg = wasmtime.Config()
+    cfg.epoch_interruption = bool(ENGINE_SETTINGS["epoch_interruption"])
+    return cfg
+
+
+def _settings_key() -> str:
+    blob = json.dumps([ENGINE_SETTINGS, sys.platform, os.uname().machine if hasattr(os, "uname") else ""])
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+def module_file(interp: Interpreter) -> Path:
+    """Where the compiled form of ``interp`` is cached."""
+    return wasm_cache_dir() / f"python-{interp.sha256[:16]}-wt{wasmtime_version()}-{_settings_key()}.cwasm"
+
+
+def _write_atomic(path: Path, data: bytes | str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _key(path: Path) -> tuple[str, int, int]:
+    size, mtime = _stamp(path)
+    return (str(path), size, mtime)
+
+
+def _module_ok(path: Path) -> bool:
+    """Whether the cached module is whole: its stamp, else its hash, matches the record."""
+    meta = path.with_suffix(".json")
+    try:
+        record = json.loads(meta.read_text())
+        stamp = _stamp(path)
+    except (OSError, ValueError):
+        return False
+    if not isinstance(record, dict):
+        return False
+    if record.get("stamp") == stamp:
+        return True
+    if record.get("sha256") != _sha256_file(path):
+        return False
+    record["stamp"] = stamp  # touched, not changed: remember the new stamp
+    try:
+        _write_atomic(meta, json.dumps(record))
+    except OSError:
+        pass
+    return True
+
+
+def compile_module(interp: Interpreter, target: Path) -> None:
+    """Compile ``interp`` and cache it at ``target`` (the slow, cold path)."""
+    import wasmtime
+
+    engine = wasmtime.Engine(engine_config())
+    try:
+        data = bytes(wasmtime.Module.from_file(engine, interp.path).serialize())
+    except wasmtime.WasmtimeError as exc:
+        raise BackendUnavailable(f"cannot compile the WASI interpreter {interp.path}: {exc}") from None
+    _write_atomic(target, data)
+    record = {"sha256": hashlib.sha256(data).hexdigest(), "stamp": _stamp(target), "interpreter": interp.path}
+    _write_atomic(target.with_suffix(".json"), json.dumps(record))
+
+
+def ensure_module(interp: Interpreter, *, force: bool = False) -> Path:
+    """The compiled module's path, compiling it if missing, stale or corrupt."""
+    target = module_file(interp)
+    if not force and target.exists() and _key(target) in _checked_modules:
+        return target
+    if force or not _module_ok(target):
+        compile_module(interp, target)
+    _checked_modules.add(_key(target))
+    return target
+
+
+def load_module(engine: wasmtime.Engine, sandbox: Sandbox) -> wasmtime.Module:
+    """The interpreter module for ``engine``; a cache wasmtime rejects is rebuilt once."""
+    import wasmtime
+
+    try:
+        return wasmtime.Module.deserialize_file(engine, str(sandbox.module_file))
+    except wasmtime.WasmtimeError:
+        with _lock:
+            ensure_module(sandbox.interpreter, force=True)
+        return wasmtime.Module.deserialize_file(engine, str(sandbox.module_file))
+
+
+# -- guest libraries ---------------------------------------------------------
+
+
+def _package_sources(name: str) -> list[tuple[str, Path]]:
+    """``(relative path, file)`` of every ``.py`` of top-level package/module ``name``."""
+    spec = importlib.util.find_spec(name)
+    if spec is None:
+        return []
+    if spec.submodule_search_locations:
+        root = Path(next(iter(spec.submodule_search_locations)))
+        return sorted(
+            (f"{name}/{p.relative_to(root).as_posix()}", p) for p in root.rglob("*.py") if "__pycache__" not in p.parts
+        )
+    if spec.origin and spec.origin.endswith(".py"):
+        return [(f"{name}.py", Path(spec.origin))]
+    return []
+
+
+def guest_sources() -> list[tuple[str, Path]]:
+    """Every file staged into ``lib-<hash>/``, by relative path."""
+    sdk = Path(__file__).resolve().parent.parent
+    files = [(f"pluginsdk/{m}", sdk / m) for m in GUEST_SDK_MODULES]
+    files.append((GUEST_MAIN, Path(__file__).resolve().with_name("guest_main.py")))
+    for name in GUEST_PACKAGES:
+        found = _package_sources(name)
+        if not found:
+            raise BackendUnavailable(f"the sandbox needs the package {name!r}, which is not installed")
+        files += found
+    for name in OPTIONAL_GUEST_PACKAGES:
+        files += _package_sources(name)
+    return files
+
+
+def stage_guest_lib() -> Path:
+    """``lib-<hash>/`` holding :func:`guest_sources`, created if missing."""
+    files = guest_sources()
+    digest = hashlib.sha256()
+    contents = []
+    for rel, path in files:
+        data = path.read_bytes()
+        contents.append((rel, data))
+        digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
+    final = wasm_cache_dir() / f"lib-{digest.hexdigest()[:16]}"
+    if (final / _COMPLETE).exists():
+        return final
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for rel, data in contents:
+        out = tmp / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(data)
+    (tmp / _COMPLETE).write_text("")
+    try:
+        os.rename(tmp, final)
+    except OSError:  # another process staged it first (or a stale partial copy is in the way)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (final / _COMPLETE).exists():
+            shutil.rmtree(final, ignore_errors=True)
+            return stage_guest_lib()
+    return final
+
+
+def _ensure_bytecode(interp: Interpreter, module: Path, lib: Path) -> Path:
+    """``pyc-…/`` for ``lib``, compiled by a warm-up instance if missing."""
+    out = wasm_cache_dir() / f"pyc-{interp.sha256[:12]}-{lib.name[4:]}"
+    if (out / _COMPLETE).exists():
+        return out
+    out.mkdir(exist_ok=True)
+    from .instance import run_program
+
+    partial = Sandbox(interpreter=interp, module_file=module, lib_dir=lib, pycache_dir=out)
+    # Importing what every instance imports also caches the stdlib modules
+    # involved (the interpreter ships their sources only).
+    code = (
+        "import sys; sys.pycache_prefix = '/pycache'; sys.path.insert(0, '/lib'); "
+        "import compileall; ok = compileall.compile_dir('/lib', quiet=2); "
+        "import json, marshal, importlib.util, io, pluginsdk._guest, pluginsdk.codec, msgpack, pluggy\n"
+        "try:\n import cattrs\nexcept Exception:\n pass\n"
+        "sys.exit(0 if ok else 1)"
+    )
+    if run_program(partial, ["-c", code], writable_pycache=True) == 0:
+        (out / _COMPLETE).write_text("")
+    return out
+
+
+def prepare(explicit: str | None = None) -> Sandbox:
+    """Verify the interpreter, compile/stage what is missing; cached per process."""
+    interp = locate(explicit)
+    with _lock:
+        module = ensure_module(interp)  # a stat when already checked: catches a cache changed under us
+        found = _sandboxes.get(interp.path)
+        if found is not None and found.interpreter == interp and found.module_file == module:
+            return found
+        lib = stage_guest_lib()
+        pyc = _ensure_bytecode(interp, module, lib)
+        sandbox = Sandbox(interpreter=interp, module_file=module, lib_dir=lib, pycache_dir=pyc)
+        _sandboxes[interp.path] = sandbox
+        return sandbox
+
+
+def warm(explicit: str | None = None) -> Path:
+    """Build every cache entry :func:`prepare` needs; return the compiled module's path."""
+    return prepare(explicit).module_file

@@ -1,0 +1,221 @@
+"""Isolation level ``wasm``: the plugin runs in CPython compiled to WASI, inside the host process.
+
+Each warm *instance* is a wasmtime store running the pinned interpreter
+(see :mod:`pluginsdk._wasm`) with the shared guest loop
+(:mod:`pluginsdk._guest`), so calls, batches, streams, errors and limits
+behave exactly as with the ``process`` backend: this class is that
+backend's pool with sandbox instances in place of worker processes.
+
+What the guest can see, all read-only: the guest libraries (``/lib``: pluggy,
+msgpack, attrs/cattrs and the guest-safe modules of pluginsdk), their
+bytecode (``/pycache``), the plugin's package (``/plugin/NAME``), the
+pure-Python packages its manifest lists under ``[wasm] packages``
+(``/deps/NAME``) and any directories the host passes as
+``options["wasm_paths"]`` (``/paths/N``).  No host environment variables,
+no sockets, no subprocesses, nothing else of the file system.
+
+Limits: ``memory_mb`` caps the instance's linear memory (allocations past it
+raise MemoryError in the guest, reported as :class:`PluginResourceError`;
+the instance is replaced); ``timeout`` traps the guest through the engine
+epoch (:class:`PluginTimeout`; the instance is replaced).  A guest blocked
+inside a host call (a long ``time.sleep``) is reported on time as well, but
+its thread ends only when that call returns.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .._errors import PluginError, PluginLoadError
+from .base import PluginTarget
+from .process import ProcessBackend
+
+__all__ = ["WasmBackend"]
+
+_NATIVE_SUFFIXES = (".so", ".pyd", ".dylib")
+
+
+def _native_files(root: str) -> list[str]:
+    base = Path(root)
+    if not base.is_dir():
+        return []
+    return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.suffix in _NATIVE_SUFFIXES)
+
+
+class WasmBackend(ProcessBackend):
+    """Runs a plugin in a pool of WebAssembly sandbox instances (see the module docstring)."""
+
+    isolation: ClassVar[str] = "wasm"
+
+    def __init__(self, target: PluginTarget, *, log: logging.Logger) -> None:
+        super().__init__(target, log=log)
+        self._sandbox: Any = None
+        self._mounts: Any = None
+        self._hello: dict[str, Any] = {}
+        self._staging: str | None = None
+        self._plugin_log = logging.getLogger(f"pluginsdk.plugin.{target.name}")
+        self._prepare_lock = threading.Lock()
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        from .._wasm.interpreter import unavailable_reason
+
+        return unavailable_reason(None)
+
+    def describe(self) -> str:
+        from .._wasm.interpreter import wasmtime_version
+
+        name = self._sandbox.interpreter.name if self._sandbox is not None else "interpreter not loaded"
+        return f"wasm ({name}, wasmtime {wasmtime_version()}, {len(self._all)}/{self._size} instances)"
+
+    # -- start -----------------------------------------------------------------
+    def start(self) -> None:
+        if self._started:
+            return
+        name = self.target.name
+        reason = self.unavailable_reason_for(self.target)
+        if reason is not None:
+            from .._errors import BackendUnavailable
+
+            raise BackendUnavailable(reason, plugin=name)
+        native = _native_files(self.target.package_dir)
+        if native:
+            raise PluginLoadError(
+                f"isolation 'wasm' cannot load C extensions, found {', '.join(native)} in {self.target.package_dir}",
+                plugin=name,
+            )
+        with self._prepare_lock:
+            if self._sandbox is None:
+                from .._wasm.cache import prepare
+
+                try:
+                    sandbox = prepare(self.target.options.get("wasm_interpreter"))
+                except PluginError as exc:
+                    exc.plugin = name
+                    raise
+                self._mounts = self._build_mounts()
+                self._sandbox = sandbox
+        try:
+            super().start()
+        except PluginLoadError as exc:
+            raise self._explain_load_error(exc) from None
+
+    @staticmethod
+    def unavailable_reason_for(target: PluginTarget) -> str | None:
+        """:meth:`unavailable_reason`, honouring the target's own interpreter option."""
+        from .._wasm.interpreter import unavailable_reason
+
+        return unavailable_reason(target.options.get("wasm_interpreter"))
+
+    def _build_mounts(self) -> Any:
+        """The plugin's package, its declared pure-Python packages and extra paths, read-only."""
+        from .._wasm.instance import Mounts
+
+        t = self.target
+        top = t.module.split(".")[0]
+        dirs = [(t.package_dir, f"/plugin/{top}")]
+        packages = {top: f"/plugin/{top}"}
+        modules: dict[str, str] = {}
+        search = [t.path_entry, *t.options.get("sys_path", sys.path)]
+        for dep in t.options.get("wasm_packages") or ():
+            spec = importlib.machinery.PathFinder.find_spec(dep, search)
+            if spec is None:
+                raise PluginLoadError(f"[wasm] packages lists {dep!r}, which is not installed", plugin=t.name)
+            if spec.submodule_search_locations:
+                dirs.append((next(iter(spec.submodule_search_locations)), f"/deps/{dep}"))
+                packages[dep] = f"/deps/{dep}"
+            elif spec.origin and spec.origin.endswith(".py"):
+                # A single-file module: only that file is copied into a private dir.
+                if self._staging is None:
+                    self._staging = tempfile.mkdtemp(prefix="pluginsdk-wasm-deps-")
+                    dirs.append((self._staging, "/deps-files"))
+                shutil.copyfile(spec.origin, os.path.join(self._staging, f"{dep}.py"))
+                modules[dep] = f"/deps-files/{dep}.py"
+            else:
+                raise PluginLoadError(
+                    f"[wasm] packages lists {dep!r}, a C extension, which cannot run in the sandbox", plugin=t.name
+                )
+        extra = [str(p) for p in t.options.get("wasm_paths") or ()]
+        sys_path = []
+        for i, path in enumerate(extra):
+            dirs.append((path, f"/paths/{i}"))
+            sys_path.append(f"/paths/{i}")
+        self._hello = {
+            "module": t.module,
+            "attr": t.attr,
+            "hooks": {h: list(a) for h, a in t.hooks.items()},
+            "path": sys_path,
+            "max_message": self._max_message,
+            "name": t.name,
+        }
+        return Mounts(dirs=tuple(dirs), packages=packages, modules=modules, sys_path=tuple(sys_path))
+
+    def _explain_load_error(self, exc: PluginLoadError) -> PluginLoadError:
+        """Name C extensions when an import failed because the sandbox cannot load them."""
+        if "ImportError" not in exc.message and "ModuleNotFoundError" not in exc.message:
+            return exc
+        native = [f for host, _ in self._mounts.dirs for f in _native_files(host)]
+        if not native:
+            return exc
+        message = f"{exc.message} (isolation 'wasm' cannot load C extensions, found {', '.join(native)})"
+        self._failed = message
+        return PluginLoadError(message, plugin=exc.plugin, traceback=exc.traceback)
+
+    # -- pool hooks ------------------------------------------------------------
+    def _spawn(self) -> Any:
+        """Start an instance in a slot reserved by incrementing ``_starting`` (the pool's worker)."""
+        from .._wasm.instance import DEFAULT_SPIN, Instance
+
+        try:
+            inst = Instance(
+                self._sandbox,
+                self._hello,
+                self._mounts,
+                max_message=self._max_message,
+                memory_mb=int(self.target.limits.memory_mb or 0),
+                log=self._plugin_log,
+                spin=float(self.target.options.get("wasm_spin", DEFAULT_SPIN)),
+            )
+        except BaseException as exc:
+            with self._lock:
+                self._starting -= 1
+                self._cond.notify()
+            if isinstance(exc, Exception) and not isinstance(exc, PluginError):
+                raise PluginLoadError(
+                    f"cannot start a sandbox instance: {type(exc).__name__}: {exc}", plugin=self.target.name
+                ) from exc
+            raise
+        with self._lock:
+            self._starting -= 1
+            closed = self._closed
+            if not closed:
+                self._all.add(inst)  # type: ignore[arg-type]
+        if closed:
+            inst.kill()
+            self._check_usable()
+        return inst
+
+    def _try_take(self) -> Any:
+        """The pool's ``_try_take``, but never an instance whose handshake is unfinished.
+
+        Replacements join the idle list before their handshake; ``call_batch``
+        takes extra workers through here and would read READY as a reply.
+        """
+        inst = super()._try_take()
+        if inst is not None and not inst.ready and not self._ensure_ready(inst):
+            return None
+        return inst
+
+    def close(self) -> None:
+        super().close()
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging = None

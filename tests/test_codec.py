@@ -1,0 +1,423 @@
+"""The boundary codec (msgpack frames + cattrs) and the guest loop that speaks it."""
+
+from __future__ import annotations
+
+import enum
+import marshal
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Optional
+
+import attrs
+import pytest
+
+from pluginsdk import _guest as G
+from pluginsdk import codec
+from pluginsdk._errors import CodecError, PluginResourceError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@attrs.frozen
+class Point:
+    x: int
+    y: int
+
+
+@attrs.frozen
+class Shape:
+    name: str
+    points: list[Point]
+
+
+class Color(enum.Enum):
+    RED = "red"
+
+
+def reader_over(data: bytes, step: int = 1 << 30) -> tuple[codec.FrameReader, list[int]]:
+    """A FrameReader over ``data`` returning at most ``step`` bytes a read; also the sizes returned."""
+    pos = 0
+    got: list[int] = []
+
+    def read(n: int) -> bytes:
+        nonlocal pos
+        chunk = data[pos : pos + min(n, step)]
+        pos += len(chunk)
+        got.append(len(chunk))
+        return chunk
+
+    return codec.FrameReader(read, max_size=1 << 20), got
+
+
+class TestValues:
+    def test_plain_values_round_trip(self) -> None:
+        """Plain data crosses unchanged, including bytes, int keys and 64-bit ints."""
+        value = {"s": "ü", "b": b"\x00", "i": 2**64 - 1, "j": -(2**63), "f": 0.25, "n": None, 3: [True, False]}
+        assert value == codec.decode(codec.encode(value))
+
+    def test_tuples_become_lists(self) -> None:
+        """Tuples cross as arrays and come back as lists."""
+        assert [1, [2, 3]] == codec.decode(codec.encode((1, (2, 3))))
+
+    def test_non_plain_values_are_unstructured(self) -> None:
+        """attrs instances, enums and sets go through the private cattrs converter."""
+        value = [Shape("tri", [Point(0, 1)]), Color.RED, {5}]
+        assert [{"name": "tri", "points": [{"x": 0, "y": 1}]}, "red", [5]] == codec.decode(codec.encode(value))
+
+    def test_unencodable_value_raises(self) -> None:
+        """An object with no plain form cannot be encoded."""
+        with pytest.raises(TypeError, match="object"):
+            codec.encode([object()])
+
+    def test_int_too_large_raises(self) -> None:
+        """Integers beyond 64 bits cannot cross."""
+        with pytest.raises(OverflowError):
+            codec.encode(2**64)
+
+    def test_encode_args_names_the_culprit(self) -> None:
+        """encode_args reports the first argument that cannot be encoded."""
+        with pytest.raises(CodecError) as info:
+            codec.encode_args((1, object()), ("a", "b"), "hook")
+        assert ("hook", "b") == (info.value.hook, info.value.argument)
+
+    def test_private_converter(self) -> None:
+        """Hooks registered on the global cattrs converter do not change the codec."""
+        import cattrs
+
+        @attrs.frozen
+        class Local:
+            x: int
+
+        cattrs.global_converter.register_unstructure_hook(Local, lambda p: "hijacked")
+        assert {"x": 1} == codec.decode(codec.encode(Local(1)))
+
+
+class TestDecodeSafety:
+    @pytest.mark.parametrize(
+        "data",
+        [
+            b"\xc1",  # never used
+            b"\x91" * 100_000 + b"\xc0",  # nesting bomb
+            b"\xdd\xff\xff\xff\xff",  # array claiming 4 billion items
+            b"\xdb\xff\xff\xff\xffabc",  # str claiming 4 GB
+            b"\xd4\x05\x00",  # extension type
+            b"\x92\x01",  # truncated
+            b"\x01\x02",  # trailing data
+        ],
+    )
+    def test_malformed_input_is_codec_error(self, data: bytes) -> None:
+        """Malformed or hostile bytes raise CodecError; lengths are capped by the input size."""
+        with pytest.raises(CodecError, match="malformed"):
+            codec.decode(data)
+
+    def test_nothing_executable_comes_back(self) -> None:
+        """Only plain Python values are ever built from the wire."""
+        value = codec.decode(codec.encode({"a": [1, 2.0, "s", b"b", None, True]}))
+        assert {dict, list, int, float, str, bytes, type(None), bool} >= _types_in(value)
+
+
+def _types_in(value: Any) -> set[type]:
+    found = {type(value)}
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found |= _types_in(k) | _types_in(v)
+    elif isinstance(value, list):
+        for v in value:
+            found |= _types_in(v)
+    return found
+
+
+class TestFrames:
+    def test_frames_in_one_buffer(self) -> None:
+        """Several frames arriving in one read are split correctly."""
+        reader, _ = reader_over(codec.encode_frame("a") + codec.encode_frame([1, 2]) + codec.encode_frame(None))
+        assert ["a", [1, 2], None] == [reader.read(), reader.read(), reader.read()]
+
+    def test_frames_arriving_byte_by_byte(self) -> None:
+        """A frame split across many short reads is reassembled."""
+        reader, _ = reader_over(codec.encode_frame({"k": "v" * 100}) * 2, step=1)
+        assert [{"k": "v" * 100}] * 2 == [reader.read(), reader.read()]
+
+    def test_oversized_header_is_refused_before_the_body(self) -> None:
+        """A header announcing more than max_size raises without reading (or allocating) the body."""
+        reader, got = reader_over(b"\x7f\xff\xff\xff" + b"x" * (4 << 20), step=4)
+        with pytest.raises(PluginResourceError, match="exceeds"):
+            reader.read()
+        assert 4 == sum(got)
+
+    def test_truncated_frame_raises_eof(self) -> None:
+        """A channel closing mid-frame raises EOFError rather than waiting."""
+        reader, _ = reader_over(codec.encode_frame("abcdef")[:-2])
+        with pytest.raises(EOFError, match="after"):
+            reader.read()
+
+    def test_clean_eof(self) -> None:
+        """A channel closing between frames raises EOFError."""
+        reader, _ = reader_over(b"")
+        with pytest.raises(EOFError, match="channel closed"):
+            reader.read()
+
+    def test_custom_decoder(self) -> None:
+        """A guest may read its trusted host's frames with another decoder (marshal in the sandbox)."""
+        body = marshal.dumps([1, ("a", b"b")])
+        frames = [codec.HEADER.pack(len(body)) + body]
+        reader = codec.FrameReader(lambda n: frames.pop() if frames else b"", decode=marshal.loads)
+        assert [1, ("a", b"b")] == reader.read()
+
+    def test_installed_packer_is_per_thread(self) -> None:
+        """install_packer changes how this thread encodes, and no other thread."""
+        calls: list[Any] = []
+        seen: dict[str, bytes] = {}
+        pack = codec.make_packer()
+
+        def counting(obj: Any) -> bytes:
+            calls.append(obj)
+            return pack(obj)
+
+        def other() -> None:
+            seen["other"] = codec.encode("y")
+
+        def mine() -> None:
+            codec.install_packer(counting)
+            seen["mine"] = codec.encode("x")
+            thread = threading.Thread(target=other)
+            thread.start()
+            thread.join()
+
+        thread = threading.Thread(target=mine)
+        thread.start()
+        thread.join()
+        assert (["x"], codec.encode("x"), codec.encode("y")) == (calls, seen["mine"], seen["other"])
+
+    def test_encode_frame_limit(self) -> None:
+        """Encoding a message over the limit raises PluginResourceError."""
+        with pytest.raises(PluginResourceError, match="exceeds the 10-byte limit"):
+            codec.encode_frame("x" * 20, max_size=10)
+
+
+class TestStructuring:
+    def test_attrs_from_dict(self) -> None:
+        """A dict structures into the annotated attrs class, recursively."""
+        wire = {"name": "t", "points": [{"x": 1, "y": 2}]}
+        assert Shape("t", [Point(1, 2)]) == codec.from_wire(wire, Shape, hook="h")
+
+    def test_none_always_passes(self) -> None:
+        """None means "no result" to pluggy, whatever the annotation."""
+        assert codec.from_wire(None, Point, hook="h") is None
+
+    def test_structuring_failure_names_hook_and_argument(self) -> None:
+        """A value that does not fit the annotation raises CodecError."""
+        with pytest.raises(CodecError) as info:
+            codec.from_wire({"x": "nope"}, Point, hook="h")
+        assert ("h", "return value") == (info.value.hook, info.value.argument)
+
+    @pytest.mark.parametrize(
+        ("tp", "expected"),
+        [
+            (str, False),
+            (Any, False),
+            (list[int], False),
+            (dict[str, float | None], False),
+            (Point, True),
+            (list[Point], True),
+            (Point | None, True),
+            (tuple[int, int], True),
+            (set[str], True),
+            (Color, True),
+        ],
+    )
+    def test_needs_structuring(self, tp: Any, expected: bool) -> None:
+        """Only annotations naming a class the wire cannot carry as such need cattrs."""
+        assert expected == codec.needs_structuring(tp)
+
+    @pytest.mark.parametrize("tp", [Any, object])
+    def test_any_needs_no_converter(self, tp: Any) -> None:
+        """Unannotated results pass as they are."""
+        assert codec.converter(tp, hook="h") is None
+
+    def test_plain_annotations_are_checked_cheaply(self) -> None:
+        """Plain and optional-plain annotations pass matching values through unchanged."""
+        convert = codec.converter(Optional[str], hook="h")  # noqa: UP045 -- the typing.Union spelling
+        assert convert is not None
+        assert ("a", None) == (convert("a"), convert(None))
+        assert frozenset({str, type(None)}) == codec.plain_types(str | None)
+        assert codec.plain_types(list[int]) is None
+
+    @pytest.mark.parametrize(
+        ("annotation", "item"),
+        [(Iterator[int], int), (Iterator[Point], Point), (list[int], Any), (str, Any)],
+    )
+    def test_item_type(self, annotation: Any, item: Any) -> None:
+        """Iterator annotations give their item type; others give Any."""
+        assert item == codec.item_type(annotation)
+
+
+class TestPurePython:
+    def test_pure_python_msgpack_speaks_the_same_format(self) -> None:
+        """Without the C extension (as on WASI) the codec produces and reads the same bytes."""
+        value = {"a": [1, 2.5, "é", b"\x00", None], 7: True}
+        code = textwrap.dedent(f"""
+            import sys
+            sys.path.insert(0, {str(ROOT)!r})
+            from pluginsdk import codec
+            data = codec.encode({value!r})
+            assert codec.decode(data) == {value!r}
+            print(codec.implementation(), data.hex())
+        """)
+        env = {**os.environ, "MSGPACK_PUREPYTHON": "1"}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+        impl, hexdata = out.stdout.split()
+        assert ("pure-python", codec.encode(value).hex()) == (impl, hexdata)
+
+    def test_import_is_cheap(self) -> None:
+        """Importing the codec loads neither msgpack nor cattrs until used."""
+        code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); import pluginsdk.codec, pluginsdk._guest; " \
+               "print(sorted(m for m in ('msgpack', 'cattrs', 'attrs') if m in sys.modules))"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert "[]" == out.stdout.strip()
+
+
+class GuestChannel:
+    """The host's end of a guest loop running in a thread over two pipes."""
+
+    reply: Any = None  # the answer to HELLO
+
+    def __init__(self, trusted: bool = False) -> None:
+        """``trusted``: the host sends marshal frames and the guest decodes them with marshal."""
+        self.trusted = trusted
+        to_guest_r, self.to_guest_w = os.pipe()
+        self.from_guest_r, from_guest_w = os.pipe()
+        self.reader = codec.FrameReader(lambda n: os.read(self.from_guest_r, n))
+        self.fds = [to_guest_r, from_guest_w]
+        self.thread = threading.Thread(
+            target=G.serve,
+            args=(lambda n: os.read(to_guest_r, n), lambda b: os.write(from_guest_w, b)),
+            kwargs={"decode": marshal.loads} if trusted else {},
+            daemon=True,
+        )
+        self.thread.start()
+
+    def ask(self, *msg: Any) -> Any:
+        if self.trusted:
+            body = marshal.dumps(list(msg))
+            os.write(self.to_guest_w, codec.HEADER.pack(len(body)) + body)
+        else:
+            os.write(self.to_guest_w, codec.encode_frame(list(msg)))
+        return self.reader.read()
+
+    def close(self) -> None:
+        os.close(self.to_guest_w)
+        self.thread.join(5)
+        for fd in [self.from_guest_r, *self.fds]:
+            os.close(fd)
+
+
+@pytest.fixture
+def guest(site: Path) -> Iterator[Callable[..., GuestChannel]]:
+    """Start the guest loop (in a thread: it is generic over read/write) on a module in ``site``."""
+    channels: list[GuestChannel] = []
+
+    def start(
+        source: str, hooks: dict[str, list[str]], *, max_message: int = 1 << 20, trusted: bool = False
+    ) -> GuestChannel:
+        name = f"guest_mod_{len(channels)}"
+        (site / f"{name}.py").write_text(textwrap.dedent(source))
+        channel = GuestChannel(trusted)
+        channels.append(channel)
+        hello = {"module": name, "attr": None, "hooks": hooks, "path": [str(site)], "max_message": max_message}
+        channel.reply = channel.ask(G.HELLO, hello)
+        return channel
+
+    yield start
+    for channel in channels:
+        channel.close()
+
+
+HOOKS = {"add": ["a", "b"], "big": ["n"], "count": ["n"]}
+GUEST_PLUGIN = """
+from pluginsdk import hookimpl
+
+@hookimpl(tryfirst=True)
+def add(a, b):
+    return a + b
+
+@hookimpl
+def big(n):
+    return "x" * n
+
+@hookimpl
+def count(n):
+    for i in range(n):
+        if i == 13 and n == 14:
+            raise KeyError("thirteen")
+        yield i
+"""
+
+
+class TestGuestLoop:
+    def test_handshake_reports_implementations(self, guest: Callable[..., GuestChannel]) -> None:
+        """READY lists each implementation with its ordering options."""
+        channel = guest(GUEST_PLUGIN, HOOKS)
+        reply = channel.reply
+        assert G.READY == reply[0]
+        plain = {"tryfirst": False, "trylast": False}
+        assert {"add": {"tryfirst": True, "trylast": False}, "big": plain, "count": plain} == reply[1]["impls"]
+
+    def test_call_and_batch(self, guest: Callable[..., GuestChannel]) -> None:
+        """CALL answers OK with the value; BATCH answers all values in one frame."""
+        channel = guest(GUEST_PLUGIN, HOOKS)
+        assert [G.OK, 5] == channel.ask(G.CALL, "add", [2, 3])
+        assert [G.OK, [1, 5, [0, 1]]] == channel.ask(G.BATCH, "add", [[0, 1], [2, 3], [[0], [1]]])
+
+    def test_trusted_host_encoding(self, guest: Callable[..., GuestChannel]) -> None:
+        """With a marshal decoder the guest takes marshal frames and still answers in msgpack."""
+        channel = guest(GUEST_PLUGIN, HOOKS, trusted=True)
+        assert G.READY == channel.reply[0]
+        assert [G.OK, "ab"] == channel.ask(G.CALL, "add", ("a", "b"))
+
+    def test_stream_with_flow_control(self, guest: Callable[..., GuestChannel]) -> None:
+        """A generator streams in doubling chunks, each sent only after MORE."""
+        channel = guest(GUEST_PLUGIN, HOOKS)
+        frames = [channel.ask(G.CALL, "count", [10])]
+        while frames[-1][0] == G.CHUNK:
+            frames.append(channel.ask(G.MORE))
+        assert [[G.CHUNK, [0]], [G.CHUNK, [1, 2]], [G.CHUNK, [3, 4, 5, 6]], [G.END, [7, 8, 9]]] == frames
+
+    def test_stream_cancel(self, guest: Callable[..., GuestChannel]) -> None:
+        """CANCEL ends a stream with an empty END; the loop then serves calls again."""
+        channel = guest(GUEST_PLUGIN, HOOKS)
+        assert [G.CHUNK, [0]] == channel.ask(G.CALL, "count", [1000])
+        assert [G.END, []] == channel.ask(G.CANCEL)
+        assert [G.OK, 3] == channel.ask(G.CALL, "add", [1, 2])
+
+    def test_stream_error_after_items(self, guest: Callable[..., GuestChannel]) -> None:
+        """Items pulled before a generator raised are delivered, then the error."""
+        channel = guest(GUEST_PLUGIN, HOOKS)
+        frames = [channel.ask(G.CALL, "count", [14])]
+        while frames[-1][0] == G.CHUNK:
+            frames.append(channel.ask(G.MORE))
+        assert [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12] == [i for f in frames[:-1] for i in f[1]]
+        assert [G.ERR, "hook", "KeyError", "'thirteen'"] == frames[-1][:4]
+
+    def test_load_error_is_reported_as_data(self, guest: Callable[..., GuestChannel]) -> None:
+        """An import failure is answered with an ERR frame carrying the traceback."""
+        channel = guest("import not_a_module_anywhere\n", {"add": ["a", "b"]})
+        reply = channel.reply
+        assert [G.ERR, "load", "ModuleNotFoundError"] == reply[:3]
+        assert "import not_a_module_anywhere" in reply[4]
+
+    def test_missing_implementation_is_refused(self, guest: Callable[..., GuestChannel]) -> None:
+        """A declared hook without an implementation fails the handshake."""
+        channel = guest(GUEST_PLUGIN, {**HOOKS, "other": []})
+        assert "declares 'other' but does not implement it" in channel.reply[3]
+
+    def test_oversized_reply_becomes_an_error(self, guest: Callable[..., GuestChannel]) -> None:
+        """A reply over max_message is replaced by a resource error; the loop goes on."""
+        channel = guest(GUEST_PLUGIN, HOOKS, max_message=1000)
+        assert [G.ERR, "resource", "MessageTooLarge"] == channel.ask(G.CALL, "big", [2000])[:3]
+        assert [G.OK, 3] == channel.ask(G.CALL, "add", [1, 2])

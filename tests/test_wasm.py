@@ -1,0 +1,593 @@
+"""The ``wasm`` backend: real wasmtime, the real CPython WASI interpreter, real installed plugins.
+
+The session shares one cache directory (``conftest._private_cache``), so the
+interpreter is compiled once; only the corruption test compiles it again.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from pluginsdk import codec
+from pluginsdk._errors import (
+    PluginCrashed,
+    PluginHookError,
+    PluginLoadError,
+    PluginResourceError,
+    PluginTimeout,
+)
+from pluginsdk._wasm.guest_main import make_fast_pack, make_fast_unpack
+from pluginsdk.backends.base import DEFAULT_LIMITS, Limits, PluginTarget
+from pluginsdk.backends.wasm import WasmBackend
+from pluginsdk.spec import HookSpec, hookspec
+
+from .plugin_factory import install_plugin
+
+_REASON = WasmBackend.unavailable_reason()
+pytestmark = [pytest.mark.wasm, pytest.mark.skipif(_REASON is not None, reason=f"wasm backend unavailable: {_REASON}")]
+
+
+class WasmHooks:
+    @hookspec
+    def transform(self, text: str) -> str:  # type: ignore[empty-body]
+        """Transform text."""
+
+    @hookspec
+    def tokens(self, text: str) -> Iterator[str]:  # type: ignore[empty-body]
+        """Stream words."""
+
+    @hookspec
+    def probe(self, value: Any, extra: Any) -> Any:  # type: ignore[empty-body]
+        """Do what ``value`` says (see PLUGIN)."""
+
+
+SPEC = HookSpec("wasmkit", version="1.0", hooks=WasmHooks)
+HOOKS = {"transform": ("text",), "tokens": ("text",), "probe": ("value", "extra")}
+
+PLUGIN = """
+import os, sys, time
+from pluginsdk import hookimpl
+
+HERE = os.path.dirname(__file__)
+
+class Oops(ValueError):
+    pass
+
+def _try(fn):
+    try:
+        return "allowed: %r" % (fn(),)
+    except BaseException as exc:
+        return "refused: " + type(exc).__name__
+
+ACTIONS = {
+    "passwd": lambda extra: _try(lambda: open("/etc/passwd").read(20)),
+    "escape": lambda extra: _try(lambda: open(os.path.join(HERE, "..", "..", "etc", "passwd")).read(20)),
+    "escape_rel": lambda extra: _try(lambda: os.listdir("../../..")),
+    "root": lambda extra: _try(lambda: os.listdir("/")),
+    "write_plugin": lambda extra: _try(lambda: open(os.path.join(HERE, "new.txt"), "w").write("x")),
+    "env": lambda extra: os.environ.get(extra),
+    "socket": lambda extra: _try(lambda: __import__("socket").create_connection(("127.0.0.1", 9), timeout=1)),
+    "subprocess": lambda extra: _try(lambda: __import__("subprocess").run(["/bin/echo", "hi"])),
+    "fork": lambda extra: _try(lambda: os.fork()),
+    "loop": lambda extra: [None for _ in iter(int, 1)],
+    "sleep": lambda extra: time.sleep(extra),
+    "bomb": lambda extra: len(b"x" * (extra << 20)),
+    "big": lambda extra: "x" * (extra << 20),
+    "grow": lambda extra: [bytearray(1 << 20) for _ in range(extra)],
+    "abort": lambda extra: __import__("_testcapi").fatal_error(b"deliberate abort"),
+    "raise": lambda extra: (_ for _ in ()).throw(Oops("bad " + str(extra))),
+    "echo": lambda extra: extra,
+    "print": lambda extra: print("said", extra) or "printed",
+}
+
+@hookimpl
+def transform(text):
+    return text.upper() + "!"
+
+@hookimpl
+def tokens(text):
+    for word in text.split():
+        yield word
+
+@hookimpl
+def probe(value, extra):
+    return ACTIONS[value](extra)
+"""
+
+
+def make_target(site: Path, name: str = "sbx", limits: Limits = DEFAULT_LIMITS, **options: Any) -> PluginTarget:
+    module = f"wasmkit_{name}"
+    pkg = install_plugin(
+        site, name, PLUGIN, module=module, group="wasmkit.plugins", isolation="wasm", hooks=tuple(HOOKS)
+    )
+    return PluginTarget(
+        name=name,
+        dist=f"wasmkit-{name}",
+        module=module,
+        attr=None,
+        package_dir=str(pkg),
+        path_entry=str(site),
+        hooks=HOOKS,
+        limits=limits.merged(DEFAULT_LIMITS),
+        spec=SPEC,
+        options=dict(options),
+    )
+
+
+@pytest.fixture
+def backend(site: Path) -> Iterator[WasmBackend]:
+    b = WasmBackend(make_target(site, limits=Limits(timeout=2.0, memory_mb=96)), log=logging.getLogger("test"))
+    yield b
+    b.close()
+
+
+class TestCalls:
+    def test_results_equal_in_process(self, backend: WasmBackend, site: Path) -> None:
+        """Single calls, batches and values of every plain type come back as in-process calls return them."""
+        import importlib
+
+        here = importlib.import_module("wasmkit_sbx")
+        words = ["hello", "wörld", "", "x" * 300]
+        assert [backend.call("transform", (w,)) for w in words] == [here.transform(w) for w in words]
+        assert backend.call_batch("transform", [(w,) for w in words]) == [here.transform(w) for w in words]
+        value = {"a": [1, -2, 2**40, 1.5, None, True], "b": b"\x00\xff", 3: "int key", "t": (1, 2)}
+        assert backend.call("probe", ("echo", value)) == msgpack.unpackb(msgpack.packb(value), strict_map_key=False)
+
+    def test_generator_result_streams(self, backend: WasmBackend) -> None:
+        result = backend.call("tokens", ("a bb ccc " * 500,))
+        assert not isinstance(result, list)
+        assert list(result) == ["a", "bb", "ccc"] * 500
+
+    def test_plugin_exception_carries_remote_details(self, backend: WasmBackend) -> None:
+        with pytest.raises(PluginHookError) as info:
+            backend.call("probe", ("raise", 7))
+        err = info.value
+        assert (err.plugin, err.hook, err.exc_message) == ("sbx", "probe", "bad 7")
+        assert err.exc_type.endswith("Oops")
+        assert "wasmkit_sbx/__init__.py" in err.traceback
+        assert backend.call("transform", ("ok",)) == "OK!"
+
+    def test_plugin_print_is_logged_not_mixed_into_replies(
+        self, backend: WasmBackend, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        with caplog.at_level(logging.INFO, logger="pluginsdk.plugin.sbx"):
+            assert backend.call("probe", ("print", "something")) == "printed"
+            assert backend.call("transform", ("a",)) == "A!"
+            deadline = time.monotonic() + 10  # output is pumped by a thread of its own
+            while not any("said something" in r.getMessage() for r in caplog.records):
+                assert time.monotonic() < deadline, "the plugin's print() never reached the log"
+                time.sleep(0.01)
+        (record,) = [r for r in caplog.records if "said something" in r.getMessage()]
+        assert (record.levelno, getattr(record, "plugin_stream", None)) == (logging.INFO, "stdout")
+
+    def test_describe_names_interpreter_and_runtime(self, backend: WasmBackend) -> None:
+        backend.start()
+        text = backend.describe()
+        assert text.startswith("wasm (python-3.12.0.wasm, wasmtime ")
+
+
+class TestSandbox:
+    @pytest.mark.parametrize(
+        "action", ["passwd", "escape", "escape_rel", "root", "write_plugin", "socket", "subprocess", "fork"]
+    )
+    def test_refused(self, backend: WasmBackend, action: str) -> None:
+        outcome = backend.call("probe", (action, None))
+        assert outcome.startswith("refused: "), outcome
+
+    def test_host_environment_is_invisible(self, backend: WasmBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("PLUGINSDK_TEST_SECRET", "hunter2")
+        assert backend.call("probe", ("env", "PLUGINSDK_TEST_SECRET")) is None
+        assert backend.call("probe", ("env", "HOME")) is None
+
+    def test_c_extension_is_refused_at_load(self, site: Path) -> None:
+        target = make_target(site, "native")
+        Path(target.package_dir, "_speedups.cpython-312-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
+        b = WasmBackend(target, log=logging.getLogger("test"))
+        with pytest.raises(PluginLoadError, match=r"C extensions.*_speedups"):
+            b.start()
+        b.close()
+
+    def test_import_error_is_a_load_error(self, site: Path) -> None:
+        target = make_target(site, "broken")
+        Path(target.package_dir, "__init__.py").write_text("import does_not_exist_anywhere\n")
+        b = WasmBackend(target, log=logging.getLogger("test"))
+        with pytest.raises(PluginLoadError, match="does_not_exist_anywhere") as info:
+            b.start()
+        assert info.value.plugin == "broken"
+        b.close()
+
+
+class TestLimits:
+    def test_memory_bomb_is_a_resource_error_and_next_call_works(self, backend: WasmBackend) -> None:
+        with pytest.raises(PluginResourceError, match="MemoryError") as info:
+            backend.call("probe", ("bomb", 512))
+        assert info.value.plugin == "sbx"
+        with pytest.raises(PluginResourceError):
+            backend.call("probe", ("grow", 512))
+        assert backend.call("transform", ("after",)) == "AFTER!"
+
+    def test_message_size_limit_both_ways(self, site: Path) -> None:
+        b = WasmBackend(make_target(site, "msg", Limits(max_message_mb=1)), log=logging.getLogger("test"))
+        try:
+            with pytest.raises(PluginResourceError, match=r"reply|exceeds") as info:
+                b.call("probe", ("big", 2))
+            assert info.value.plugin == "msg"
+            with pytest.raises(PluginResourceError, match="arguments"):
+                b.call("probe", ("echo", "y" * (2 << 20)))
+            assert b.call("probe", ("big", 0)) == ""
+        finally:
+            b.close()
+
+    def test_infinite_loop_times_out_and_next_call_works(self, backend: WasmBackend) -> None:
+        with pytest.raises(PluginTimeout) as info:
+            backend.call("probe", ("loop", None))
+        assert (info.value.plugin, info.value.timeout) == ("sbx", 2.0)
+        assert backend.call("transform", ("after",)) == "AFTER!"
+
+    def test_trap_is_a_crash_and_next_call_works(self, backend: WasmBackend) -> None:
+        """A guest that aborts (a WebAssembly trap) is reported as a crash, with how it died."""
+        with pytest.raises(PluginCrashed) as info:
+            backend.call("probe", ("abort", None))
+        assert info.value.plugin == "sbx"
+        assert "trap" in info.value.detail and "unreachable" in info.value.detail
+        assert backend.call("transform", ("after",)) == "AFTER!"
+
+    def test_sleep_past_the_deadline_times_out_on_time(self, backend: WasmBackend) -> None:
+        """A guest blocked in a host call (sleep) cannot be trapped, but the caller is answered on time."""
+        started = time.monotonic()
+        with pytest.raises(PluginTimeout):
+            backend.call("probe", ("sleep", 60))
+        assert time.monotonic() - started < 30  # the sleep (60 s) was not waited for
+        assert backend.call("transform", ("after",)) == "AFTER!"
+
+    def test_one_instance_timing_out_does_not_disturb_another(self, site: Path) -> None:
+        slow = WasmBackend(make_target(site, "slow", Limits(timeout=1.5)), log=logging.getLogger("test"))
+        fast = WasmBackend(make_target(site, "fast"), log=logging.getLogger("test"))
+        try:
+            slow.start()
+            fast.start()
+            errors: list[BaseException] = []
+
+            def loop() -> None:
+                try:
+                    slow.call("probe", ("loop", None))
+                except BaseException as exc:
+                    errors.append(exc)
+
+            t = threading.Thread(target=loop)
+            t.start()
+            answers = []
+            while t.is_alive():
+                answers.append(fast.call("transform", ("x",)))
+            t.join()
+            assert answers and set(answers) == {"X!"}
+            assert [type(e) for e in errors] == [PluginTimeout]
+            assert slow.call("transform", ("y",)) == "Y!"
+        finally:
+            slow.close()
+            fast.close()
+
+    def test_pool_instance_timing_out_leaves_its_sibling_working(self, site: Path) -> None:
+        b = WasmBackend(
+            make_target(site, "pool", Limits(timeout=1.5, workers=2), prewarm=True), log=logging.getLogger("test")
+        )
+        try:
+            b.start()
+            with pytest.raises(PluginTimeout):
+                b.call_batch("probe", [("echo", 1), ("loop", None)])
+            assert b.call_batch("transform", [("a",), ("b",)]) == ["A!", "B!"]
+        finally:
+            b.close()
+
+
+class TestCache:
+    def test_cache_is_reused_and_survives_corruption(self, site: Path) -> None:
+        from pluginsdk._wasm import cache
+
+        b = WasmBackend(make_target(site, "c1"), log=logging.getLogger("test"))
+        b.start()
+        module = b._sandbox.module_file
+        b.close()
+        before = module.stat().st_mtime_ns
+        b = WasmBackend(make_target(site, "c2"), log=logging.getLogger("test"))
+        assert b.call("transform", ("a",)) == "A!"
+        b.close()
+        assert module.stat().st_mtime_ns == before, "a cached module must not be recompiled"
+
+        def corrupt(data: bytes) -> None:
+            # Replaced, not rewritten in place: truncating a file that live
+            # modules have mmapped would crash this very process (SIGBUS).
+            tmp = module.with_name("corrupt.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, module)
+
+        data = bytearray(module.read_bytes())
+        middle = len(data) // 2
+        data[middle : middle + 4096] = os.urandom(4096)
+        corrupt(bytes(data))  # same size, new mtime: hashed and found corrupt
+        b = WasmBackend(make_target(site, "c3"), log=logging.getLogger("test"))
+        assert b.call("transform", ("b",)) == "B!"
+        b.close()
+        assert module.stat().st_mtime_ns != before
+        assert cache._module_ok(module)
+
+    def test_own_interpreter_from_the_environment(
+        self, site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """PLUGINSDK_WASM_PYTHON picks the interpreter (hashed, not pinned); a bad one is a clear load error."""
+        from pluginsdk._errors import BackendUnavailable
+        from pluginsdk._wasm.interpreter import locate
+
+        own = tmp_path / "my-python.wasm"
+        own.write_bytes(Path(locate().path).read_bytes())  # same content: the compiled module is shared
+        monkeypatch.setenv("PLUGINSDK_WASM_PYTHON", str(own))
+        b = WasmBackend(make_target(site, "own"), log=logging.getLogger("test"))
+        assert b.call("transform", ("a",)) == "A!"
+        assert b.describe().startswith("wasm (my-python.wasm, ")
+        b.close()
+
+        bad = tmp_path / "bad.wasm"
+        bad.write_bytes(b"\0asm not really")
+        monkeypatch.setenv("PLUGINSDK_WASM_PYTHON", str(bad))
+        b = WasmBackend(make_target(site, "bad"), log=logging.getLogger("test"))
+        with pytest.raises(BackendUnavailable, match=r"bad\.wasm") as info:
+            b.start()
+        assert info.value.plugin == "bad"
+        b.close()
+
+    def test_warm_cache_returns_the_compiled_module(self) -> None:
+        from pluginsdk._wasm import warm_cache
+
+        path = warm_cache()
+        assert path.is_file() and path.suffix == ".cwasm"
+        assert path.stat().st_size > 1_000_000
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_no_leak_over_repeated_start_close(site: Path) -> None:
+    """RSS stays flat over 100 start/call/close cycles (~0.25 s each: an interpreter start).
+
+    Measured: RSS settles after the first few cycles and then does not move
+    (52 MiB at cycle 20 and at cycle 120); the bound leaves room for noise.
+    """
+    target = make_target(site, "leak")
+
+    def cycle() -> None:
+        b = WasmBackend(target, log=logging.getLogger("test"))
+        assert b.call("transform", ("a",)) == "A!"
+        b.close()
+
+    for _ in range(5):
+        cycle()
+    gc.collect()
+    base = _rss_kb()
+    for _ in range(100):
+        cycle()
+    gc.collect()
+    grown_mb = (_rss_kb() - base) / 1024
+    assert grown_mb < 25, f"RSS grew {grown_mb:.1f} MiB over 100 cycles"
+
+
+def test_nothing_printed_at_interpreter_exit(site: Path) -> None:
+    """A host that exits with instances busy (in a loop, in a long sleep) exits at once, silently."""
+    make_target(site, "exit")
+    script = textwrap.dedent(
+        f"""
+        import logging, sys, threading
+        sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
+        from tests.test_wasm import make_target
+        from pluginsdk.backends.base import Limits
+        from pluginsdk.backends.wasm import WasmBackend
+        from pathlib import Path
+        t = make_target(Path({str(site)!r}), "exit", Limits(timeout=60, workers=3))
+        b = WasmBackend(t, log=logging.getLogger("x"))
+        assert b.call("transform", ("a",)) == "A!"
+        def stuck(action, extra):
+            try:
+                b.call("probe", (action, extra))
+            except Exception:
+                pass  # interrupted at exit: what the host does with that is its own business
+        threading.Thread(target=stuck, args=("loop", None), daemon=True).start()
+        threading.Thread(target=stuck, args=("sleep", 60), daemon=True).start()
+        import time; time.sleep(0.5)
+        print("done")
+        """
+    )
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=os.environ.copy()
+    )
+    assert (proc.returncode, proc.stdout.strip(), proc.stderr) == (0, "done", "")
+    assert time.monotonic() - started < 45  # the sleeping guest (60 s) did not hold the exit
+
+
+PACK_CASES: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    127,
+    128,
+    255,
+    256,
+    65535,
+    65536,
+    2**32 - 1,
+    2**32,
+    2**64 - 1,
+    -1,
+    -32,
+    -33,
+    -128,
+    -129,
+    -32768,
+    -32769,
+    -(2**31),
+    -(2**31) - 1,
+    -(2**63),
+    1.5,
+    -0.0,
+    "",
+    "a" * 31,
+    "a" * 32,
+    "é" * 20,
+    "x" * 255,
+    "x" * 256,
+    "x" * 70000,
+    b"",
+    b"\x00" * 300,
+    b"y" * 70000,
+    [],
+    list(range(15)),
+    list(range(16)),
+    list(range(70000)),
+    (1, "a"),
+    {},
+    {i: str(i) for i in range(15)},
+    {str(i): i for i in range(16)},
+    [{"k": [1, {"n": None}]}, ("t",)],
+    [11, [f"ITEM{i}" for i in range(1000)]],
+]
+
+
+@pytest.mark.parametrize("value", PACK_CASES)
+def test_guest_fast_packer_matches_msgpack(value: Any) -> None:
+    """The guest's specialised encoder produces msgpack's exact bytes."""
+    packer = msgpack.Packer(use_bin_type=True, datetime=False, autoreset=True)
+    assert make_fast_pack(packer.pack)(value) == packer.pack(value)
+
+
+@pytest.mark.parametrize("value", PACK_CASES)
+def test_guest_fast_unpacker_matches_the_codec(value: Any) -> None:
+    """The guest's specialised decoder gives what ``codec.decode`` gives, for every msgpack type."""
+    data = msgpack.packb(value, use_bin_type=True)
+    assert make_fast_unpack(codec.decode)(data) == codec.decode(data)
+    single = msgpack.packb(value, use_bin_type=True, use_single_float=True)
+    assert make_fast_unpack(codec.decode)(single) == codec.decode(single)
+
+
+def test_guest_fast_unpacker_reads_the_hosts_marshal_frames() -> None:
+    """Large host frames come as marshal behind a byte msgpack never uses (see Instance.send)."""
+    import marshal
+
+    from pluginsdk._wasm.guest_main import MARSHAL_MARK
+
+    batch = [2, "transform", [[f"item {i}"] for i in range(100)]]
+    assert make_fast_unpack(codec.decode)(MARSHAL_MARK + marshal.dumps(batch)) == batch
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\xd4\x01\x00", b"\x92\x01", b"\x91\x01\x02", b"\xa2\xff\xfe", b"\x81\x91\x01\x02", b"\xc1", b""],
+)
+def test_guest_fast_unpacker_leaves_the_unusual_to_the_codec(data: bytes) -> None:
+    """Ext types, truncated or trailing bytes, bad UTF-8, unhashable keys: the codec's own answer."""
+
+    def outcome(decode: Any) -> Any:
+        try:
+            return decode(data)
+        except Exception as exc:
+            return type(exc)
+
+    assert outcome(make_fast_unpack(codec.decode)) == outcome(codec.decode)
+
+
+def test_guest_fast_packer_hands_unusual_values_to_msgpack() -> None:
+    import enum
+
+    class Color(enum.IntEnum):
+        RED = 1
+
+    packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+    for value in (Color.RED, 2**70 if False else 2**63, "\ud800x"):
+        try:
+            expected: Any = packer.pack(value)
+        except Exception as exc:
+            expected = type(exc)
+        try:
+            got: Any = make_fast_pack(packer.pack)(value)
+        except Exception as exc:
+            got = type(exc)
+        assert got == expected
+
+
+class TestHost:
+    """Through :class:`pluginsdk.Host`: discovery, manifest and policy pick the wasm backend."""
+
+    UPPER = """
+    from pluginsdk import hookimpl
+
+    @hookimpl
+    def transform(text):
+        return text.upper()
+    """
+
+    def test_same_plugin_code_at_every_level(self, site: Path) -> None:
+        from pluginsdk import Host
+
+        from .textkit import SPEC as TEXTKIT
+
+        for level in ("inprocess", "process", "wasm"):
+            install_plugin(site, f"up-{level}", self.UPPER, isolation=level)
+        with Host(TEXTKIT, path=[str(site)]) as host:
+            assert ["HI", "HI", "HI"] == host.hook.transform(text="hi")
+            runtime = host.plugin("up-wasm").runtime
+            assert runtime.startswith("wasm (python-3.12.0.wasm, wasmtime 50."), runtime
+
+    def test_declared_packages_are_mounted_and_nothing_else(self, site: Path) -> None:
+        """``[wasm] packages`` makes a pure-Python dependency importable; undeclared ones stay invisible."""
+        from pluginsdk import Host, PluginHookError
+
+        from .textkit import SPEC as TEXTKIT
+
+        helper = site / "wasmdep_helper"
+        helper.mkdir()
+        (helper / "__init__.py").write_text("def shout(s):\n    return s.upper() + '!!'\n")
+        (site / "wasmdep_hidden").mkdir()
+        (site / "wasmdep_hidden" / "__init__.py").write_text("")
+        manifest = """
+        [plugin]
+        requires = "textkit>=1.0,<2"
+        isolation = "wasm"
+        hooks = ["transform"]
+
+        [wasm]
+        packages = ["wasmdep_helper"]
+        """
+        source = """
+        from pluginsdk import hookimpl
+
+        @hookimpl
+        def transform(text):
+            if text == "hidden":
+                import wasmdep_hidden
+            import wasmdep_helper
+            return wasmdep_helper.shout(text)
+        """
+        install_plugin(site, "dep", source, manifest=manifest)
+        with Host(TEXTKIT, path=[str(site)]) as host:
+            assert ["HEY!!"] == host.hook.transform(text="hey")
+            with pytest.raises(PluginHookError, match="ModuleNotFoundError"):
+                host.hook.transform(text="hidden")
