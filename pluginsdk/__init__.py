@@ -9,8 +9,6 @@ imported eagerly; host-side names load on first access.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from ._errors import (
     BackendUnavailable,
     CodecError,
@@ -27,7 +25,11 @@ from ._errors import (
 )
 from ._markers import hookimpl
 
+# typing is not imported at run time: the sandbox's start-up pays for every import.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .backends.base import Limits
     from .host import Host, PluginInfo
     from .policy import Policy

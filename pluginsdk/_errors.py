@@ -6,7 +6,9 @@ worker loop and the sandboxed runner raise some of these too.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 class PluginError(Exception):

@@ -1,15 +1,60 @@
 """The marker plugin code uses: ``from pluginsdk import hookimpl``.
 
-Guest-safe: imported inside worker processes and the WASM sandbox, so it
-depends on pluggy alone.  Every host spec shares one pluggy project name, so
-one marker serves plugins of every host.
+Guest-safe and import-free: it runs inside worker processes and the WASM
+sandbox, where every import counts against start-up (pluggy and the
+``typing`` it pulls in are most of a sandbox's start).  It records exactly
+what ``pluggy.HookimplMarker("pluginsdk")`` records, the ``pluginsdk_impl``
+options dict, so the host's pluggy reads these marks as its own; every host
+spec shares that one project name, so one marker serves all hosts.
 """
 
 from __future__ import annotations
 
-import pluggy
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeVar
+
+    _F = TypeVar("_F", bound=Callable[..., object])
 
 PROJECT = "pluginsdk"
+IMPL_ATTR = f"{PROJECT}_impl"
 
-hookimpl = pluggy.HookimplMarker(PROJECT)
+
+class HookimplMarker:
+    """Marks functions as hook implementations (pluggy's marker, without pluggy).
+
+    Attributes:
+        project_name: The pluggy project the marks belong to.
+    """
+
+    project_name = PROJECT
+
+    def __call__(
+        self,
+        function: _F | None = None,
+        *,
+        hookwrapper: bool = False,
+        optionalhook: bool = False,
+        tryfirst: bool = False,
+        trylast: bool = False,
+        specname: str | None = None,
+        wrapper: bool = False,
+    ) -> _F | Callable[[_F], _F]:
+        def mark(func: _F) -> _F:
+            opts = {
+                "wrapper": wrapper,
+                "hookwrapper": hookwrapper,
+                "optionalhook": optionalhook,
+                "tryfirst": tryfirst,
+                "trylast": trylast,
+                "specname": specname,
+            }
+            setattr(func, IMPL_ATTR, opts)
+            return func
+
+        return mark if function is None else mark(function)
+
+
+hookimpl = HookimplMarker()
 """Marks a function of a plugin module as the implementation of a hook."""
