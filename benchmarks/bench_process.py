@@ -1,7 +1,8 @@
 """Speed of the ``process`` backend against hand-written floors and the stdlib.
 
 Run from the repo root: ``python benchmarks/bench_process.py [--quick]``.
-Prints one table of medians.  The tiny call is measured with the host and
+Prints one table of medians and writes them, with verdicts against the
+targets, to ``benchmarks/results/process.json``.  The tiny call is measured with the host and
 its child on one CPU, on two different CPUs, and wherever the scheduler puts
 them, each contender interleaved with the others so machine noise hits all
 alike.
@@ -17,9 +18,11 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import json
 import logging
 import multiprocessing
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -29,9 +32,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "process.json"
 sys.path.insert(0, str(ROOT))
+# Children (the floor, multiprocessing's workers) must run as users' would:
+# no PYTHON* settings from this shell, such as PYTHONDONTWRITEBYTECODE.
+for _name in [k for k in os.environ if k.startswith("PYTHON")]:
+    del os.environ[_name]
+sys.dont_write_bytecode = False
 
 from pluginsdk import codec  # noqa: E402
 from pluginsdk.backends.base import DEFAULT_LIMITS, PluginTarget  # noqa: E402
@@ -276,10 +286,50 @@ def bench_threads(site: Path, n: int) -> tuple[float, float]:
     return out[0], out[1]
 
 
+def row(
+    case: str, median: float, unit: str, anchor: float | None = None, target: float | None = None, goal: str = ""
+) -> dict[str, Any]:
+    """One result row; ``target`` is the highest passing ``median / anchor`` ratio."""
+    ratio = median / anchor if anchor else None
+    verdict = "-" if target is None or ratio is None else ("PASS" if ratio <= target else "MISS")
+    return {
+        "case": case,
+        f"median_{unit}": median,
+        "anchor": anchor,
+        "ratio": ratio,
+        "target": goal,
+        "verdict": verdict,
+    }
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "cpus": os.cpu_count(),
+        "loadavg": list(os.getloadavg()),
+    }
+
+
+def write_results(rows: list[dict[str, Any]], quick: bool) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "benchmark": "process",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "quick": quick,
+        "machine": machine(),
+        "rows": rows,
+    }
+    RESULTS.write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"results written to {RESULTS.relative_to(ROOT)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
     opts = parser.parse_args()
+    out: list[dict[str, Any]] = []
     n = 300 if opts.quick else 2000
     tiny_rows: list[tuple[str, ...]] = []
     rows: list[tuple[str, str, str]] = []
@@ -310,6 +360,22 @@ def main() -> None:
         tiny_rows.append(("  ours / floor", *(f"{tiny[m]['ours'] / tiny[m]['bare']:.2f}x" for m in PLACEMENTS)))
         tiny_rows.append(("  Pool.apply / ours", *(f"{tiny[m]['pool'] / tiny[m]['ours']:.1f}x" for m in PLACEMENTS)))
         tiny_rows.append(("  executor / ours", *(f"{tiny[m]['executor'] / tiny[m]['ours']:.1f}x" for m in PLACEMENTS)))
+        for m in PLACEMENTS:
+            ours = tiny[m]["ours"]
+            out.append(row(f"tiny call vs bare child floor ({m})", ours, "us", tiny[m]["bare"], 1.3, "<= 1.3x"))
+            out.append(
+                row(f"tiny call vs Pool.apply ({m})", ours, "us", tiny[m]["pool"], 1 / 3, "<= 0.33x (3x faster)")
+            )
+            out.append(
+                row(
+                    f"tiny call vs ProcessPoolExecutor ({m})",
+                    ours,
+                    "us",
+                    tiny[m]["executor"],
+                    1 / 3,
+                    "<= 0.33x (3x faster)",
+                )
+            )
         items = [(i, i) for i in range(1000)]
         with placement("same CPU", [w.pid for w in backend._all]):  # singles at their fastest
             per_batch = interleaved_us(
@@ -320,6 +386,16 @@ def main() -> None:
                 n=3 if opts.quick else 10,
             )
         batch, singles = per_batch["batch"] / 1000, per_batch["singles"] / 1000
+        out.append(
+            row(
+                "1,000 items: call_batch per item vs 1,000 calls (same CPU)",
+                batch,
+                "us",
+                singles,
+                1 / 30,
+                "<= 0.033x (30x cheaper)",
+            )
+        )
         rows += [
             ("1,000 items: one call_batch, per item (same CPU)", f"{batch:.2f} µs", f"{singles / batch:.0f}x cheaper"),
             ("1,000 items: 1,000 calls, per item (same CPU)", f"{singles:.2f} µs", ""),
@@ -329,14 +405,23 @@ def main() -> None:
             got = sum(len(b) for b in backend.call("chunks", (n_items, size)))
             secs = time.perf_counter() - t
             rows.append((f"stream {label} items", f"{got / secs / 2**20:.0f} MiB/s", f"{n_items / secs:,.0f} items/s"))
-        rows.append(("crash -> next successful call", f"{bench_crash_recovery(backend):.1f} ms", ""))
-        rows.append(("worker start-up (start + first call)", f"{bench_start(site):.1f} ms", ""))
-        worker_pids = [w.pid for w in backend._all]
-        rows.append(("host RSS", f"{rss_kib() / 1024:.1f} MiB", ""))
-        rows.append(("per-worker RSS", f"{statistics.median(rss_kib(p) for p in worker_pids) / 1024:.1f} MiB", ""))
+            out.append(row(f"stream {label} items (one run)", secs * 1e3, "ms"))
+        crash = bench_crash_recovery(backend, 3 if opts.quick else 5)
+        rows.append(("crash -> next successful call", f"{crash:.1f} ms", ""))
+        out.append(row("crash -> next successful call", crash, "ms"))
+        start = bench_start(site, 3 if opts.quick else 5)
+        rows.append(("worker start-up (start + first call)", f"{start:.1f} ms", ""))
+        out.append(row("worker start-up (start + first call)", start, "ms"))
+        worker_pids = [int(w.pid) for w in backend._all]
+        host_mib = rss_kib() / 1024
+        worker_mib = statistics.median(rss_kib(p) for p in worker_pids) / 1024
+        rows.append(("host RSS", f"{host_mib:.1f} MiB", ""))
+        rows.append(("per-worker RSS", f"{worker_mib:.1f} MiB", ""))
+        out += [row("host RSS", host_mib, "mib"), row("per-worker RSS", worker_mib, "mib")]
         backend.close()
         one, two = bench_threads(site, 10 if opts.quick else 30)
         rows.append(("2 threads CPU-bound: 1 vs 2 workers", f"{one:.2f} s / {two:.2f} s", f"{one / two:.2f}x faster"))
+        out.append(row("2 threads CPU-bound: 2 workers vs 1", two * 1e3, "ms", one * 1e3, 0.6, "<= 0.6x (~2x faster)"))
     width = max(len(r[0]) for r in [*rows, *tiny_rows])
     print(f"python {sys.version.split()[0]}, msgpack {codec.implementation()}, {os.cpu_count()} CPUs; medians")
     print(f"{'':{width}}  " + "  ".join(f"{m:>12}" for m in PLACEMENTS))
@@ -345,6 +430,7 @@ def main() -> None:
     print()
     for name, value, note in rows:
         print(f"{name:{width}}  {value:>16}  {note}")
+    write_results(out, opts.quick)
 
 
 if __name__ == "__main__":

@@ -33,16 +33,21 @@ the items pulled before, then the ERR frame.
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import sys
 import time
-import traceback
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from _collections_abc import Iterator  # collections.abc's own, without importing collections
 
 from . import codec
 from ._errors import PluginError, PluginResourceError
+
+# A sandbox's start is mostly imports, so typing, inspect, traceback and
+# importlib are not imported here: annotations are for type checkers only,
+# and the rest is imported where needed (an error's traceback, a signature
+# the fast path cannot read, an annotation naming a class).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
 
 # Message kinds (small ints: one byte on the wire).
 HELLO, CALL, BATCH, MORE, CANCEL, BYE = 0, 1, 2, 3, 4, 5
@@ -97,8 +102,33 @@ class _Impl:
         return picked if self.convert is None else self.convert(picked, hook)
 
 
+def _function() -> None: ...
+
+
+class _Probe:
+    def method(self) -> None: ...
+
+
+_FUNCTION = type(_function)  # types.FunctionType and MethodType, without importing types
+_BOUND = type(_Probe().method)
+
+
 def _argnames(func: Callable[..., Any]) -> tuple[str, ...]:
-    """Arguments pluggy would pass: positional parameters without defaults."""
+    """Arguments pluggy would pass: positional parameters without defaults.
+
+    Read from the code object for plain functions and methods (what
+    ``inspect.signature`` would say, without importing inspect); anything
+    else (wrapped, callable objects, builtins) goes to inspect.
+    """
+    target, bound = func, False
+    if type(func) is _BOUND:
+        target, bound = func.__func__, True  # type: ignore[attr-defined]
+    if type(target) is _FUNCTION and not hasattr(target, "__wrapped__") and not hasattr(target, "__signature__"):
+        code = target.__code__
+        required = code.co_varnames[: code.co_argcount - len(target.__defaults__ or ())]
+        return required[1:] if bound else required
+    import inspect
+
     params = inspect.signature(func).parameters.values()
     return tuple(
         p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
@@ -106,7 +136,8 @@ def _argnames(func: Callable[..., Any]) -> tuple[str, ...]:
 
 
 def _resolve(module: str, attr: str | None) -> Any:
-    obj: Any = importlib.import_module(module)
+    __import__(module)  # importlib.import_module without importing importlib
+    obj: Any = sys.modules[module]
     for part in (attr or "").split(".") if attr else ():
         obj = getattr(obj, part)
     return obj
@@ -149,12 +180,25 @@ def load_impls(module: str, attr: str | None, hooks: dict[str, Sequence[str]]) -
     return impls
 
 
+# Annotations that never need structuring, as objects or as strings (postponed evaluation).
+_PLAIN_ANNOTATIONS = frozenset(
+    {str, int, float, bool, bytes, object, list, dict, None, type(None)}
+    | {"str", "int", "float", "bool", "bytes", "object", "list", "dict", "None", "Any", "typing.Any"}
+)
+
+
 def _arg_converter(func: Callable[..., Any], names: Sequence[str]) -> Callable[[list[Any], str], list[Any]] | None:
     """Structure the arguments ``func`` annotates with classes (attrs, enums...), or ``None``.
 
     Arguments cross as plain data; an implementation that annotates one with
     a class gets an instance (built by cattrs), as it would in-process.
     """
+    annotations = getattr(func, "__annotations__", None) or {}
+    try:
+        if all(annotations.get(n, "str") in _PLAIN_ANNOTATIONS for n in names):
+            return None  # the common case, decided without importing typing
+    except TypeError:  # an unhashable annotation: let typing judge it
+        pass
     import typing
 
     try:
@@ -183,6 +227,8 @@ def _type_name(exc: BaseException) -> str:
 
 def _tb_text(exc: BaseException, skip: int = 0) -> str:
     """Formatted traceback, without this module's own ``skip`` frames."""
+    import traceback
+
     tb = exc.__traceback__
     for _ in range(skip):
         if tb is not None and tb.tb_next is not None:
@@ -218,10 +264,14 @@ class Guest:
         write: Callable[[Any], int | None],
         *,
         decode: Callable[[bytes | memoryview], Any] = codec.decode,
+        implementation: str | None = None,
     ) -> None:
         """``decode`` reads the host's frames: msgpack by default; a sandbox may use a
         faster encoding it trusts its host to send (frames *to* the host are always msgpack).
+        ``implementation`` is the msgpack implementation READY reports, if the caller
+        knows it (default: :func:`codec.implementation`, which imports msgpack).
         """
+        self._implementation = implementation
         self._reader = codec.FrameReader(read, decode=decode)
         self._raw_write = write
         self.max_message = codec.MAX_FRAME
@@ -275,7 +325,7 @@ class Guest:
             self.send_error("load", exc, skip=0)
             return False
         opts = {h: {k: bool(i.opts.get(k)) for k in ("tryfirst", "trylast")} for h, i in self.impls.items()}
-        self.send([READY, {"impls": opts, "codec": codec.implementation()}])
+        self.send([READY, {"impls": opts, "codec": self._implementation or codec.implementation()}])
         return True
 
     def serve_forever(self) -> None:
@@ -449,6 +499,7 @@ def serve(
     write: Callable[[Any], int | None],
     *,
     decode: Callable[[bytes | memoryview], Any] = codec.decode,
+    implementation: str | None = None,
 ) -> int:
     """Run the guest protocol over ``read``/``write``; return an exit status.
 
@@ -456,7 +507,7 @@ def serve(
     output, point ``sys.stdout`` elsewhere first, or a plugin's ``print``
     corrupts it.
     """
-    guest = Guest(read, write, decode=decode)
+    guest = Guest(read, write, decode=decode, implementation=implementation)
     try:
         if not guest.handshake():
             return 3

@@ -39,13 +39,18 @@ implementation's parameter types).
 
 from __future__ import annotations
 
+import _thread
 import struct
-import threading
-import typing
-from collections.abc import Callable, Iterable
-from typing import Any
+import sys
 
 from ._errors import CodecError, PluginResourceError
+
+# Guest-safe modules import neither typing nor collections.abc at run time: the
+# sandbox's start-up pays for every import (see pluginsdk._guest).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import Any
 
 __all__ = [
     "HEADER",
@@ -76,7 +81,7 @@ _unpackb: Callable[..., Any] | None = None
 _converter: Any = None
 # One reusable msgpack Packer per thread: cheaper than msgpack.packb, which
 # builds a Packer per call; a Packer must not be shared between threads.
-_local = threading.local()
+_local = _thread._local()  # threading.local itself, without importing threading
 
 
 def _load_msgpack() -> None:
@@ -300,11 +305,19 @@ class FrameReader:
 _ITER_ORIGINS: tuple[Any, ...] = ()
 
 
+def _is_any(tp: Any) -> bool:
+    """``tp is typing.Any``, without importing typing (an annotation of Any implies it is loaded)."""
+    typing = sys.modules.get("typing")
+    return typing is not None and tp is typing.Any
+
+
 def item_type(annotation: Any) -> Any:
     """The item type of an ``Iterator[X]``/``Iterable[X]``/``Generator[X, ...]`` return annotation.
 
     ``Any`` when the annotation is not an iterator type or has no argument.
     """
+    import typing
+
     global _ITER_ORIGINS
     if not _ITER_ORIGINS:
         import collections.abc as cabc
@@ -313,8 +326,8 @@ def item_type(annotation: Any) -> Any:
     origin = typing.get_origin(annotation)
     if origin in _ITER_ORIGINS:
         args = typing.get_args(annotation)
-        return args[0] if args else Any
-    return Any
+        return args[0] if args else typing.Any
+    return typing.Any
 
 
 def needs_structuring(tp: Any) -> bool:
@@ -324,8 +337,10 @@ def needs_structuring(tp: Any) -> bool:
     which arrive as they are; true when a class the wire cannot carry as such
     appears (attrs classes, enums, tuples, sets...).
     """
-    if tp is Any or tp is object or tp in _PLAIN_TYPES:
+    if tp is object or tp in _PLAIN_TYPES or _is_any(tp):
         return False
+    import typing
+
     origin = typing.get_origin(tp)
     if origin is None:
         return isinstance(tp, type) and tp not in (list, dict)
@@ -341,7 +356,7 @@ def _plain_abcs() -> tuple[Any, ...]:
 
 
 def _needs_structuring(tp: Any, value: Any) -> bool:
-    if tp is Any or tp is object:
+    if tp is object or _is_any(tp):
         return False
     if tp in _PLAIN_TYPES:
         return type(value) is not tp
@@ -376,7 +391,7 @@ def converter(tp: Any, *, hook: str) -> Callable[[Any], Any] | None:
     Plain annotations (``str``, ``int | None``...) cost one type check per
     value; cattrs runs only when the value is not already of such a type.
     """
-    if tp is Any or tp is object:
+    if tp is object or _is_any(tp):
         return None
     plain = plain_types(tp)
     if plain is not None:
@@ -386,12 +401,15 @@ def converter(tp: Any, *, hook: str) -> Callable[[Any], Any] | None:
 
 def plain_types(tp: Any) -> frozenset[type] | None:
     """The types a value of annotation ``tp`` arrives as unchanged (``int | None``...), if all plain."""
+    import typing
+
     members = typing.get_args(tp) if _is_union(tp) else (tp,)
     return frozenset(members) if all(m in _PLAIN_TYPES for m in members) else None
 
 
 def _is_union(tp: Any) -> bool:
     import types
+    import typing
 
     return typing.get_origin(tp) in (typing.Union, types.UnionType)
 

@@ -275,11 +275,41 @@ class TestPurePython:
         assert ("pure-python", codec.encode(value).hex()) == (impl, hexdata)
 
     def test_import_is_cheap(self) -> None:
-        """Importing the codec loads neither msgpack nor cattrs until used."""
+        """The guest side imports no third-party package, nor typing, inspect, traceback...
+
+        (every import is start-up time in the sandbox); msgpack and cattrs load on first use.
+        """
+        heavy = ("msgpack", "cattrs", "attrs", "pluggy", "typing", "inspect", "traceback", "importlib.util",
+                 "threading", "collections", "re", "enum", "functools")
         code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); import pluginsdk.codec, pluginsdk._guest; " \
-               "print(sorted(m for m in ('msgpack', 'cattrs', 'attrs') if m in sys.modules))"
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+               f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+        out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True)
         assert "[]" == out.stdout.strip()
+
+    def test_guest_reads_signatures_as_inspect_does(self) -> None:
+        """The guest's code-object reading of an implementation's arguments matches inspect's."""
+        import functools
+        import inspect
+
+        def plain(a, b, c=1, *args, d, **kw): ...  # type: ignore[no-untyped-def]
+        def posonly(a, /, b): ...  # type: ignore[no-untyped-def]
+
+        class Impl:
+            def method(self, x, y=2): ...  # type: ignore[no-untyped-def]
+            @classmethod
+            def cm(cls, x): ...  # type: ignore[no-untyped-def]
+            @staticmethod
+            def sm(x, y): ...  # type: ignore[no-untyped-def]
+            def __call__(self, z): ...  # type: ignore[no-untyped-def]
+
+        @functools.wraps(posonly)
+        def wrapped(*args: Any, **kwargs: Any) -> None: ...
+
+        for func in (plain, posonly, Impl().method, Impl.cm, Impl.sm, Impl(), wrapped, functools.partial(plain, 1)):
+            params = inspect.signature(func).parameters.values()
+            expected = tuple(p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                             and p.default is p.empty)
+            assert expected == G._argnames(func), func
 
 
 class GuestChannel:

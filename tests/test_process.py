@@ -544,6 +544,22 @@ class TestCrashes:
         assert 5 == backend.call("add", (2, 3))
 
 
+    def test_batch_right_after_a_crash_replaced_a_worker(self, make: Callable[..., ProcessBackend]) -> None:
+        """A batch that takes a replacement worker finishes its handshake, not read READY as a reply.
+
+        Regression: the replacement joined the idle list before its handshake
+        and a batch's extra workers skipped it, raising "hook 'probe': None: None".
+        """
+        backend = make(workers=2, options={"prewarm": True})
+        backend.start()
+        for how in ("exit", "sigkill"):
+            with pytest.raises(PluginCrashed):
+                backend.call("probe", (how, None))
+            pids = backend.call_batch("probe", [("pid", i) for i in range(6)])
+            assert 2 == len(set(pids))
+        assert [i + 1 for i in range(8)] == backend.call_batch("add", [(i, 1) for i in range(8)])
+
+
 class TestLimits:
     def test_hang_times_out_and_worker_is_replaced(self, make: Callable[..., ProcessBackend]) -> None:
         """A call past its deadline raises PluginTimeout; the worker is killed and replaced."""

@@ -90,6 +90,7 @@ ACTIONS = {
     "abort": lambda extra: __import__("_testcapi").fatal_error(b"deliberate abort"),
     "raise": lambda extra: (_ for _ in ()).throw(Oops("bad " + str(extra))),
     "echo": lambda extra: extra,
+    "modules": lambda extra: sorted(sys.modules),
     "print": lambda extra: print("said", extra) or "printed",
 }
 
@@ -172,6 +173,17 @@ class TestCalls:
                 time.sleep(0.01)
         (record,) = [r for r in caplog.records if "said something" in r.getMessage()]
         assert (record.levelno, getattr(record, "plugin_stream", None)) == (logging.INFO, "stdout")
+
+    def test_guest_start_imports_only_what_the_loop_needs(self, backend: WasmBackend) -> None:
+        """Imports are most of an instance's start: the guest loop imports no third-party package,
+        nor typing, inspect, traceback... (pluggy stays mounted for plugins that import it)."""
+        modules = set(backend.call("probe", ("modules", None)))
+        assert {"pluginsdk._guest", "pluginsdk.codec"} <= modules
+        heavy = {"pluggy", "msgpack", "cattrs", "attrs", "typing", "inspect", "traceback", "importlib.util", "re"}
+        assert not heavy & modules
+        with pytest.raises(PluginHookError):  # formatting a traceback imports traceback, on demand
+            backend.call("probe", ("raise", 1))
+        assert backend.call("probe", ("echo", 1)) == 1
 
     def test_describe_names_interpreter_and_runtime(self, backend: WasmBackend) -> None:
         backend.start()
@@ -281,6 +293,8 @@ class TestLimits:
             fast.close()
 
     def test_pool_instance_timing_out_leaves_its_sibling_working(self, site: Path) -> None:
+        """Also a regression test: the batch after the timeout takes the replacement instance,
+        whose READY must be read as its handshake, not as a share's reply."""
         b = WasmBackend(
             make_target(site, "pool", Limits(timeout=1.5, workers=2), prewarm=True), log=logging.getLogger("test")
         )

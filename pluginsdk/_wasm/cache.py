@@ -44,9 +44,10 @@ ENGINE_SETTINGS: dict[str, Any] = {"epoch_interruption": True}
 #: Modules of pluginsdk the guest needs (everything else is host-only).
 GUEST_SDK_MODULES = ("__init__.py", "_markers.py", "_errors.py", "codec.py", "_guest.py")
 #: Third-party packages the guest loop imports (msgpack falls back to pure Python);
-#: attrs/cattrs only when a value is not plain data.  Missing optional ones are skipped.
-GUEST_PACKAGES = ("pluggy", "msgpack")
-OPTIONAL_GUEST_PACKAGES = ("attr", "attrs", "cattrs", "typing_extensions", "exceptiongroup")
+#: attrs/cattrs only when a value is not plain data.  pluggy is mounted for plugins
+#: that import it themselves (the guest loop does not).  Missing optional ones are skipped.
+GUEST_PACKAGES = ("msgpack",)
+OPTIONAL_GUEST_PACKAGES = ("pluggy", "attr", "attrs", "cattrs", "typing_extensions", "exceptiongroup")
 #: The guest program, copied to the top of ``lib-<hash>/`` under this name.
 GUEST_MAIN = "_pluginsdk_wasm_main.py"
 _COMPLETE = ".complete"
@@ -258,8 +259,9 @@ def _ensure_bytecode(interp: Interpreter, module: Path, lib: Path) -> Path:
     code = (
         "import sys; sys.pycache_prefix = '/pycache'; sys.path.insert(0, '/lib'); "
         "import compileall; ok = compileall.compile_dir('/lib', quiet=2); "
-        "import json, marshal, importlib.util, io, pluginsdk._guest, pluginsdk.codec, msgpack, pluggy\n"
-        "try:\n import cattrs\nexcept Exception:\n pass\n"
+        "import json, marshal, importlib.util, io, pluginsdk._guest, pluginsdk.codec, msgpack\n"
+        "for name in ('pluggy', 'cattrs', 'inspect', 'traceback', 'typing'):\n"
+        " try:\n  __import__(name)\n except Exception:\n  pass\n"
         "sys.exit(0 if ok else 1)"
     )
     if run_program(partial, ["-c", code], writable_pycache=True) == 0:

@@ -26,7 +26,10 @@ from __future__ import annotations
 import marshal
 import struct
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # typing costs start-up time in the sandbox: annotations only
+if TYPE_CHECKING:
+    from typing import Any
 
 _FIXSTR = [bytes((0xA0 | n,)) for n in range(32)]
 _FIXARRAY = [bytes((0x90 | n,)) for n in range(16)]
@@ -260,15 +263,14 @@ class _MountFinder:
         self.modules = modules
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        import importlib.util
+        # importlib.util's function, from the frozen module it lives in (no import needed).
+        from _frozen_importlib_external import spec_from_file_location
 
         if name in self.packages:
             root = self.packages[name]
-            return importlib.util.spec_from_file_location(
-                name, f"{root}/__init__.py", submodule_search_locations=[root]
-            )
+            return spec_from_file_location(name, f"{root}/__init__.py", submodule_search_locations=[root])
         if name in self.modules:
-            return importlib.util.spec_from_file_location(name, self.modules[name])
+            return spec_from_file_location(name, self.modules[name])
         return None
 
 
@@ -326,9 +328,6 @@ def main() -> int:
         return bytes(slow_packer[0](obj))
 
     codec.install_packer(make_fast_pack(slow_pack))
-    # What the handshake reports, without importing msgpack to find out:
-    # MSGPACK_PUREPYTHON (set by the host) makes it the pure-Python one here.
-    codec.implementation = lambda: "pure-python"
 
     def read(n: int) -> bytes:
         return os.read(0, n)
@@ -337,7 +336,9 @@ def main() -> int:
         return os.write(1, data)
 
     try:
-        return G.serve(read, write, decode=make_fast_unpack(codec.decode))
+        # The handshake names the codec without importing msgpack to find out:
+        # MSGPACK_PUREPYTHON (set by the host) makes it the pure-Python one here.
+        return G.serve(read, write, decode=make_fast_unpack(codec.decode), implementation="pure-python")
     except BrokenPipeError:  # the host went away
         return 0
 

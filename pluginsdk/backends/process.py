@@ -29,6 +29,11 @@ allocation past it raises MemoryError in the plugin, reported as
 :class:`PluginResourceError` (the worker is then replaced), or kills the
 worker, reported as :class:`PluginCrashed`.
 
+Other kinds of worker: the pool speaks to its workers only through
+:class:`Worker` (send a frame, read a message, kill, say how it died); a
+subclass pools another kind by overriding :meth:`ProcessBackend._new_worker`
+(the ``wasm`` backend pools sandbox instances this way).
+
 Timeouts: ``limits.timeout`` bounds one crossing (a call, one worker's share
 of a batch, the wait for one stream chunk).  A worker that overruns is
 killed and replaced.
@@ -36,6 +41,7 @@ killed and replaced.
 
 from __future__ import annotations
 
+import abc
 import functools
 import logging
 import os
@@ -63,7 +69,7 @@ from .._errors import (
 )
 from .base import Backend, PluginTarget
 
-__all__ = ["ProcessBackend"]
+__all__ = ["ProcessBackend", "Worker"]
 
 #: Consecutive workers that may die while loading before the plugin is given up on.
 MAX_START_FAILURES = 3
@@ -104,14 +110,71 @@ class _HookInfo:
         self.plain = (plain or frozenset()) | {type(None)}
 
 
-class _Worker:
-    """One worker process and the host's end of its channel.
+class Worker(abc.ABC):
+    """What the pool needs of a worker: one guest serving the plugin over a frame channel.
 
-    Used by one thread at a time (the pool hands it out exclusively), apart
-    from the backend's watchdog, which may kill it once ``deadline`` passes.
+    :class:`ProcessBackend` pools these; a subclass of the backend supplies
+    another kind (a sandbox instance, say) by overriding
+    :meth:`ProcessBackend._new_worker`.  The contract:
+
+    * Created by ``_new_worker`` with HELLO already sent (or about to be
+      read by the guest); the pool reads READY itself, so a new worker is not
+      ``ready`` until then.
+    * :meth:`send` writes one whole frame; a dead guest may raise
+      ``BrokenPipeError`` or pass silently: the next read reports it.
+    * :attr:`reader` returns the guest's next message and raises ``EOFError``
+      once the guest is gone (or killed).  While the host waits, ``deadline``
+      holds the monotonic time by which the reply is due; the backend's
+      watchdog sets ``timed_out`` and calls :meth:`signal_kill` when it passes.
+    * Used by one thread at a time (the pool hands it out exclusively), apart
+      from the watchdog: :meth:`signal_kill` must be safe from another thread.
+      The other attributes are the pool's bookkeeping.
     """
 
+    pid: int  # for log messages
+    reader: codec.FrameReader
+
+    def __init__(self) -> None:
+        self.deadline = 0.0  # armed (monotonic time) while the host waits for a reply
+        self.timed_out = False
+        self.ready = False  # READY was read
+        self.calls = 0
+        self.last_used = time.monotonic()
+
+    @abc.abstractmethod
+    def send(self, frame: bytes) -> None:
+        """Send one encoded frame (see :func:`pluginsdk.codec.encode_frame`)."""
+
+    def recv(self, timeout: float) -> Any:
+        """The next message; ``EOFError`` if the worker died or was killed past ``timeout``."""
+        self.deadline = time.monotonic() + timeout
+        try:
+            return self.reader.read()
+        finally:
+            self.deadline = 0.0
+
+    @abc.abstractmethod
+    def death_detail(self) -> str:
+        """How the worker ended, for error messages (may wait briefly for it to end)."""
+
+    @abc.abstractmethod
+    def signal_kill(self) -> None:
+        """Stop the worker now, from any thread; its reader then sees EOF."""
+
+    @abc.abstractmethod
+    def kill(self) -> None:
+        """Stop the worker and release everything it holds.  Idempotent."""
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Ask the worker to exit (BYE), killing it if it does not."""
+
+
+class _ProcessWorker(Worker):
+    """One worker process and the host's end of its channel."""
+
     def __init__(self, target: PluginTarget, max_message: int) -> None:
+        super().__init__()
         self.plugin = target.name
         path = _unique([target.path_entry, *target.options.get("sys_path", sys.path), _PKG_ROOT])
         python = target.options.get("python") or sys.executable
@@ -146,11 +209,6 @@ class _Worker:
         # Plain blocking reads: the watchdog enforces deadlines by killing the
         # worker (EOF), which keeps poll() off every call's path.
         self.reader = codec.FrameReader(functools.partial(os.read, self._rfd), max_message)
-        self.deadline = 0.0  # armed (monotonic time) while the host waits for a reply
-        self.timed_out = False
-        self.ready = False
-        self.calls = 0
-        self.last_used = time.monotonic()
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL)
         self._closed = False
         self._pump = threading.Thread(
@@ -176,23 +234,11 @@ class _Worker:
 
     # -- channel ---------------------------------------------------------
     def send(self, frame: bytes) -> None:
-        n = os.write(self.wfd, frame)
-        if n < len(frame):
-            self.send_rest(frame, n)
-
-    def send_rest(self, frame: bytes, sent: int) -> None:
-        """Finish sending ``frame`` after a short write of ``sent`` bytes (big frames go in pieces)."""
-        view = memoryview(frame)[sent:]
-        while view:
-            view = view[os.write(self.wfd, view) :]
-
-    def recv(self, timeout: float) -> Any:
-        """The next message; ``EOFError`` if the worker died or the watchdog killed it."""
-        self.deadline = time.monotonic() + timeout
-        try:
-            return self.reader.read()
-        finally:
-            self.deadline = 0.0
+        n = _write(self.wfd, frame)
+        if n < len(frame):  # big frames go in pieces
+            view = memoryview(frame)[n:]
+            while view:
+                view = view[_write(self.wfd, view) :]
 
     # -- lifecycle -------------------------------------------------------
     def death_detail(self) -> str:
@@ -289,7 +335,7 @@ def _pump_output(proc: subprocess.Popen[bytes], log: logging.Logger, tail: deque
         proc.stderr.close()
 
 
-def _kill_all(workers: set[_Worker]) -> None:
+def _kill_all(workers: set[Worker]) -> None:
     """Finalizer: kill every worker left (backend collected or interpreter exiting)."""
     for w in list(workers):
         w.kill()
@@ -313,8 +359,8 @@ class ProcessBackend(Backend):
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._start_lock = threading.Lock()
-        self._idle: list[_Worker] = []  # LIFO: the warmest worker goes first
-        self._all: set[_Worker] = set()
+        self._idle: list[Worker] = []  # LIFO: the warmest worker goes first
+        self._all: set[Worker] = set()
         self._starting = 0
         self._waiters = 0
         self._start_failures = 0
@@ -334,7 +380,20 @@ class ProcessBackend(Backend):
         return self._failed
 
     def describe(self) -> str:
-        return f"process ({len(self._all)}/{self._size} workers)"
+        return f"process ({self._occupancy()} workers)"
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    @property
+    def max_message(self) -> int:
+        """The largest frame either side accepts, in bytes."""
+        return self._max_message
+
+    def _occupancy(self) -> str:
+        """``live/size`` of the pool, for :meth:`describe`."""
+        return f"{len(self._all)}/{self._size}"
 
     @property
     def impl_options(self) -> dict[str, dict[str, bool]]:
@@ -357,7 +416,7 @@ class ProcessBackend(Backend):
             # Spawn every worker wanted first, so their interpreters start in parallel.
             count = self._size if self.target.options.get("prewarm") else 1
             workers = [w for w in (self._try_take() for _ in range(count)) if w is not None]
-            ready: list[_Worker] = []
+            ready: list[Worker] = []
             try:
                 for w in workers or [self._acquire()]:
                     ready.append(w if w.ready or self._ensure_ready(w) else self._acquire())
@@ -379,9 +438,7 @@ class ProcessBackend(Backend):
         if w is None or not w.ready:
             w = self._acquire(w)
         try:
-            sent = _write(w.wfd, frame)
-            if sent < len(frame):
-                w.send_rest(frame, sent)
+            w.send(frame)
             w.deadline = _monotonic() + self._timeout
             reply = w.reader.read()
             w.deadline = 0.0
@@ -419,17 +476,21 @@ class ProcessBackend(Backend):
             self.start()
         self._hooks.get(hook) or self._hook_info(hook)
         workers = [self._acquire()]
-        extra: list[_Worker] = []
+        pending: list[Worker] = []  # taken, handshake maybe unfinished
         try:
-            while len(workers) + len(extra) < min(self._size, len(items)):
+            while len(workers) + len(pending) < min(self._size, len(items)):
                 more = self._try_take()
                 if more is None:
                     break
-                extra.append(more)
-            # New workers start in parallel; a share goes only to a worker that came up.
-            workers += [w for w in extra if w.ready or self._ensure_ready(w)]
+                pending.append(more)
+            # Idle workers may be replacements whose READY is still unread: finish every
+            # handshake before a share is sent (new workers came up in parallel meanwhile).
+            while pending:
+                w = pending.pop(0)
+                if w.ready or self._ensure_ready(w):
+                    workers.append(w)
         except BaseException:
-            for w in workers:
+            for w in workers + pending:
                 self._release(w, used=False)
             raise
         parts = _split(len(items), len(workers))
@@ -465,10 +526,16 @@ class ProcessBackend(Backend):
         if self._failed is not None:
             raise PluginLoadError(self._failed, plugin=self.target.name)
 
-    def _spawn(self) -> _Worker:
+    def _new_worker(self) -> Worker:
+        """Start one worker (HELLO sent, READY not yet read): the hook a subclass overrides
+        to pool another kind of worker.  Raise :class:`PluginError` if it cannot start.
+        """
+        return _ProcessWorker(self.target, self._max_message)
+
+    def _spawn(self) -> Worker:
         """Start a worker in a slot reserved by incrementing ``_starting``."""
         try:
-            w = _Worker(self.target, self._max_message)
+            w = self._new_worker()
         except BaseException:
             with self._lock:
                 self._starting -= 1
@@ -484,7 +551,7 @@ class ProcessBackend(Backend):
             self._check_usable()
         return w
 
-    def _acquire(self, w: _Worker | None = None) -> _Worker:
+    def _acquire(self, w: Worker | None = None) -> Worker:
         """A ready worker for this thread alone (``w``, if given, is one taken but not ready)."""
         while True:
             w = w or self._take()
@@ -492,7 +559,7 @@ class ProcessBackend(Backend):
                 return w
             w = None
 
-    def _take(self) -> _Worker:
+    def _take(self) -> Worker:
         """An idle worker, a newly spawned one if there is room, or wait for one."""
         with self._lock:
             while True:
@@ -509,7 +576,7 @@ class ProcessBackend(Backend):
                     self._waiters -= 1
         return self._spawn()
 
-    def _try_take(self) -> _Worker | None:
+    def _try_take(self) -> Worker | None:
         """Like :meth:`_take`, but ``None`` rather than waiting."""
         with self._lock:
             self._check_usable()
@@ -520,7 +587,7 @@ class ProcessBackend(Backend):
             self._starting += 1
         return self._spawn()
 
-    def _ensure_ready(self, w: _Worker) -> bool:
+    def _ensure_ready(self, w: Worker) -> bool:
         """Finish ``w``'s handshake; ``False`` if it died starting (the caller may retry)."""
         try:
             reply = w.recv(max(self._timeout, MIN_START_TIMEOUT))
@@ -539,10 +606,14 @@ class ProcessBackend(Backend):
             return True
         self._discard(w, replace=False)
         message, tb = f"cannot load plugin: {reply[2]}: {reply[3]}", reply[4]
-        with self._lock:
-            self._failed = message
-            self._cond.notify_all()
+        self._give_up(message)
         raise PluginLoadError(message, plugin=self.target.name, traceback=tb)
+
+    def _give_up(self, reason: str) -> None:
+        """Fail the plugin for good: every call from now on raises PluginLoadError(``reason``)."""
+        with self._lock:
+            self._failed = reason
+            self._cond.notify_all()
 
     def _start_failed(self, detail: str) -> bool:
         with self._lock:
@@ -555,7 +626,7 @@ class ProcessBackend(Backend):
         self._check_usable()
         return False
 
-    def _release(self, w: _Worker, error: list[Any] | None = None, *, used: bool = True) -> None:
+    def _release(self, w: Worker, error: list[Any] | None = None, *, used: bool = True) -> None:
         """Give ``w`` back to the pool, or retire it (recycling, MemoryError, watchdog)."""
         w.calls += used
         retire = (self._recycle_after and w.calls >= self._recycle_after) or (
@@ -571,7 +642,7 @@ class ProcessBackend(Backend):
                 return
         self._discard(w, graceful=bool(retire) and not w.timed_out)
 
-    def _discard(self, w: _Worker, *, graceful: bool = False, replace: bool = True) -> None:
+    def _discard(self, w: Worker, *, graceful: bool = False, replace: bool = True) -> None:
         """Remove ``w`` for good; start a replacement so the pool stays warm."""
         with self._lock:
             member = w in self._all
@@ -658,7 +729,7 @@ class ProcessBackend(Backend):
             return bad
         return CodecError(codec.describe_error(exc), plugin=self.target.name, hook=hook)
 
-    def _reply(self, w: _Worker, hook: str) -> Any:
+    def _reply(self, w: Worker, hook: str) -> Any:
         """``w``'s next message; channel failures become SDK errors.
 
         After any exception the worker is out of step and must be discarded.
@@ -668,7 +739,7 @@ class ProcessBackend(Backend):
         except BaseException as exc:
             raise self._channel_error(w, hook, exc) from None
 
-    def _channel_error(self, w: _Worker, hook: str, exc: BaseException) -> BaseException:
+    def _channel_error(self, w: Worker, hook: str, exc: BaseException) -> BaseException:
         """The SDK error for a failure to talk to ``w`` (anything else is returned as is)."""
         name = self.target.name
         if isinstance(exc, (EOFError, BrokenPipeError)):
@@ -713,7 +784,7 @@ class ProcessBackend(Backend):
         return err
 
     def _run_batch(
-        self, hook: str, workers: list[_Worker], frames: list[bytes], parts: list[tuple[int, int]]
+        self, hook: str, workers: list[Worker], frames: list[bytes], parts: list[tuple[int, int]]
     ) -> list[Any]:
         """Send every share, then collect replies in order (every channel stays in step)."""
         for w, frame in zip(workers, frames):
@@ -746,7 +817,7 @@ class ProcessBackend(Backend):
         return [info.convert(v) for v in values]
 
     def _stream(
-        self, w: _Worker | None, hook: str, reply: list[Any], item: Callable[[Any], Any] | None
+        self, w: Worker | None, hook: str, reply: list[Any], item: Callable[[Any], Any] | None
     ) -> Generator[Any, None, None]:
         """Items of a streamed result as they arrive; holds ``w`` until the stream ends.
 
@@ -783,7 +854,7 @@ class ProcessBackend(Backend):
                 self._discard(w)
             raise
 
-    def _cancel_stream(self, w: _Worker, hook: str, owed: bool, more_sent: bool) -> None:
+    def _cancel_stream(self, w: Worker, hook: str, owed: bool, more_sent: bool) -> None:
         """The consumer stopped early: tell the worker, or replace it if it won't listen."""
         try:
             if more_sent:  # let the chunk in production arrive first
@@ -794,7 +865,7 @@ class ProcessBackend(Backend):
         except BaseException:
             self._discard(w)
 
-    def _reply_to(self, w: _Worker, hook: str, msg: list[Any]) -> Any:
+    def _reply_to(self, w: Worker, hook: str, msg: list[Any]) -> Any:
         w.send(codec.encode_frame(msg))
         return self._reply(w, hook)
 

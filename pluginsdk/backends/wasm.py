@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 
 from .._errors import PluginError, PluginLoadError
 from .base import PluginTarget
-from .process import ProcessBackend
+from .process import ProcessBackend, Worker
 
 __all__ = ["WasmBackend"]
 
@@ -74,11 +74,11 @@ class WasmBackend(ProcessBackend):
         from .._wasm.interpreter import wasmtime_version
 
         name = self._sandbox.interpreter.name if self._sandbox is not None else "interpreter not loaded"
-        return f"wasm ({name}, wasmtime {wasmtime_version()}, {len(self._all)}/{self._size} instances)"
+        return f"wasm ({name}, wasmtime {wasmtime_version()}, {self._occupancy()} instances)"
 
     # -- start -----------------------------------------------------------------
     def start(self) -> None:
-        if self._started:
+        if self.started:
             return
         name = self.target.name
         reason = self.unavailable_reason_for(self.target)
@@ -153,7 +153,7 @@ class WasmBackend(ProcessBackend):
             "attr": t.attr,
             "hooks": {h: list(a) for h, a in t.hooks.items()},
             "path": sys_path,
-            "max_message": self._max_message,
+            "max_message": self.max_message,
             "name": t.name,
         }
         return Mounts(dirs=tuple(dirs), packages=packages, modules=modules, sys_path=tuple(sys_path))
@@ -166,53 +166,30 @@ class WasmBackend(ProcessBackend):
         if not native:
             return exc
         message = f"{exc.message} (isolation 'wasm' cannot load C extensions, found {', '.join(native)})"
-        self._failed = message
+        self._give_up(message)
         return PluginLoadError(message, plugin=exc.plugin, traceback=exc.traceback)
 
-    # -- pool hooks ------------------------------------------------------------
-    def _spawn(self) -> Any:
-        """Start an instance in a slot reserved by incrementing ``_starting`` (the pool's worker)."""
+    # -- the pool's worker ---------------------------------------------------------
+    def _new_worker(self) -> Worker:
+        """A sandbox instance in place of a worker process (see :class:`Worker`)."""
         from .._wasm.instance import DEFAULT_SPIN, Instance
 
         try:
-            inst = Instance(
+            return Instance(
                 self._sandbox,
                 self._hello,
                 self._mounts,
-                max_message=self._max_message,
+                max_message=self.max_message,
                 memory_mb=int(self.target.limits.memory_mb or 0),
                 log=self._plugin_log,
                 spin=float(self.target.options.get("wasm_spin", DEFAULT_SPIN)),
             )
-        except BaseException as exc:
-            with self._lock:
-                self._starting -= 1
-                self._cond.notify()
-            if isinstance(exc, Exception) and not isinstance(exc, PluginError):
-                raise PluginLoadError(
-                    f"cannot start a sandbox instance: {type(exc).__name__}: {exc}", plugin=self.target.name
-                ) from exc
+        except PluginError:
             raise
-        with self._lock:
-            self._starting -= 1
-            closed = self._closed
-            if not closed:
-                self._all.add(inst)  # type: ignore[arg-type]
-        if closed:
-            inst.kill()
-            self._check_usable()
-        return inst
-
-    def _try_take(self) -> Any:
-        """The pool's ``_try_take``, but never an instance whose handshake is unfinished.
-
-        Replacements join the idle list before their handshake; ``call_batch``
-        takes extra workers through here and would read READY as a reply.
-        """
-        inst = super()._try_take()
-        if inst is not None and not inst.ready and not self._ensure_ready(inst):
-            return None
-        return inst
+        except Exception as exc:
+            raise PluginLoadError(
+                f"cannot start a sandbox instance: {type(exc).__name__}: {exc}", plugin=self.target.name
+            ) from exc
 
     def close(self) -> None:
         super().close()
