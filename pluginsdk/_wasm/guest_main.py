@@ -248,7 +248,7 @@ def make_fast_unpack(slow_unpack: Any) -> Any:
             value, end = _dec(b, 0)
             if end == len(b):
                 return value
-        except (_Slow, IndexError, TypeError, UnicodeError, struct.error):
+        except (_Slow, IndexError, TypeError, UnicodeError, RecursionError, struct.error):
             pass
         return slow_unpack(b)
 
@@ -303,6 +303,10 @@ class _MarkedStdout:
 def main() -> int:
     import io
     import os
+
+    # The fast encoders recurse in Python: allow the nesting msgpack's C encoder
+    # on the host allows (1022 levels), so every level takes the same values.
+    sys.setrecursionlimit(2500)
 
     found: dict[str, dict[str, str]] = {"p": {}, "m": {}}
     for entry in filter(None, (sys.argv[1] if len(sys.argv) > 1 else "").split("|")):

@@ -322,6 +322,9 @@ class Instance(Worker):
         except Exception as exc:  # ExitTrap, Trap, WasmtimeError: how the guest ended
             error = exc
         self._exit = _outcome(error)
+        # The exception's traceback holds this frame, and with it ``start`` and the
+        # store: break the cycle so a closed instance is freed now, not at the next GC.
+        del error, start
         with self._fd_lock:  # the host may have closed (and the OS reused) the fd already
             if self._wake_w >= 0:
                 os.write(self._wake_w, b"x")
