@@ -1,8 +1,9 @@
 """Reading the SDK's TOML files (manifests, host policy) into typed values.
 
-One private cattrs converter, never the global one: unknown keys are errors
-(a typo must not be silently ignored), TOML integers are accepted where a
-float is meant, and nothing else is coerced.
+One private cattrs converter, never the global one, for host policy files:
+unknown keys are errors (a typo must not be silently ignored), TOML integers
+are accepted where a float is meant, and nothing else is coerced.  It is
+built on first use, so reading a file costs no cattrs import.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import cattrs
-from cattrs.cols import is_namedtuple, namedtuple_dict_structure_factory
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import cattrs
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -51,7 +53,21 @@ def _names(value: object) -> frozenset[str]:
     return frozenset(value)
 
 
+_converter: cattrs.Converter | None = None
+
+
+def converter() -> cattrs.Converter:
+    """The SDK's private converter for TOML data."""
+    global _converter
+    if _converter is None:
+        _converter = _make()
+    return _converter
+
+
 def _make() -> cattrs.Converter:
+    import cattrs
+    from cattrs.cols import is_namedtuple, namedtuple_dict_structure_factory
+
     conv = cattrs.Converter(forbid_extra_keys=True)
     # Named tuples come from TOML tables; their options are positional-only.
     conv.register_structure_hook_factory(
@@ -65,11 +81,9 @@ def _make() -> cattrs.Converter:
     return conv
 
 
-converter = _make()
-
-
 def describe_error(exc: BaseException, type_: type | None) -> str:
     """cattrs' wording, but a validator's own message where there is one."""
+    import cattrs
     from cattrs.v import format_exception
 
     if isinstance(exc, ValueError) and not isinstance(exc, cattrs.BaseValidationError) and str(exc):
@@ -79,4 +93,6 @@ def describe_error(exc: BaseException, type_: type | None) -> str:
 
 def problems(exc: cattrs.BaseValidationError, path: str) -> list[str]:
     """One readable line per problem in a cattrs validation error."""
+    import cattrs
+
     return cattrs.transform_error(exc, path=path, format_exception=describe_error)

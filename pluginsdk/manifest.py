@@ -3,6 +3,12 @@
 A plugin ships the manifest inside its package directory.  It is parsed
 without importing anything of the plugin, so the host can decide whether,
 where and how to run a plugin before a line of its code executes.
+
+The schema is small and checked here directly, every problem reported at
+once: manifests are read on discovery's cold path, where importing a
+structuring library (attrs and cattrs together) would cost more than the
+whole budget of that scan.  Policy files, read once per host, go through the
+SDK's cattrs converter instead (``_toml``).
 """
 
 from __future__ import annotations
@@ -11,10 +17,7 @@ import functools
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import attrs
-import cattrs
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _toml
 from ._errors import ManifestError
@@ -35,22 +38,45 @@ __all__ = [
 
 MANIFEST_NAME = "pluginsdk.toml"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _check_isolation(_: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if value not in ISOLATION_LEVELS:
-        raise ValueError(f"isolation must be one of {', '.join(ISOLATION_LEVELS)}, not {value!r}")
-
-
-def _check_hooks(_: object, attribute: attrs.Attribute[tuple[str, ...]], value: tuple[str, ...]) -> None:
-    if not value:
-        raise ValueError("hooks must list at least one hook")
-    bad = [h for h in value if not _IDENTIFIER.fullmatch(h)]
-    if bad:
-        raise ValueError(f"hook names must be identifiers: {', '.join(map(repr, bad))}")
-
-
 _REQUIRES = re.compile(r"\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(.*)", re.S)
+
+
+class PluginSection(NamedTuple):
+    """The ``[plugin]`` table.
+
+    Attributes:
+        requires: Spec name and PEP 440 specifier, e.g. ``"textkit>=1.0,<2"``.
+        hooks: The hooks the plugin implements.
+        isolation: The level the plugin asks for; the host may raise it.
+    """
+
+    requires: str
+    hooks: tuple[str, ...]
+    isolation: str = "inprocess"
+
+
+class WasmSection(NamedTuple):
+    """The optional ``[wasm]`` table.
+
+    Attributes:
+        packages: Import names of pure-Python dependencies to mount into the sandbox.
+    """
+
+    packages: tuple[str, ...] = ()
+
+
+class Manifest(NamedTuple):
+    """A parsed, validated ``pluginsdk.toml``.
+
+    Attributes:
+        plugin: The ``[plugin]`` table.
+        limits: Resource hints from ``[limits]``; the host policy has the last word.
+        wasm: Sandbox settings from ``[wasm]``.
+    """
+
+    plugin: PluginSection
+    limits: Limits = Limits()
+    wasm: WasmSection = WasmSection()
 
 
 @functools.lru_cache(maxsize=512)
@@ -75,75 +101,94 @@ def parse_requires(value: str) -> tuple[str, SpecifierSet]:
         raise ValueError(f"requires {value!r} is not 'SPEC-NAME<specifier>': {exc}") from None
 
 
-def _check_requires(_: object, attribute: attrs.Attribute[str], value: str) -> None:
-    parse_requires(value)
+# The schema: table -> key -> (kind, required).  Kinds: "str", "names" (a list
+# of strings), "int" (a whole number), "float" (any number).
+_SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
+    "plugin": {"requires": ("str", True), "hooks": ("names", True), "isolation": ("str", False)},
+    "limits": {
+        "workers": ("int", False),
+        "timeout": ("float", False),
+        "memory_mb": ("int", False),
+        "max_message_mb": ("float", False),
+        "recycle_after": ("int", False),
+        "idle_timeout": ("float", False),
+    },
+    "wasm": {"packages": ("names", False)},
+}
 
 
-@attrs.frozen
-class PluginSection:
-    """The ``[plugin]`` table.
-
-    Attributes:
-        requires: Spec name and PEP 440 specifier, e.g. ``"textkit>=1.0,<2"``.
-        isolation: The level the plugin asks for; the host may raise it.
-        hooks: The hooks the plugin implements.
-    """
-
-    requires: str = attrs.field(validator=_check_requires)
-    hooks: tuple[str, ...] = attrs.field(validator=_check_hooks)
-    isolation: str = attrs.field(default="inprocess", validator=_check_isolation)
-
-
-@attrs.frozen
-class WasmSection:
-    """The optional ``[wasm]`` table.
-
-    Attributes:
-        packages: Import names of pure-Python dependencies to mount into the sandbox.
-    """
-
-    packages: tuple[str, ...] = ()
+def _kind_problem(kind: str, value: object) -> str | None:
+    """What is wrong with ``value`` for ``kind``, or ``None``."""
+    if kind == "str":
+        return None if isinstance(value, str) else f"expected a string, got {value!r}"
+    if kind == "names":
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        return None if ok else f"expected a list of strings, got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"expected a number, got {value!r}"
+    if kind == "int" and isinstance(value, float) and not value.is_integer():
+        return f"expected a whole number, got {value!r}"
+    if value < 0:
+        return "must not be negative"
+    return None
 
 
-@attrs.frozen
-class Manifest:
-    """A parsed, validated ``pluginsdk.toml``.
-
-    Attributes:
-        plugin: The ``[plugin]`` table.
-        limits: Resource hints from ``[limits]``; the host policy has the last word.
-        wasm: Sandbox settings from ``[wasm]``.
-    """
-
-    plugin: PluginSection
-    limits: Limits = Limits()
-    wasm: WasmSection = WasmSection()
+def _problems(data: Mapping[str, Any]) -> list[str]:
+    """Every way ``data`` departs from the schema, one line each (empty: valid)."""
+    problems = [f"unknown table [{t}] (expected {', '.join(_SCHEMA)})" for t in data if t not in _SCHEMA]
+    if "plugin" not in data:
+        problems.append("required table [plugin] is missing")
+    for table, keys in _SCHEMA.items():
+        section = data.get(table, {})
+        if not isinstance(section, dict):
+            problems.append(f"[{table}] must be a table")
+            continue
+        problems += [f"unknown key {table}.{k}" for k in section if k not in keys]
+        for key, (kind, required) in keys.items():
+            if key not in section:
+                if required and table in data:
+                    problems.append(f"required key {table}.{key} is missing")
+                continue
+            problem = _kind_problem(kind, section[key])
+            if problem is not None:
+                problems.append(f"{table}.{key}: {problem}")
+    if problems:
+        return problems
+    plugin = data["plugin"]
+    if plugin.get("isolation", "inprocess") not in ISOLATION_LEVELS:
+        problems.append(f"isolation must be one of {', '.join(ISOLATION_LEVELS)}, not {plugin['isolation']!r}")
+    if not plugin["hooks"]:
+        problems.append("hooks must list at least one hook")
+    bad = [h for h in plugin["hooks"] if not _IDENTIFIER.fullmatch(h)]
+    if bad:
+        problems.append(f"hook names must be identifiers: {', '.join(map(repr, bad))}")
+    try:
+        parse_requires(plugin["requires"])
+    except ValueError as exc:
+        problems.append(str(exc))
+    return problems
 
 
 def parse_manifest(data: Mapping[str, Any], *, path: str, plugin: str | None = None) -> Manifest:
-    """Structure and validate manifest ``data`` read from ``path``."""
-    try:
-        manifest = _toml.converter.structure(dict(data), Manifest)
-    except cattrs.BaseValidationError as exc:
-        problems = _toml.problems(exc, path="")
+    """Validate manifest ``data`` read from ``path``; every problem is reported at once."""
+    problems = _problems(data)
+    if problems:
         raise ManifestError(
-            f"invalid manifest {path}: " + "; ".join(problems),
-            plugin=plugin,
-            path=path,
-            problems=problems,
-        ) from None
-    except (ValueError, TypeError) as exc:
-        raise ManifestError(f"invalid manifest {path}: {exc}", plugin=plugin, path=path, problems=[str(exc)]) from None
-    for name in ("workers", "timeout", "memory_mb", "max_message_mb", "recycle_after", "idle_timeout"):
-        value = getattr(manifest.limits, name)
-        if value is not None and value < 0:
-            raise ManifestError(
-                f"invalid manifest {path}: limits.{name} must not be negative",
-                plugin=plugin,
-                path=path,
-                problems=[f"limits.{name} must not be negative"],
-            )
-    return manifest
+            f"invalid manifest {path}: " + "; ".join(problems), plugin=plugin, path=path, problems=problems
+        )
+    section = data["plugin"]
+    limits: dict[str, Any] = {
+        k: (int(v) if _SCHEMA["limits"][k][0] == "int" else float(v)) for k, v in data.get("limits", {}).items()
+    }
+    return Manifest(
+        plugin=PluginSection(
+            requires=section["requires"],
+            hooks=tuple(section["hooks"]),
+            isolation=section.get("isolation", "inprocess"),
+        ),
+        limits=Limits(**limits),
+        wasm=WasmSection(packages=tuple(data.get("wasm", {}).get("packages", ()))),
+    )
 
 
 def load_manifest(path: str | Path, *, plugin: str | None = None) -> Manifest:

@@ -130,7 +130,7 @@ class Policy:
         from . import _toml
 
         try:
-            return cls(**_toml.converter.structure(dict(data), _policy_fields()))
+            return cls(**_toml.converter().structure(dict(data), _policy_fields()))
         except cattrs.BaseValidationError as exc:
             raise ConfigError("invalid policy: " + "; ".join(_toml.problems(exc, "policy")), path=source) from None
         except (ValueError, TypeError) as exc:
