@@ -12,6 +12,7 @@ the test suite covers every path here.
 from __future__ import annotations
 
 import keyword
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -234,7 +235,7 @@ class SDKHookCaller(pluggy.HookCaller):
             if not pending:
                 break
             try:
-                args = [tuple(items[i][a] for a in impl.argnames) for i in pending]
+                args = _arg_tuples(items, pending, impl.argnames)
             except KeyError as exc:
                 raise TypeError(f"hook {self.name!r}: an item lacks argument {exc.args[0]!r}") from None
             batch = getattr(impl.function, _BATCH_ATTR, None)
@@ -262,6 +263,17 @@ class SDKHookCaller(pluggy.HookCaller):
             if value is not None:
                 out[impl.plugin_name] = value
         return out
+
+
+def _arg_tuples(items: Sequence[Mapping[str, Any]], indices: list[int], names: tuple[str, ...]) -> list[_Args]:
+    """Each selected item's arguments as a tuple in ``names`` order (the per-item cost of ``map``)."""
+    if not names:
+        return [() for _ in indices]
+    if len(names) == 1:
+        (name,) = names
+        return [(items[i][name],) for i in indices]
+    get = operator.itemgetter(*names)  # returns a tuple for two or more names
+    return [get(items[i]) for i in indices]
 
 
 def _each(function: Callable[..., Any], items: list[_Args]) -> list[Any]:

@@ -298,24 +298,25 @@ class Host:
                     raise PluginError("the host is closed", plugin=plugin.candidate.name)
                 return None
             assert plugin.isolation is not None
+            backend = None
             try:
                 backend = _backend_class(plugin.isolation)(self._target(plugin), log=self._log(plugin.candidate.name))
                 backend.start()
-            except PluginError as exc:
-                self._fail(plugin, exc)
-                if self.strict:
-                    raise
-                return None
-            except Exception as exc:  # a bug in a backend is still one plugin's failure
-                import traceback
+            except Exception as exc:
+                if backend is not None:  # a backend that failed to start may still hold threads or workers
+                    backend.close()
+                if isinstance(exc, PluginError):
+                    error = exc
+                else:  # a bug in a backend is still one plugin's failure
+                    import traceback
 
-                error = PluginLoadError(
-                    f"{type(exc).__name__}: {exc}",
-                    plugin=plugin.candidate.name,
-                    traceback=traceback.format_exc(),
-                )
+                    error = PluginLoadError(
+                        f"{type(exc).__name__}: {exc}", plugin=plugin.candidate.name, traceback=traceback.format_exc()
+                    )
                 self._fail(plugin, error)
                 if self.strict:
+                    if error is exc:
+                        raise
                     raise error from exc
                 return None
             if plugin.isolation == "inprocess":

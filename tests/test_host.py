@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 
 from pluginsdk import (
+    HookSpec,
     Host,
     PluginError,
     PluginHookError,
     PluginLoadError,
     Policy,
+    hookspec,
 )
 
 from .plugin_factory import install_plugin
@@ -332,3 +334,44 @@ class TestPolicyValue:
         """An unknown isolation level is refused at construction."""
         with pytest.raises(ValueError, match="min_isolation"):
             Policy(min_isolation="vm")
+
+
+class MathHooks:
+    @hookspec
+    def add(self, a: int, b: int) -> int:  # type: ignore[empty-body]
+        """Add two numbers."""
+
+    @hookspec
+    def ping(self) -> str:  # type: ignore[empty-body]
+        """Answer."""
+
+
+MATH = HookSpec("mathkit", version="1.0", hooks=MathHooks)
+
+
+class TestMapArguments:
+    def test_several_and_no_arguments(self, site: Path) -> None:
+        """map passes each item's arguments in spec order, for two-argument and argument-less hooks alike."""
+        install_plugin(
+            site,
+            "adder",
+            "from pluginsdk import hookimpl\n@hookimpl\ndef add(b, a):\n    return a * 10 + b\n"
+            "@hookimpl\ndef ping():\n    return 'pong'\n",
+            group="mathkit.plugins",
+            manifest='[plugin]\nrequires = "mathkit>=1"\nhooks = ["add", "ping"]\n',
+        )
+        with Host(MATH, path=[str(site)]) as host:
+            assert [[12], [34]] == host.hook.add.map([{"a": 1, "b": 2}, {"b": 4, "a": 3}])
+            assert [["pong"], ["pong"]] == host.hook.ping.map([{}, {}])
+
+    def test_missing_argument(self, site: Path) -> None:
+        """An item without one of the hook's arguments is a TypeError naming it."""
+        install_plugin(
+            site,
+            "adder",
+            "from pluginsdk import hookimpl\n@hookimpl\ndef add(a, b):\n    return a + b\n",
+            group="mathkit.plugins",
+            manifest='[plugin]\nrequires = "mathkit>=1"\nhooks = ["add"]\n',
+        )
+        with Host(MATH, path=[str(site)]) as host, pytest.raises(TypeError, match="lacks argument 'b'"):
+            host.hook.add.map([{"a": 1}])

@@ -241,12 +241,32 @@ class _ProcessWorker(Worker):
                 view = view[_write(self.wfd, view) :]
 
     # -- lifecycle -------------------------------------------------------
+    def _exited(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the worker to exit, *without* reaping it.
+
+        An unreaped worker keeps its pid, and so its process group, reserved:
+        whatever it started can still be killed through the group (``kill``),
+        with no risk of signalling a stranger that reused the pid.
+        """
+        if self.proc.returncode is not None:
+            return True
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                    return True
+            except ChildProcessError:  # already reaped elsewhere
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.002)
+
     def death_detail(self) -> str:
-        """How the process ended (waits briefly for it to be reaped)."""
-        try:
-            code = self.proc.wait(timeout=EXIT_GRACE)
-        except subprocess.TimeoutExpired:
+        """How the process ended (waits briefly for it to exit)."""
+        if not self._exited(EXIT_GRACE):
             return "closed its channel but did not exit"
+        self.signal_kill()  # the worker is gone: its children go too
+        code = self.proc.wait()
         if code < 0:
             try:
                 how = f"killed by signal {signal.Signals(-code).name}"
@@ -276,10 +296,11 @@ class _ProcessWorker(Worker):
         if not self._closed and self.proc.returncode is None:
             try:
                 self.send(codec.encode_frame([G.BYE]))
-                self.proc.wait(timeout=EXIT_GRACE)
-            except (OSError, subprocess.TimeoutExpired):
+            except OSError:
                 pass
-        self.kill()
+            else:
+                self._exited(EXIT_GRACE)
+        self.kill()  # the group too: a worker's leftovers must not outlive it
 
     def _finish(self) -> None:
         if self._closed:
