@@ -114,7 +114,9 @@ def _stream(count, size):
     chunk = b"x" * size
     for _ in range(count):
         yield chunk
-    yield resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+    # VmHWM, not ru_maxrss: ru_maxrss survives exec, so it would count the host's pages.
+    with open("/proc/self/status") as f:
+        yield next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))  # KiB
 
 
 def _rendezvous(folder, n):
