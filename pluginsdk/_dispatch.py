@@ -70,7 +70,15 @@ def register_placeholder(
     pm._name2plugin[name] = placeholder
     for hook, function in functions.items():
         opts = getattr(hookimpl(function), f"{PROJECT}_impl")
-        getattr(pm.hook, hook)._add_hookimpl(pluggy.HookImpl(placeholder, name, function, opts))
+        impl = pluggy.HookImpl(placeholder, name, function, opts)
+        caller = getattr(pm.hook, hook)
+        lst = caller._hookimpls
+        if not lst or not (lst[-1].tryfirst or lst[-1].wrapper or lst[-1].hookwrapper):
+            # Where _add_hookimpl would put a plain implementation, without its scan
+            # of the whole list (quadratic over a hundred plugins).
+            lst.append(impl)
+        else:
+            caller._add_hookimpl(impl)
 
 
 def apply_ordering(pm: pluggy.PluginManager, placeholder: object, options: Mapping[str, Mapping[str, bool]]) -> None:

@@ -9,12 +9,16 @@ distribution adds or removes a ``.dist-info`` entry there, which changes the
 directory's mtime) and of every manifest read.
 
 Kept cheap on purpose: this module runs on every warm start, so it imports
-neither ``importlib.metadata`` nor ``platformdirs`` nor ``hashlib``.
+neither ``importlib.metadata`` nor ``platformdirs`` nor ``hashlib``, and the
+file is ``marshal`` data, which loads with no import at all.  That is the
+trust model of Python's own ``__pycache__`` (the user's cache, written by
+this code for this interpreter); a CRC of the payload makes a truncated or
+garbled file a rescan rather than a surprise.
 """
 
 from __future__ import annotations
 
-import json
+import marshal
 import os
 import sys
 import time
@@ -51,11 +55,11 @@ def cache_dir() -> str:
 
 def key(spec: HookSpec, search: Sequence[str]) -> str:
     hooks = sorted((n, d.argnames) for n, d in spec.hook_defs.items())
-    return json.dumps([_FORMAT, spec.group, spec.name, spec.version, hooks, sys.executable, sys.version, list(search)])
+    return repr((_FORMAT, spec.group, spec.name, spec.version, hooks, sys.executable, sys.version, list(search)))
 
 
 def _file(k: str) -> str:
-    return os.path.join(cache_dir(), "discovery", f"{zlib.crc32(k.encode()):08x}.json")
+    return os.path.join(cache_dir(), "discovery", f"{zlib.crc32(k.encode()):08x}.marshal")
 
 
 def _mtime(path: str) -> int | None:
@@ -68,8 +72,11 @@ def _mtime(path: str) -> int | None:
 def load(k: str, search: Sequence[str]) -> list[dict[str, Any]] | None:
     """The stored scan for key ``k``, or ``None`` if absent or stale."""
     try:
-        with open(_file(k), encoding="utf-8") as f:
-            data = json.load(f)
+        with open(_file(k), "rb") as f:
+            raw = f.read()
+        if len(raw) < 4 or int.from_bytes(raw[:4], "little") != zlib.crc32(raw[4:]):
+            return None
+        data = marshal.loads(raw[4:])
         if data["key"] != k:
             return None
         written = data["written"]
@@ -82,7 +89,7 @@ def load(k: str, search: Sequence[str]) -> list[dict[str, Any]] | None:
                 return None
         plugins: list[dict[str, Any]] = data["plugins"]
         return plugins
-    except (OSError, ValueError, KeyError, TypeError):  # missing or corrupt: rescan
+    except (OSError, ValueError, KeyError, TypeError, EOFError):  # missing or corrupt: rescan
         return None
 
 
@@ -99,8 +106,9 @@ def store(k: str, search: Sequence[str], manifests: Sequence[str], plugins: list
     tmp = f"{target}.{os.getpid()}.tmp"
     try:
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f)
+        payload = marshal.dumps(data)
+        with open(tmp, "wb") as f:
+            f.write(zlib.crc32(payload).to_bytes(4, "little") + payload)
         os.replace(tmp, target)
     except OSError:
         try:

@@ -15,7 +15,6 @@ any install, uninstall, ``sys.path`` change or manifest edit invalidates.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -28,8 +27,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Candidate", "discover"]
 
-_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
-_ATTR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 AVAILABLE = "available"
 INCOMPATIBLE = "incompatible"
@@ -145,6 +142,11 @@ def _scan(spec: HookSpec | None, group: str, search: list[str], full_import_syst
             yield cand
 
 
+def _dotted_name(value: str) -> bool:
+    """``a.b.c`` where each part is a Python identifier."""
+    return all(part.isidentifier() for part in value.split("."))
+
+
 def _examine(
     spec: HookSpec | None,
     name: str,
@@ -156,7 +158,7 @@ def _examine(
 ) -> Candidate:
     base = Candidate(name=name, dist=dist, version=version, value=value)
     module, _, attr = (part.strip() for part in value.partition(":"))
-    if not _MODULE.fullmatch(module) or (attr and not _ATTR.fullmatch(attr)):
+    if not _dotted_name(module) or (attr and not _dotted_name(attr)):
         reason = f"bad entry point value {value!r} (expected 'module' or 'module:object')"
         return base._replace(status=FAILED, reason=reason)
     base = base._replace(module=module, attr=attr or None)

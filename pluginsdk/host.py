@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import _thread
+import _weakref
 import atexit
-import threading
-import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -81,7 +81,7 @@ class _Plugin:
         self.reason = reason
         self.backend: Backend | None = None
         self.placeholder: object | None = None
-        self.lock = threading.Lock()
+        self.lock = _thread.allocate_lock()
 
 
 class _Placeholder:
@@ -94,13 +94,26 @@ class _Placeholder:
         return f"<pluginsdk placeholder for {self.name!r}>"
 
 
-_live_hosts: weakref.WeakSet[Host] = weakref.WeakSet()
+# Hosts still open, closed at exit.  Weak references from the builtin
+# ``_weakref`` (``weakref`` and ``threading`` cost start-up time for nothing here).
+_live_hosts: dict[int, _weakref.ReferenceType[Host]] = {}
+
+
+def _remember(host: Host) -> None:
+    key = id(host)
+
+    def forget(_: object) -> None:
+        _live_hosts.pop(key, None)
+
+    _live_hosts[key] = _weakref.ref(host, forget)
 
 
 @atexit.register
 def _close_live_hosts() -> None:
-    for host in list(_live_hosts):
-        host.close()
+    for ref in list(_live_hosts.values()):
+        host = ref()
+        if host is not None:
+            host.close()
 
 
 class Host:
@@ -161,7 +174,7 @@ class Host:
         for plugin in self._plugins.values():
             if plugin.status == AVAILABLE:
                 self._register_placeholder(plugin)
-        _live_hosts.add(self)
+        _remember(self)
         if prewarm:
             for plugin in self._plugins.values():
                 if plugin.status == AVAILABLE and plugin.isolation != "inprocess":
@@ -201,7 +214,7 @@ class Host:
                     backend.close()
                 except Exception as exc:  # one plugin's teardown must not stop the others'
                     self._log().warning("closing plugin %r failed: %s", plugin.candidate.name, exc)
-        _live_hosts.discard(self)
+        _live_hosts.pop(id(self), None)
 
     def __enter__(self) -> Host:
         return self

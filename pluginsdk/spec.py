@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, TypeVar, overload
 
@@ -16,7 +15,6 @@ __all__ = ["HookDef", "HookSpec", "hookspec", "parse_release"]
 _F = TypeVar("_F", bound=Callable[..., object])
 _SINCE_ATTR = "pluginsdk_since"
 _SPEC_ATTR = f"{PROJECT}_spec"  # where pluggy's HookspecMarker stores its options
-_RELEASE = re.compile(r"\d+(\.\d+)*")
 _spec_marker = pluggy.HookspecMarker(PROJECT)
 
 
@@ -26,7 +24,8 @@ def parse_release(version: str) -> tuple[int, ...]:
     Spec versions are plain release numbers (no pre-releases, no epochs):
     they version an API, and this keeps comparing them free of imports.
     """
-    if not isinstance(version, str) or not _RELEASE.fullmatch(version):
+    # String methods, not a regex: compiling one costs more than a host's whole spec.
+    if not isinstance(version, str) or not all(p.isascii() and p.isdigit() for p in version.split(".")):
         raise SpecError(f"spec version {version!r} is not a release number like '1.2'")
     parts = [int(p) for p in version.split(".")]
     while len(parts) > 1 and parts[-1] == 0:
@@ -87,6 +86,17 @@ class HookDef(NamedTuple):
     function: Callable[..., object]
 
 
+def _is_project_name(name: object) -> bool:
+    """Letters, digits, ``.``, ``_`` and ``-``, starting and ending with a letter or digit."""
+    return (
+        isinstance(name, str)
+        and name.isascii()
+        and name[:1].isalnum()
+        and name[-1:].isalnum()
+        and all(c.isalnum() or c in "._-" for c in name)
+    )
+
+
 def _argnames(func: Callable[..., object]) -> tuple[str, ...]:
     """Positional parameter names, ``self`` excluded, read from the code object.
 
@@ -121,7 +131,7 @@ class HookSpec:
         *,
         group: str | None = None,
     ) -> None:
-        if not name or not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?", name):
+        if not _is_project_name(name):
             raise SpecError(f"spec name {name!r} is not a valid project name")
         self.name = name
         self.version = version

@@ -375,3 +375,29 @@ class TestMapArguments:
         )
         with Host(MATH, path=[str(site)]) as host, pytest.raises(TypeError, match="lacks argument 'b'"):
             host.hook.add.map([{"a": 1}])
+
+
+class TestLifetime:
+    def test_forgotten_host_leaves_no_record(self, site: Path) -> None:
+        """A host dropped without close() is forgotten by the exit hook once collected."""
+        import gc
+
+        from pluginsdk import host as host_module
+
+        install_plugin(site, "upper", UPPER)
+        host = host_for(site)
+        key = id(host)
+        assert key in host_module._live_hosts
+        del host
+        gc.collect()
+        assert key not in host_module._live_hosts
+
+    def test_close_is_idempotent(self, site: Path) -> None:
+        """Closing twice is harmless, and a closed host is no longer tracked for exit."""
+        from pluginsdk import host as host_module
+
+        install_plugin(site, "upper", UPPER)
+        host = host_for(site)
+        host.close()
+        host.close()
+        assert id(host) not in host_module._live_hosts
