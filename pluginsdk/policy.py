@@ -170,17 +170,11 @@ class Policy:
 
 
 def _policy_fields() -> type:
-    """The schema of a ``[policy]`` table, for cattrs (built only when a file is read)."""
-    from typing import TypedDict
+    """The schema of a ``[policy]`` table, for cattrs: Policy's own fields, all optional.
 
-    class PolicyFields(TypedDict, total=False):
-        disabled: frozenset[str]
-        allow: frozenset[str] | None
-        isolation: dict[str, str]
-        min_isolation: str
-        trusted: frozenset[str]
-        limits: Limits
-        plugin_limits: dict[str, Limits]
-        wasm_interpreter: str | None
+    Built only when a file is read (resolving annotations imports ``typing``).
+    """
+    from typing import TypedDict, get_type_hints
 
-    return PolicyFields
+    fields: type = TypedDict("PolicyFields", get_type_hints(Policy), total=False)  # type: ignore[misc]
+    return fields

@@ -41,6 +41,7 @@ from pluginsdk.backends.base import Limits
 from pluginsdk.backends.wasm import WasmBackend
 
 from .plugin_factory import install_plugin
+from .procs import alive, children
 from .textkit import SPEC
 
 pytestmark = pytest.mark.faults
@@ -223,31 +224,6 @@ def hostile_source(prelude: str = "") -> str:
 
 
 # -- what the host process holds ---------------------------------------------
-
-
-def children() -> set[int]:
-    """PIDs of this process's live (non-zombie) children."""
-    me, found = os.getpid(), set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[1]) == me:
-            found.add(int(entry))
-    return found
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` is a live (non-zombie) process, whoever its parent."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def fds() -> set[str]:

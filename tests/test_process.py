@@ -33,6 +33,7 @@ from pluginsdk.backends.process import ProcessBackend
 from pluginsdk.spec import HookSpec, hookspec
 
 from .plugin_factory import install_plugin
+from .procs import alive, children
 from .textkit import SPEC as TEXTKIT
 
 
@@ -243,30 +244,6 @@ def short_start_timeout(seconds: float) -> Iterator[None]:
         yield
     finally:
         process.MIN_START_TIMEOUT = saved
-
-
-def children() -> set[int]:
-    """PIDs of this process's live (non-zombie) children."""
-    me, found = os.getpid(), set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[1]) == me:
-            found.add(int(entry))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
