@@ -121,9 +121,23 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
                 elif isinstance(value, dict):
                     value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
                 print(f"{key + ':':<16}{'-' if value in (None, '') else value}")
+            if c.isolation == "wasm":
+                print(f"{'sandbox:':<16}{_sandbox_description()}")
             return 0
     print(f"pluginsdk: no plugin {args.name!r} in group {args.group!r}", file=sys.stderr)
     return 1
+
+
+def _sandbox_description() -> str:
+    """Which interpreter a sandboxed plugin would run under (imports no wasmtime)."""
+    from ._wasm.interpreter import locate, unavailable_reason, wasmtime_version
+
+    reason = unavailable_reason()
+    if reason is not None:
+        return f"unavailable: {reason}"
+    found = locate()
+    origin = "bundled, pinned" if found.bundled else "user-supplied"
+    return f"{found.path} ({origin}, sha256 {found.sha256[:16]}..., wasmtime {wasmtime_version()})"
 
 
 def _table(rows: Sequence[tuple[str, ...]]) -> None:

@@ -70,6 +70,19 @@ class TestInspect:
         assert "isolation:      process" in out
         assert "limits:         workers=2" in out
 
+    def test_sandboxed_plugin_names_its_interpreter(self, site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """For a wasm plugin, ``inspect`` says which interpreter the sandbox runs, or why there is none."""
+        from pluginsdk._wasm.interpreter import unavailable_reason
+
+        install_plugin(site, "boxed", UPPER, isolation="wasm")
+        assert 0 == main(["inspect", "textkit.plugins", "boxed", "--path", str(site)])
+        line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("sandbox:"))
+        reason = unavailable_reason()
+        if reason is None:
+            assert ".wasm (" in line and "sha256" in line and "wasmtime" in line
+        else:
+            assert reason in line
+
     def test_unknown(self, site: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """An unknown plugin name is exit status 1."""
         assert 1 == main(["inspect", "textkit.plugins", "ghost", "--path", str(site)])
