@@ -125,9 +125,6 @@ def replace_impls(
             caller._add_hookimpl(new)
         if caller.is_historic():  # replay earlier historic calls, as pluggy's register does
             caller._maybe_apply_history(new)
-    # Hooks the placeholder declared but the plugin does not implement.
-    for caller in pm.get_hookcallers(old_plugin) or ():
-        caller._remove_plugin(old_plugin)
     pm._name2plugin[name] = new_plugin
 
 
@@ -235,8 +232,8 @@ class SDKHookCaller(pluggy.HookCaller):
         (a list, or one value for ``firstresult`` hooks).  Plugins in worker
         processes or sandboxes receive all items in one crossing.
         """
-        items = list(items)
-        firstresult = bool(self.spec and self.spec.opts.get("firstresult"))
+        items = [{**self._defaults, **item} for item in items] if self._defaults else list(items)
+        firstresult = self._firstresult
         results: list[Any] = [None] * len(items) if firstresult else [[] for _ in items]
         pending = list(range(len(items)))
         for impl in self._impls_in_call_order():
@@ -265,8 +262,13 @@ class SDKHookCaller(pluggy.HookCaller):
     def by_plugin(self, **kwargs: Any) -> dict[str, Any]:
         """Call the hook; return each plugin's non-``None`` result by plugin name."""
         out: dict[str, Any] = {}
+        if self._defaults:
+            kwargs = {**self._defaults, **kwargs}
         for impl in self._impls_in_call_order():
-            args = tuple(kwargs[a] for a in impl.argnames)
+            try:
+                args = tuple(kwargs[a] for a in impl.argnames)
+            except KeyError as exc:
+                raise TypeError(f"hook {self.name!r}: missing argument {exc.args[0]!r}") from None
             value = self._run(impl, impl.function, *args)
             if value is not None:
                 out[impl.plugin_name] = value

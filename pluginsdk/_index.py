@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .spec import HookSpec
 
-_FORMAT = 1
+_FORMAT = 2
 # Directory mtimes have coarse granularity (a clock tick): a change in the same
 # tick as the scan would go unseen, so stamps that recent are not trusted
 # (git's "racily clean" rule).
@@ -84,8 +84,9 @@ def load(k: str, search: Sequence[str]) -> list[dict[str, Any]] | None:
             now = _mtime(path)
             if now != stamp or (now is not None and now >= written - _RACY_NS):
                 return None
-        for path, stamp in data["manifests"]:
-            if _mtime(path) != stamp:
+        for path, stamp in data["watched"]:
+            now = _mtime(path)
+            if now != stamp or (now is not None and now >= written - _RACY_NS):
                 return None
         plugins: list[dict[str, Any]] = data["plugins"]
         return plugins
@@ -93,14 +94,14 @@ def load(k: str, search: Sequence[str]) -> list[dict[str, Any]] | None:
         return None
 
 
-def store(k: str, search: Sequence[str], manifests: Sequence[str], plugins: list[dict[str, Any]]) -> None:
+def store(k: str, search: Sequence[str], watched: Sequence[str], plugins: list[dict[str, Any]]) -> None:
     """Write the scan atomically; a read-only cache only costs speed."""
     target = _file(k)
     data = {
         "key": k,
         "written": time.time_ns(),
         "paths": [_mtime(p) for p in search],
-        "manifests": [[m, _mtime(m)] for m in manifests],
+        "watched": [[m, _mtime(m)] for m in watched],
         "plugins": plugins,
     }
     tmp = f"{target}.{os.getpid()}.tmp"

@@ -110,9 +110,25 @@ def discover(
             return [Candidate.from_json(c) for c in cached]
     found = sorted(_scan(spec, group, search, path is None), key=lambda c: c.name)
     if key is not None:
-        manifests = [c.manifest_path for c in found if c.manifest_path]
-        _index.store(key, search, manifests, [c.to_json() for c in found])
+        _index.store(key, search, _watched_files(found), [c.to_json() for c in found])
     return found
+
+
+def _watched_files(found: Iterable[Candidate]) -> list[str]:
+    """What the index must re-stat: each manifest read, and where a missing one would appear.
+
+    A manifest added to a plugin that had none (the usual fix to an editable
+    install) changes neither the search path nor any manifest: it changes the
+    package's directories, so those are watched.
+    """
+    watched = []
+    for c in found:
+        if c.manifest_path:
+            watched.append(c.manifest_path)
+        elif c.package_dir:
+            parts = c.module.split(".")
+            watched += [os.path.join(c.package_dir, *parts[1:depth]) for depth in range(1, len(parts) + 1)]
+    return watched
 
 
 def _scan(spec: HookSpec | None, group: str, search: list[str], full_import_system: bool) -> Iterable[Candidate]:

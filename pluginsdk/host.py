@@ -5,6 +5,7 @@ from __future__ import annotations
 import _thread
 import _weakref
 import atexit
+import contextlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -14,7 +15,7 @@ from . import _dispatch
 from ._errors import BackendUnavailable, PluginError, PluginLoadError
 from ._markers import PROJECT
 from .backends.base import BACKENDS, ISOLATION_LEVELS, Backend, PluginTarget
-from .discovery import AVAILABLE, FAILED, INCOMPATIBLE, Candidate, discover
+from .discovery import AVAILABLE, FAILED, Candidate, discover
 from .policy import Policy
 
 if TYPE_CHECKING:
@@ -159,6 +160,7 @@ class Host:
         self._force = force_isolation
         self._path = None if path is None else [str(p) for p in path]
         self._closed = False
+        self._dispatch_lock = _thread.allocate_lock()
         self._plugins: dict[str, _Plugin] = {}
         # In-process plugins not imported yet, by hook: a hook's first call loads them.
         self._pending: dict[str, list[_Plugin]] = {}
@@ -241,7 +243,7 @@ class Host:
             self._plugins[name] = _Plugin(cand, isolation, DISABLED, refusal)
             return
         if isolation != "inprocess":
-            why = _backend_unavailable(isolation)
+            why = _backend_unavailable(isolation, self.policy.wasm_interpreter)
             if why is not None:
                 self._plugins[name] = _Plugin(cand, isolation, UNAVAILABLE, why)
                 if self.strict:
@@ -253,8 +255,11 @@ class Host:
                 self._pending.setdefault(hook, []).append(plugin)
 
     def _load_pending(self, hook: str) -> None:
-        for plugin in self._pending.pop(hook, ()):
+        # Load, then forget: a thread arriving meanwhile finds the list still
+        # there and waits on each plugin's lock, rather than dispatching early.
+        for plugin in list(self._pending.get(hook, ())):
             self._ensure_started(plugin)
+        self._pending.pop(hook, None)
 
     def _register_placeholder(self, plugin: _Plugin) -> None:
         cand = plugin.candidate
@@ -315,9 +320,22 @@ class Host:
             try:
                 backend = _backend_class(plugin.isolation)(self._target(plugin), log=self._log(plugin.candidate.name))
                 backend.start()
+                if self._closed:  # closed while this plugin was starting: nothing may outlive close()
+                    raise PluginError("the host was closed while the plugin started", plugin=plugin.candidate.name)
+                with self._dispatch_lock:  # pluggy's implementation lists are edited in place
+                    if plugin.isolation == "inprocess":
+                        from .backends.inprocess import InProcessBackend
+
+                        assert isinstance(backend, InProcessBackend) and backend.impls is not None
+                        _dispatch.replace_impls(
+                            self._pm, plugin.candidate.name, plugin.placeholder, backend.plugin_object, backend.impls
+                        )
+                    else:
+                        _dispatch.apply_ordering(self._pm, plugin.placeholder, backend.impl_options)
             except Exception as exc:
                 if backend is not None:  # a backend that failed to start may still hold threads or workers
-                    backend.close()
+                    with contextlib.suppress(Exception):
+                        backend.close()
                 if isinstance(exc, PluginError):
                     error = exc
                 else:  # a bug in a backend is still one plugin's failure
@@ -327,20 +345,11 @@ class Host:
                         f"{type(exc).__name__}: {exc}", plugin=plugin.candidate.name, traceback=traceback.format_exc()
                     )
                 self._fail(plugin, error)
-                if self.strict:
+                if self.strict or self._closed:
                     if error is exc:
                         raise
                     raise error from exc
                 return None
-            if plugin.isolation == "inprocess":
-                from .backends.inprocess import InProcessBackend
-
-                assert isinstance(backend, InProcessBackend) and backend.impls is not None
-                _dispatch.replace_impls(
-                    self._pm, plugin.candidate.name, plugin.placeholder, backend.plugin_object, backend.impls
-                )
-            else:
-                _dispatch.apply_ordering(self._pm, plugin.placeholder, backend.impl_options)
             plugin.status = LOADED
             plugin.backend = backend
             return backend
@@ -434,13 +443,20 @@ def _backend_class(isolation: str) -> type[Backend]:
     return found
 
 
-def _backend_unavailable(isolation: str) -> str | None:
-    import importlib.util
-
-    module = BACKENDS[isolation].partition(":")[0]
-    if importlib.util.find_spec(module) is None:
-        return f"the {isolation!r} isolation backend is not available in this version of pluginsdk"
-    return _backend_class(isolation).unavailable_reason()
+# (level, interpreter) -> reason: checked once per process, as a missing extra or
+# interpreter does not appear while it runs, and the wasm check costs tens of ms.
+_availability: dict[tuple[str, str | None], str | None] = {}
 
 
-__all__ += ["DISABLED", "INCOMPATIBLE", "LOADED", "UNAVAILABLE"]
+def _backend_unavailable(isolation: str, wasm_interpreter: str | None = None) -> str | None:
+    key = (isolation, wasm_interpreter)
+    if key not in _availability:
+        import importlib.util
+
+        module = BACKENDS[isolation].partition(":")[0]
+        if importlib.util.find_spec(module) is None:
+            reason: str | None = f"the {isolation!r} isolation backend is not available in this version of pluginsdk"
+        else:
+            reason = _backend_class(isolation).unavailable_reason({"wasm_interpreter": wasm_interpreter})
+        _availability[key] = reason
+    return _availability[key]

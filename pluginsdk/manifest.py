@@ -126,11 +126,18 @@ def _kind_problem(kind: str, value: object) -> str | None:
         return None if ok else f"expected a list of strings, got {value!r}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return f"expected a number, got {value!r}"
+    if value != value or value in (float("inf"), float("-inf")):
+        return f"expected a finite number, got {value!r}"
     if kind == "int" and isinstance(value, float) and not value.is_integer():
         return f"expected a whole number, got {value!r}"
     if value < 0:
         return "must not be negative"
     return None
+
+
+# Limits where 0 would mean "no limit" to a backend: a manifest may lower the
+# host's caps, never switch them off.
+_POSITIVE = frozenset({"workers", "timeout", "memory_mb", "max_message_mb"})
 
 
 def _problems(data: Mapping[str, Any]) -> list[str]:
@@ -150,6 +157,8 @@ def _problems(data: Mapping[str, Any]) -> list[str]:
                     problems.append(f"required key {table}.{key} is missing")
                 continue
             problem = _kind_problem(kind, section[key])
+            if problem is None and table == "limits" and key in _POSITIVE and section[key] <= 0:
+                problem = "must be greater than zero"
             if problem is not None:
                 problems.append(f"{table}.{key}: {problem}")
     if problems:

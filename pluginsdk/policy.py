@@ -155,12 +155,21 @@ class Policy:
         """Resolved limits for plugin ``name`` whose manifest hints ``hints``.
 
         A manifest may ask for less memory, time or message size than the
-        host grants by default, never more.
+        host grants (its policy, else the SDK's defaults), never more; only
+        ``plugin_limits`` can grant a plugin more.
         """
-        manifest = Limits(**hints)
+        # Hints are validated with the manifest; still, only a positive, finite
+        # value can lower a cap (0 or NaN would switch it off).
+        usable: dict[str, Any] = {
+            k: v for k, v in hints.items() if isinstance(v, (int, float)) and 0 < v < float("inf")
+        }
+        manifest = Limits(**usable)
         capped = {}
         for field in ("memory_mb", "timeout", "max_message_mb"):
-            asked, cap = getattr(manifest, field), getattr(self.limits, field)
+            asked = getattr(manifest, field)
+            cap = getattr(self.limits, field)
+            if cap is None:
+                cap = getattr(DEFAULT_LIMITS, field)
             if asked is not None and cap is not None:
                 capped[field] = min(asked, cap)
         if capped:

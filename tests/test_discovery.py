@@ -194,3 +194,13 @@ def test_unreadable_entry_points_spoil_one_dist(site: Path, bad: bytes) -> None:
     found = statuses(site, use_index=False)
     assert "available" == found["upper"][0]
     assert any(status == "failed" and "textkit-broken" in reason for status, reason in found.values())
+
+
+class TestIndexWatchesMissingManifests:
+    def test_added_manifest_is_seen(self, site: Path) -> None:
+        """A plugin failed for lack of a manifest is found once the manifest is added, index or not."""
+        pkg = install_plugin(site, "late", UPPER, manifest="")
+        age(site, pkg)
+        assert "failed" == discover(SPEC, path=[str(site)])[0].status
+        (pkg / "pluginsdk.toml").write_text('[plugin]\nrequires = "textkit>=1"\nhooks = ["transform"]\n')
+        assert "available" == discover(SPEC, path=[str(site)])[0].status

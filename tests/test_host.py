@@ -240,6 +240,9 @@ class TestPolicy:
         assert (512, 2.0, 3) == (small.memory_mb, small.timeout, small.workers)
         assert 2048 == policy.limits_for("big", {"memory_mb": 64}).memory_mb
         assert 64.0 == policy.limits_for("x", {}).max_message_mb
+        # Without a host cap the SDK's defaults cap manifests; bad hints are ignored.
+        unset = Policy().limits_for("greedy", {"memory_mb": 10**6, "timeout": float("nan")})
+        assert (1024, 30.0) == (unset.memory_mb, unset.timeout)
 
     def test_from_toml(self, tmp_path: Path, site: Path) -> None:
         """A host reads its policy from a TOML file's [policy] table."""
@@ -401,3 +404,33 @@ class TestLifetime:
         host.close()
         host.close()
         assert id(host) not in host_module._live_hosts
+
+
+class TestConcurrentFirstCalls:
+    def test_threads_racing_the_first_call_agree(self, site: Path) -> None:
+        """Threads making a hook's first call at once all wait for its plugins: tryfirst counts for every one."""
+        import threading
+
+        install_plugin(
+            site,
+            "aa",
+            "import time\ntime.sleep(0.3)\nfrom pluginsdk import hookimpl\n"
+            "@hookimpl(tryfirst=True)\ndef detect_language(text):\n    return 'aa'\n",
+            hooks=("detect_language",),
+        )
+        install_plugin(
+            site,
+            "zz",
+            "from pluginsdk import hookimpl\n@hookimpl\ndef detect_language(text):\n    return 'zz'\n",
+            hooks=("detect_language",),
+        )
+        with host_for(site) as host:
+            answers: list[str] = []
+            threads = [
+                threading.Thread(target=lambda: answers.append(host.hook.detect_language(text="x"))) for _ in range(4)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert ["aa"] * 4 == answers

@@ -69,3 +69,29 @@ class TestLoadManifest:
         """A missing file is a ManifestError too."""
         with pytest.raises(ManifestError, match="no manifest"):
             load_manifest(tmp_path / "pluginsdk.toml")
+
+
+class TestLimitHints:
+    @pytest.mark.parametrize(
+        ("line", "fragment"),
+        [
+            ("timeout = nan", "finite"),
+            ("timeout = inf", "finite"),
+            ("memory_mb = 0", "greater than zero"),
+            ("max_message_mb = 0", "greater than zero"),
+            ("workers = 0", "greater than zero"),
+        ],
+    )
+    def test_hints_cannot_switch_limits_off(self, tmp_path: Path, line: str, fragment: str) -> None:
+        """A manifest cannot turn a cap off with 0, NaN or infinity."""
+        path = write(tmp_path, f'[plugin]\nrequires = "textkit>=1"\nhooks = ["t"]\n[limits]\n{line}\n')
+        with pytest.raises(ManifestError, match=fragment):
+            load_manifest(path)
+
+    def test_zero_means_never_for_recycling(self, tmp_path: Path) -> None:
+        """recycle_after = 0 and idle_timeout = 0 are valid ("never")."""
+        path = write(
+            tmp_path,
+            '[plugin]\nrequires = "textkit>=1"\nhooks = ["t"]\n[limits]\nrecycle_after = 0\nidle_timeout = 0\n',
+        )
+        assert (0, 0.0) == (load_manifest(path).limits.recycle_after, load_manifest(path).limits.idle_timeout)

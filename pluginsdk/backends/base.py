@@ -107,8 +107,11 @@ class Backend(abc.ABC):
         self.log = log
 
     @classmethod
-    def unavailable_reason(cls) -> str | None:
-        """Why this backend cannot run here (a missing extra, say), or ``None``."""
+    def unavailable_reason(cls, options: Mapping[str, Any] | None = None) -> str | None:
+        """Why this backend cannot run here (a missing extra, say), or ``None``.
+
+        ``options`` are the host's backend options (as in :attr:`PluginTarget.options`).
+        """
         return None
 
     @abc.abstractmethod

@@ -31,6 +31,7 @@ import shutil
 import sys
 import tempfile
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -65,10 +66,10 @@ class WasmBackend(ProcessBackend):
         self._prepare_lock = threading.Lock()
 
     @classmethod
-    def unavailable_reason(cls) -> str | None:
+    def unavailable_reason(cls, options: Mapping[str, Any] | None = None) -> str | None:
         from .._wasm.interpreter import unavailable_reason
 
-        return unavailable_reason(None)
+        return unavailable_reason((options or {}).get("wasm_interpreter"))
 
     def describe(self) -> str:
         from .._wasm.interpreter import wasmtime_version
