@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 import pluggy
 
 from . import _dispatch
-from ._errors import BackendUnavailable, PluginError, PluginLoadError
+from ._errors import BackendUnavailable, IncompatiblePlugin, PluginError, PluginLoadError
 from ._markers import PROJECT
 from .backends.base import BACKENDS, ISOLATION_LEVELS, Backend, PluginTarget
-from .discovery import AVAILABLE, FAILED, Candidate, discover
+from .discovery import AVAILABLE, FAILED, INCOMPATIBLE, Candidate, discover
 from .policy import Policy
 
 if TYPE_CHECKING:
@@ -198,10 +198,20 @@ class Host:
         return self._info(self._plugins[name])
 
     def load(self, name: str) -> PluginInfo:
-        """Load plugin ``name`` now rather than on its first call."""
+        """Load plugin ``name`` now rather than on its first call.
+
+        Raises, naming the plugin and the reason, when it cannot be loaded:
+        :class:`~pluginsdk.IncompatiblePlugin`, :class:`~pluginsdk.BackendUnavailable`,
+        or :class:`~pluginsdk.PluginLoadError` (failed, or disabled by policy).
+        """
         plugin = self._plugins[name]
         if plugin.status == AVAILABLE:
             self._ensure_started(plugin)
+        if plugin.status not in (AVAILABLE, LOADED):
+            error = {INCOMPATIBLE: IncompatiblePlugin, UNAVAILABLE: BackendUnavailable}.get(
+                plugin.status, PluginLoadError
+            )
+            raise error(f"cannot load ({plugin.status}): {plugin.reason}", plugin=name)
         return self._info(plugin)
 
     def close(self) -> None:

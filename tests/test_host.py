@@ -97,6 +97,22 @@ class TestLazyLoading:
         with host_for(site) as host:
             assert "loaded" == host.load("upper").status
 
+    def test_explicit_load_of_unloadable_plugins_raises(self, site: Path) -> None:
+        """Host.load names why a plugin cannot load, with the matching exception type."""
+        from pluginsdk import IncompatiblePlugin
+
+        install_plugin(site, "old", UPPER, manifest='[plugin]\nrequires = "textkit<1"\nhooks = ["transform"]\n')
+        install_plugin(site, "broken", "raise RuntimeError('nope')\n")
+        install_plugin(site, "off", UPPER)
+        with host_for(site, policy=Policy(disabled={"off"})) as host:
+            with pytest.raises(IncompatiblePlugin, match="textkit<1") as incompatible:
+                host.load("old")
+            with pytest.raises(PluginLoadError, match="nope"):
+                host.load("broken")
+            with pytest.raises(PluginLoadError, match="disabled"):
+                host.load("off")
+        assert "old" == incompatible.value.plugin
+
 
 class TestPluggySemantics:
     def test_list_and_firstresult(self, site: Path) -> None:
