@@ -43,7 +43,9 @@ class GroupEntries(NamedTuple):
 
 def normalize(name: str) -> str:
     """PEP 503 normalization: how installers compare distribution names."""
-    return re.sub(r"[-_.]+", "-", name).lower()
+    # String methods first: this runs once per installed distribution.
+    key = name.replace("_", "-").replace(".", "-").lower()
+    return re.sub(r"-{2,}", "-", key) if "--" in key else key
 
 
 def parse_entry_points(text: str, group: str) -> list[tuple[str, str]]:
@@ -97,13 +99,11 @@ def _scan_directory(directory: str, group: str, seen: set[str]) -> Iterator[Grou
         if key in seen:
             continue
         meta_dir = os.path.join(directory, name)
-        if not os.path.isdir(meta_dir):
-            continue  # a bare PKG-INFO file of an ancient install: no entry points
-        seen.add(key)
+        seen.add(key)  # even a bare PKG-INFO file shadows later ones, as in importlib.metadata
         try:
             with open(os.path.join(meta_dir, "entry_points.txt"), "rb") as f:
                 raw = f.read()
-        except OSError:
+        except OSError:  # no entry points (or a PKG-INFO file, not a folder)
             continue
         if group.encode() not in raw:
             continue
