@@ -130,8 +130,6 @@ def replace_impls(
 
 def attribute(exc: BaseException, hook_name: str, methods: Sequence[pluggy.HookImpl]) -> PluginHookError | None:
     """A ``PluginHookError`` naming the implementation ``exc`` came from, if any."""
-    import traceback
-
     codes = {}
     for impl in methods:
         code = getattr(impl.function, "__code__", None)
@@ -142,11 +140,16 @@ def attribute(exc: BaseException, hook_name: str, methods: Sequence[pluggy.HookI
     while tb is not None:
         plugin = codes.get(tb.tb_frame.f_code, plugin)
         tb = tb.tb_next
-    if plugin is None:
-        return None
+    return None if plugin is None else hook_error(plugin, hook_name, exc)
+
+
+def hook_error(plugin: str, hook: str, exc: BaseException) -> PluginHookError:
+    """The ``PluginHookError`` for ``exc``, raised in ``plugin``'s implementation of ``hook``."""
+    import traceback
+
     return PluginHookError(
         plugin=plugin,
-        hook=hook_name,
+        hook=hook,
         exc_type=_qualname(type(exc)),
         exc_message=str(exc),
         traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),

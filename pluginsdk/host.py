@@ -387,7 +387,7 @@ class Host:
             self._check_backend(plugin, backend)
             raise
         except Exception as exc:  # only in-process plugin code raises other exceptions
-            raise _hook_error(plugin.candidate.name, hook, exc) from exc
+            raise _dispatch.hook_error(plugin.candidate.name, hook, exc) from exc
 
     def _call_batch(self, plugin: _Plugin, hook: str, items: list[tuple[Any, ...]]) -> list[Any]:
         backend = self._ensure_started(plugin)
@@ -429,20 +429,6 @@ class Host:
         import logging
 
         return logging.getLogger("pluginsdk" if plugin is None else f"pluginsdk.plugin.{plugin}")
-
-
-def _hook_error(plugin: str, hook: str, exc: BaseException) -> PluginError:
-    import traceback
-
-    from ._errors import PluginHookError
-
-    return PluginHookError(
-        plugin=plugin,
-        hook=hook,
-        exc_type=_dispatch._qualname(type(exc)),
-        exc_message=str(exc),
-        traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-    )
 
 
 def _backend_class(isolation: str) -> type[Backend]:
