@@ -531,18 +531,41 @@ def _limit_memory(megabytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
+def _limit_open_files(count: int) -> None:
+    """Let the plugin hold ``count`` more descriptors than this process has open now (RLIMIT_NOFILE).
+
+    The limit bounds descriptor *numbers*, so it counts from the highest in
+    use; soft and hard alike, so the plugin cannot raise it again.
+    """
+    import os
+    import resource
+
+    try:
+        in_use = max(int(fd) for fd in os.listdir("/proc/self/fd")) + 1
+    except OSError:  # no procfs: count from the standard streams and the channel
+        in_use = 16
+    limit = in_use + count
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Worker-process entry: ``_guest READ_FD WRITE_FD MEMORY_MB``."""
+    """Worker-process entry: ``_guest READ_FD WRITE_FD MEMORY_MB [OPEN_FILES]``."""
     import io
     import os
     import signal
 
     args = list(sys.argv[1:] if argv is None else argv)
     read_fd, write_fd, memory_mb = int(args[0]), int(args[1]), int(args[2])
+    open_files = int(args[3]) if len(args) > 3 else 0
     # Ctrl-C in a terminal reaches the whole process group; the host decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if memory_mb > 0:
         _limit_memory(memory_mb)
+    if open_files > 0:
+        _limit_open_files(open_files)
     for fd in (read_fd, write_fd):  # nothing the plugin starts inherits the channel
         os.set_inheritable(fd, False)
     reader = io.FileIO(read_fd, "rb", closefd=True)

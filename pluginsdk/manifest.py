@@ -112,6 +112,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
         "max_message_mb": ("float", False),
         "recycle_after": ("int", False),
         "idle_timeout": ("float", False),
+        "open_files": ("int", False),
     },
     "wasm": {"packages": ("names", False)},
 }
@@ -137,7 +138,7 @@ def _kind_problem(kind: str, value: object) -> str | None:
 
 # Limits where 0 would mean "no limit" to a backend: a manifest may lower the
 # host's caps, never switch them off.
-_POSITIVE = frozenset({"workers", "timeout", "memory_mb", "max_message_mb"})
+_POSITIVE = frozenset({"workers", "timeout", "memory_mb", "max_message_mb", "open_files"})
 
 
 def _problems(data: Mapping[str, Any]) -> list[str]:

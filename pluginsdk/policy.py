@@ -154,7 +154,7 @@ class Policy:
     def limits_for(self, name: str, hints: Mapping[str, Any]) -> Limits:
         """Resolved limits for plugin ``name`` whose manifest hints ``hints``.
 
-        A manifest may ask for less memory, time or message size than the
+        A manifest may ask for less memory, time, message size or open files than the
         host grants (its policy, else the SDK's defaults), never more; only
         ``plugin_limits`` can grant a plugin more.
         """
@@ -165,7 +165,7 @@ class Policy:
         }
         manifest = Limits(**usable)
         capped = {}
-        for field in ("memory_mb", "timeout", "max_message_mb"):
+        for field in ("memory_mb", "timeout", "max_message_mb", "open_files"):
             asked = getattr(manifest, field)
             cap = getattr(self.limits, field)
             if cap is None:

@@ -9,6 +9,9 @@ backend per plugin, lazily, on the first call of one of its hooks.
 from __future__ import annotations
 
 import abc
+import threading
+import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
@@ -17,7 +20,7 @@ if TYPE_CHECKING:
 
     from ..spec import HookSpec
 
-__all__ = ["ISOLATION_LEVELS", "Backend", "Limits", "PluginTarget"]
+__all__ = ["ISOLATION_LEVELS", "Backend", "Incident", "Limits", "PluginTarget"]
 
 #: Isolation levels, weakest first.  Policy may raise a plugin's level, never lower it.
 ISOLATION_LEVELS: tuple[str, ...] = ("inprocess", "process", "wasm")
@@ -36,6 +39,8 @@ class Limits(NamedTuple):
         max_message_mb: Largest single message accepted from the plugin, in MiB.
         recycle_after: Replace a worker after this many calls (``0``: never).
         idle_timeout: Shut idle workers down after this many seconds (``0``: never).
+        open_files: Files (and directories) one worker or instance may hold open
+            at once; opening one more fails in the plugin with ``EMFILE``.
     """
 
     workers: int | None = None
@@ -44,6 +49,7 @@ class Limits(NamedTuple):
     max_message_mb: float | None = None
     recycle_after: int | None = None
     idle_timeout: float | None = None
+    open_files: int | None = None
 
     def merged(self, *fallbacks: Limits) -> Limits:
         """These limits, with each unset field taken from the first fallback that sets it."""
@@ -63,6 +69,7 @@ DEFAULT_LIMITS = Limits(
     max_message_mb=64.0,
     recycle_after=0,
     idle_timeout=0.0,
+    open_files=256,
 )
 
 
@@ -96,6 +103,27 @@ class PluginTarget(NamedTuple):
     options: Mapping[str, Any] = {}  # a named tuple field: shared, never mutated
 
 
+class Incident(NamedTuple):
+    """Something that went wrong in a loaded plugin and that the backend recovered from.
+
+    Attributes:
+        kind: ``crashed``, ``timeout``, ``resource`` (a cap was hit) or
+            ``recycled`` (a worker was replaced for misbehaving).
+        hook: The hook being called when it happened, if any.
+        detail: What happened, in words (the error's message).
+        time: When it happened (``time.time()``).
+    """
+
+    kind: str
+    hook: str | None
+    detail: str
+    time: float
+
+
+#: Incidents a backend remembers; older ones are dropped (their count is kept).
+INCIDENTS_KEPT = 20
+
+
 class Backend(abc.ABC):
     """Runs one plugin at one isolation level."""
 
@@ -105,6 +133,20 @@ class Backend(abc.ABC):
     def __init__(self, target: PluginTarget, *, log: logging.Logger) -> None:
         self.target = target
         self.log = log
+        self._incidents: deque[Incident] = deque(maxlen=INCIDENTS_KEPT)
+        self.incident_count = 0
+        self._incident_lock = threading.Lock()
+
+    @property
+    def incidents(self) -> tuple[Incident, ...]:
+        """The most recent incidents, oldest first (at most :data:`INCIDENTS_KEPT`)."""
+        return tuple(self._incidents)
+
+    def record_incident(self, kind: str, detail: str, hook: str | None = None) -> None:
+        """Remember that the plugin misbehaved and was recovered from (any thread)."""
+        with self._incident_lock:
+            self._incidents.append(Incident(kind, hook, detail, time.time()))
+            self.incident_count += 1
 
     @classmethod
     def unavailable_reason(cls, options: Mapping[str, Any] | None = None) -> str | None:

@@ -1,6 +1,6 @@
 """Isolation level ``process``: a pool of pre-warmed worker processes per plugin.
 
-Each worker is ``python -I -u -c <boot> R W MEM`` running :mod:`pluginsdk._guest`:
+Each worker is ``python -I -u -c <boot> R W MEM FILES`` running :mod:`pluginsdk._guest`:
 it imports the plugin once, then serves calls over two private pipes (fds
 ``R``/``W``, length-prefixed msgpack frames, see :mod:`pluginsdk.codec`).
 Its stdout and stderr are separate pipes whose lines go to the logger
@@ -191,6 +191,7 @@ class _ProcessWorker(Worker):
                     str(to_guest_r),
                     str(to_host_w),
                     str(target.limits.memory_mb or 0),
+                    str(target.limits.open_files or 0),
                 ],
                 pass_fds=(to_guest_r, to_host_w),
                 stdin=subprocess.DEVNULL,
