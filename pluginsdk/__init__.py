@@ -30,7 +30,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from .backends.base import Limits
+    from .backends.base import Incident, Limits
     from .host import Host, PluginInfo
     from .policy import Policy
     from .spec import HookSpec, hookspec
@@ -41,6 +41,7 @@ __all__ = [
     "ConfigError",
     "HookSpec",
     "Host",
+    "Incident",
     "IncompatiblePlugin",
     "Limits",
     "ManifestError",
@@ -65,6 +66,7 @@ _LAZY = {
     "hookspec": ".spec",
     "Policy": ".policy",
     "Limits": ".backends.base",
+    "Incident": ".backends.base",
 }
 
 

@@ -227,13 +227,21 @@ def _type_name(exc: BaseException) -> str:
 
 def _tb_text(exc: BaseException, skip: int = 0) -> str:
     """Formatted traceback, without this module's own ``skip`` frames."""
-    import traceback
-
     tb = exc.__traceback__
     for _ in range(skip):
         if tb is not None and tb.tb_next is not None:
             tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb))
+    try:
+        import traceback
+
+        return "".join(traceback.format_exception(type(exc), exc, tb))
+    except Exception:  # e.g. out of descriptors, the very error being reported: frames only
+        lines = ["Traceback (most recent call last):\n"]
+        while tb is not None:
+            code = tb.tb_frame.f_code
+            lines.append(f'  File "{code.co_filename}", line {tb.tb_lineno}, in {code.co_name}\n')
+            tb = tb.tb_next
+        return "".join(lines) + f"{_type_name(exc)}: {exc}\n"
 
 
 _encode_frame = codec.encode_frame

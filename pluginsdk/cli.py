@@ -6,9 +6,13 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .host import PluginInfo
 
 __all__ = ["main"]
 
@@ -40,10 +44,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=_cmd_list)
 
-    p = sub.add_parser("inspect", help="show everything known of one plugin (imports no plugin code)")
+    p = sub.add_parser("inspect", help="show everything known of one plugin (imports no plugin code unless --load)")
     p.add_argument("group")
     p.add_argument("name")
     _spec_and_path(p)
+    p.add_argument(
+        "--load",
+        action="store_true",
+        help="load the plugin as a host would (runs its code; needs --spec): show where it runs and its incidents",
+    )
     p.set_defaults(run=_cmd_inspect)
 
     p = sub.add_parser("check", help="validate a plugin project: manifest, hook implementations, spec")
@@ -113,9 +122,17 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
+    if args.load and not args.spec:
+        from ._errors import ConfigError
+
+        raise ConfigError("--load needs --spec: a plugin is loaded against its host's spec")
     for c in _candidates(args):
         if c.name == args.name:
-            for key, value in c.to_json().items():
+            record = c.to_json()
+            info = _loaded(args) if args.load else None
+            if info is not None:  # the host's word on status, once it tried to load the plugin
+                record.update(status=info.status, reason=info.reason, runtime=info.runtime)
+            for key, value in record.items():
                 if isinstance(value, (list, tuple)):
                     value = ", ".join(map(str, value)) or "-"
                 elif isinstance(value, dict):
@@ -123,9 +140,32 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
                 print(f"{key + ':':<16}{'-' if value in (None, '') else value}")
             if c.isolation == "wasm":
                 print(f"{'sandbox:':<16}{_sandbox_description()}")
+            if info is not None and info.status == "loaded":
+                _print_incidents(info)
             return 0
     print(f"pluginsdk: no plugin {args.name!r} in group {args.group!r}", file=sys.stderr)
     return 1
+
+
+def _loaded(args: argparse.Namespace) -> PluginInfo:
+    """The plugin as a host sees it once it tried to load it (the workers are stopped after)."""
+    from ._errors import PluginError
+    from .host import Host
+
+    with Host(_load_spec(args.spec), path=args.path, use_index=False) as host:
+        try:
+            host.load(args.name)
+        except PluginError:
+            pass  # its status and reason say why
+        return host.plugin(args.name)
+
+
+def _print_incidents(info: PluginInfo) -> None:
+    """The count, then one line per incident kept: time, kind, hook, detail."""
+    print(f"{'incidents:':<16}{info.incident_count}")
+    for incident in info.incidents:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(incident.time))
+        print(f"{'':<16}{when}  {incident.kind}  {incident.hook or '-'}  {incident.detail}")
 
 
 def _sandbox_description() -> str:

@@ -14,7 +14,7 @@ import pluggy
 from . import _dispatch
 from ._errors import BackendUnavailable, IncompatiblePlugin, PluginError, PluginLoadError
 from ._markers import PROJECT
-from .backends.base import BACKENDS, ISOLATION_LEVELS, Backend, PluginTarget
+from .backends.base import BACKENDS, ISOLATION_LEVELS, Backend, Incident, PluginTarget
 from .discovery import AVAILABLE, FAILED, INCOMPATIBLE, Candidate, discover
 from .policy import Policy
 
@@ -48,6 +48,11 @@ class PluginInfo(NamedTuple):
         runtime: Where it runs once loaded (workers, interpreter), else ``""``.
         manifest_path: The manifest read, if one was found.
         value: The entry point's value.
+        incidents: What went wrong while it was loaded and was recovered from
+            (a worker crashed, timed out or hit a resource cap), oldest first;
+            only the last 20 are kept.  Empty unless loaded.
+        incident_count: How many incidents there were in all, including
+            those no longer in ``incidents``.
     """
 
     name: str
@@ -62,6 +67,8 @@ class PluginInfo(NamedTuple):
     runtime: str
     manifest_path: str | None
     value: str
+    incidents: tuple[Incident, ...] = ()
+    incident_count: int = 0
 
 
 class HookRelay(Protocol):
@@ -423,6 +430,8 @@ class Host:
             runtime=backend.describe() if backend is not None else "",
             manifest_path=cand.manifest_path,
             value=cand.value,
+            incidents=backend.incidents if backend is not None else (),
+            incident_count=backend.incident_count if backend is not None else 0,
         )
 
     def _log(self, plugin: str | None = None) -> logging.Logger:

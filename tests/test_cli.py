@@ -88,6 +88,54 @@ class TestInspect:
         assert 1 == main(["inspect", "textkit.plugins", "ghost", "--path", str(site)])
         assert "no plugin 'ghost'" in capsys.readouterr().err
 
+    def test_without_load_nothing_runs(self, site: Path) -> None:
+        """Plain ``inspect`` runs no plugin code, so it shows no runtime and no incidents."""
+        install_plugin(site, "upper", "raise SystemExit('imported!')\n", isolation="process")
+        result = run_cli("inspect", "textkit.plugins", "upper", "--path", str(site), "--spec", "textkit:SPEC")
+        assert 0 == result.returncode, result.stderr
+        assert ["status:         available"] == [x for x in result.stdout.splitlines() if x.startswith("status:")]
+        assert [] == [x for x in result.stdout.splitlines() if x.startswith(("runtime:", "incidents:"))]
+        assert "imported!" not in result.stderr
+
+    def test_load_shows_runtime_and_incidents(self, site: Path) -> None:
+        """``--load`` loads the plugin as a host would: its status, where it runs, and each incident on the way."""
+        flaky = textwrap.dedent("""
+            import os
+            HERE = os.path.dirname(os.path.abspath(__file__))
+            _tries = len([n for n in os.listdir(HERE) if n.startswith("try-")])
+            if _tries < 2:  # the first two workers die while loading
+                open(os.path.join(HERE, "try-%d" % _tries), "w").close()
+                os._exit(4)
+        """)
+        install_plugin(site, "upper", flaky + UPPER, isolation="process")
+        result = run_cli("inspect", "textkit.plugins", "upper", "--path", str(site), "--spec", "textkit:SPEC", "--load")
+        assert 0 == result.returncode, result.stderr
+        lines = result.stdout.splitlines()
+        assert ["status:         loaded", "runtime:        process (1/1 workers)"] == [
+            x for x in lines if x.startswith(("status:", "runtime:"))
+        ]
+        at = lines.index("incidents:      2")
+        assert [("crashed", "-", "worker failed to start: exit code 4")] * 2 == [
+            tuple(x.split(maxsplit=2)[2].split("  ", 2)) for x in lines[at + 1 : at + 3]
+        ]
+        assert at + 3 == len(lines)
+
+    def test_load_of_a_plugin_that_cannot_load(self, site: Path) -> None:
+        """``--load`` of a broken plugin shows the host's status and reason, and no incidents."""
+        install_plugin(site, "upper", "raise RuntimeError('broken at import')\n", isolation="process")
+        result = run_cli("inspect", "textkit.plugins", "upper", "--path", str(site), "--spec", "textkit:SPEC", "--load")
+        assert 0 == result.returncode, result.stderr
+        (status,) = [x for x in result.stdout.splitlines() if x.startswith("status:")]
+        assert "status:         failed" == status
+        assert "broken at import" in result.stdout
+        assert [] == [x for x in result.stdout.splitlines() if x.startswith("incidents:")]
+
+    def test_load_needs_a_spec(self, site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """``--load`` without ``--spec`` is an error, exit 1: a host loads plugins against its spec."""
+        install_plugin(site, "upper", UPPER, isolation="process")
+        assert 1 == main(["inspect", "textkit.plugins", "upper", "--path", str(site), "--load"])
+        assert "--load needs --spec" in capsys.readouterr().err
+
 
 def make_project(root: Path, source: str, manifest: str, spec: str = "textkit:SPEC") -> Path:
     pkg = root / "src" / "textkit_upper"

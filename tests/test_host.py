@@ -450,3 +450,28 @@ class TestConcurrentFirstCalls:
             for t in threads:
                 t.join()
             assert ["aa"] * 4 == answers
+
+
+class TestPluginInfoIncidents:
+    def test_in_process_plugin_has_none(self, site: Path) -> None:
+        """An in-process plugin has no worker to recover: its hook raising leaves no incident, loaded or not."""
+        install_plugin(site, "raises", RAISES)
+        with host_for(site) as host:
+            before = host.plugin("raises")
+            with pytest.raises(PluginHookError):
+                host.hook.transform(text="x")
+            after = host.plugin("raises")
+        assert [("available", (), 0), ("loaded", (), 0)] == [
+            (info.status, info.incidents, info.incident_count) for info in (before, after)
+        ]
+
+    def test_incident_is_exported_lazily(self) -> None:
+        """``pluginsdk.Incident`` is in ``__all__`` and its module is imported only when it is first used."""
+        script = (
+            "import sys, pluginsdk\n"
+            "print('Incident' in pluginsdk.__all__, 'pluginsdk.backends.base' in sys.modules)\n"
+            "from pluginsdk.backends.base import Incident\n"
+            "print(pluginsdk.Incident is Incident)\n"
+        )
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+        assert ["True False", "True"] == out.splitlines()

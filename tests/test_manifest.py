@@ -80,6 +80,7 @@ class TestLimitHints:
             ("memory_mb = 0", "greater than zero"),
             ("max_message_mb = 0", "greater than zero"),
             ("workers = 0", "greater than zero"),
+            ("open_files = 0", "greater than zero"),
         ],
     )
     def test_hints_cannot_switch_limits_off(self, tmp_path: Path, line: str, fragment: str) -> None:
@@ -87,6 +88,17 @@ class TestLimitHints:
         path = write(tmp_path, f'[plugin]\nrequires = "textkit>=1"\nhooks = ["t"]\n[limits]\n{line}\n')
         with pytest.raises(ManifestError, match=fragment):
             load_manifest(path)
+
+    def test_open_files_hint_is_capped_by_the_host(self, tmp_path: Path) -> None:
+        """``open_files`` is read from [limits], and the host's policy (else the SDK default) caps it."""
+        from pluginsdk import Policy
+
+        path = write(tmp_path, '[plugin]\nrequires = "textkit>=1"\nhooks = ["t"]\n[limits]\nopen_files = 5000\n')
+        hints = load_manifest(path).limits._asdict()
+        assert 5000 == hints["open_files"]
+        assert 256 == Policy().limits_for("p", hints).open_files
+        assert 64 == Policy(limits=Limits(open_files=64)).limits_for("p", hints).open_files
+        assert 32 == Policy().limits_for("p", {"open_files": 32}).open_files
 
     def test_zero_means_never_for_recycling(self, tmp_path: Path) -> None:
         """recycle_after = 0 and idle_timeout = 0 are valid ("never")."""

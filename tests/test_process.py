@@ -6,6 +6,7 @@ import contextlib
 import gc
 import logging
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -128,6 +129,19 @@ def _rendezvous(folder, n):
     return [os.getpid(), len(os.listdir(folder))]
 
 
+def _fork_and_exit(pidfile):
+    pids = []
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(600)
+            os._exit(0)
+        pids.append(pid)
+    with open(pidfile, "w") as f:
+        f.write(" ".join(map(str, pids)))
+    os._exit(3)
+
+
 def _wait_for_file(path):
     yield "first"
     end = time.monotonic() + 20
@@ -151,6 +165,8 @@ def probe(value, extra):
         ctypes.string_at(0)
     if value == "hang":
         time.sleep(600)
+    if value == "fork-exit":
+        _fork_and_exit(extra)
     if value == "bomb":
         hog = []
         while True:
@@ -254,6 +270,15 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
             return True
         time.sleep(0.02)
     return predicate()
+
+
+def _state(pid: int) -> str | None:
+    """The process's state letter (``Z`` for a zombie), or ``None`` once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
 
 
 def rss_kib() -> int:
@@ -549,6 +574,22 @@ class TestCrashes:
             assert 2 == len(set(pids))
         assert [i + 1 for i in range(8)] == backend.call_batch("add", [(i, 1) for i in range(8)])
 
+    def test_exit_leaving_forked_children_is_a_crash(self, make: Callable[..., ProcessBackend], tmp_path: Path) -> None:
+        """A worker that forks and exits mid-call is a crash, well before the deadline, and its children die."""
+        backend = make()  # the default 30 s deadline: the watchdog, not the timeout, ends the call
+        pidfile, pids = tmp_path / "pids", []
+        try:
+            with pytest.raises(PluginCrashed) as info:
+                backend.call("probe", ("fork-exit", str(pidfile)))
+            pids = [int(p) for p in pidfile.read_text().split()]
+            assert "exit code 3" in info.value.detail
+            assert wait_until(lambda: not any(alive(p) for p in pids))
+            assert 3 == backend.call("add", (1, 2))
+        finally:
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+
 
 class TestLimits:
     def test_hang_times_out_and_worker_is_replaced(self, make: Callable[..., ProcessBackend]) -> None:
@@ -726,6 +767,21 @@ class TestStreaming:
         gc.collect()
         assert pid == backend.call("probe", ("pid", None))
 
+    def test_worker_dying_between_chunks_is_a_crash(self, make: Callable[..., ProcessBackend]) -> None:
+        """A worker killed while the host still hands out a chunk is PluginCrashed at the next one, not a raw OSError."""
+        backend = make()
+        pid = backend.call("probe", ("pid", None))
+        stream = backend.call("probe", ("stream", [100_000, 10]))
+        assert b"x" * 10 == next(stream)
+        time.sleep(0.3)  # the worker has sent its next chunk and waits for MORE
+        os.kill(pid, signal.SIGKILL)
+        assert wait_until(lambda: _state(pid) in ("Z", "X", None))
+        with pytest.raises(PluginCrashed, match="SIGKILL"):
+            for _ in stream:
+                pass
+        assert pid != backend.call("probe", ("pid", None))
+        assert ("crashed", "probe") == (backend.incidents[-1].kind, backend.incidents[-1].hook)
+
     def test_100mb_stream_bounded_memory(self, make: Callable[..., ProcessBackend]) -> None:
         """100 MB through a generator keeps host and worker memory bounded."""
         backend = make(memory_mb=400)
@@ -883,6 +939,113 @@ class TestLifecycle:
         backend = make(workers=2)
         backend.start()
         assert "process (1/2 workers)" == backend.describe()
+
+
+class TestIncidents:
+    @pytest.mark.parametrize(
+        ("value", "extra", "limits", "error", "kind", "says"),
+        [
+            ("exit", None, {}, PluginCrashed, "crashed", "exit code 7"),
+            ("truncated", None, {}, PluginCrashed, "crashed", "exit code 0"),
+            ("hang", None, {"timeout": 0.5}, PluginTimeout, "timeout", "timed out after 0.5s"),
+            ("big", 2_000_000, {"max_message_mb": 1}, PluginResourceError, "resource", "exceeds"),
+            ("fakeframe", None, {"max_message_mb": 1}, PluginResourceError, "resource", "exceeds"),
+            ("garbage", None, {}, CodecError, "replaced", "malformed"),
+        ],
+        ids=["exit", "truncated-frame", "hang", "big-reply", "big-frame-header", "garbage"],
+    )
+    def test_recovered_fault_is_recorded(
+        self,
+        make: Callable[..., ProcessBackend],
+        value: str,
+        extra: Any,
+        limits: dict[str, Any],
+        error: type[PluginError],
+        kind: str,
+        says: str,
+    ) -> None:
+        """A crash, a timeout, a cap hit or a garbled reply is an incident: its kind, the hook, the caller's message."""
+        backend = make(**limits)
+        with pytest.raises(error) as info:
+            backend.call("probe", (value, extra))
+        assert 3 == backend.call("add", (1, 2))
+        assert says in info.value.message
+        assert [(kind, "probe", info.value.message)] == [(i.kind, i.hook, i.detail) for i in backend.incidents]
+        assert 1 == backend.incident_count
+
+    @pytest.mark.parametrize(("value", "error"), [("raise", PluginHookError), ("unencodable", CodecError)])
+    def test_plugin_errors_are_not_incidents(
+        self, make: Callable[..., ProcessBackend], value: str, error: type[PluginError]
+    ) -> None:
+        """A hook that raises, or returns what cannot cross, leaves its worker sound: no incident."""
+        backend = make()
+        pid = backend.call("probe", ("pid", None))
+        with pytest.raises(error):
+            backend.call("probe", (value, None))
+        assert pid == backend.call("probe", ("pid", None))
+        assert (0, ()) == (backend.incident_count, backend.incidents)
+
+    def test_recycling_and_idle_shutdown_are_not_incidents(self, make: Callable[..., ProcessBackend]) -> None:
+        """Workers replaced after recycle_after calls, or shut down idle, are normal operation."""
+        recycling, idle = make(recycle_after=2), make(idle_timeout=0.2)
+        pids = [recycling.call("probe", ("pid", None)) for _ in range(3)]
+        assert pids[0] == pids[1] != pids[2]
+        pid = idle.call("probe", ("pid", None))
+        assert wait_until(lambda: not alive(pid))
+        assert pid != idle.call("probe", ("pid", None))
+        assert [(0, ())] * 2 == [(b.incident_count, b.incidents) for b in (recycling, idle)]
+
+    def test_each_failed_start_is_an_incident(self, make: Callable[..., ProcessBackend]) -> None:
+        """A worker dying while it loads the plugin is an incident, with no hook, each time."""
+        backend = make("import os\nos._exit(4)\n", hooks=("add",))
+        with pytest.raises(PluginLoadError):
+            backend.call("add", (1, 2))
+        assert [("crashed", None, "worker failed to start: exit code 4")] * 3 == [
+            (i.kind, i.hook, i.detail) for i in backend.incidents
+        ]
+
+
+BIG_TEXT_PLUGIN = """
+from pluginsdk import hookimpl
+
+@hookimpl
+def transform(text):
+    return "x" * int(text) if text.isdigit() else text.upper()
+"""
+
+
+class TestPluginInfoIncidents:
+    def test_incidents_of_a_loaded_plugin(self, site: Path) -> None:
+        """PluginInfo carries none before the plugin loads, then each incident and the count."""
+        from pluginsdk import Host, Incident, Policy
+
+        install_plugin(site, "upper", BIG_TEXT_PLUGIN, isolation="process")
+        with Host(TEXTKIT, path=[str(site)], policy=Policy(limits=Limits(max_message_mb=0.01))) as host:
+            before = host.plugin("upper")
+            assert ("available", (), 0) == (before.status, before.incidents, before.incident_count)
+            with pytest.raises(PluginResourceError) as info:
+                host.hook.transform(text="20000")
+            assert ["OK"] == host.hook.transform(text="ok")
+            after = host.plugin("upper")
+            assert ("loaded", 1) == (after.status, after.incident_count)
+            (incident,) = after.incidents
+            assert isinstance(incident, Incident)
+            assert ("resource", "transform", info.value.message) == (incident.kind, incident.hook, incident.detail)
+
+    def test_only_the_last_twenty_are_kept(self, site: Path) -> None:
+        """Past 20 incidents the oldest are dropped (the rest stay oldest first); the count keeps the total."""
+        from pluginsdk import Host, Policy
+
+        install_plugin(site, "upper", BIG_TEXT_PLUGIN, isolation="process")
+        messages = []
+        with Host(TEXTKIT, path=[str(site)], policy=Policy(limits=Limits(max_message_mb=0.01))) as host:
+            for size in range(20_000, 20_025):
+                with pytest.raises(PluginResourceError) as info:
+                    host.hook.transform(text=str(size))
+                messages.append(info.value.message)
+            got = host.plugin("upper")
+        assert 25 == len(set(messages))  # each says its size: the order below is checked
+        assert (25, messages[5:]) == (got.incident_count, [i.detail for i in got.incidents])
 
 
 TEXT_PLUGIN = """

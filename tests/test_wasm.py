@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import resource
 import subprocess
 import sys
 import textwrap
@@ -29,6 +30,7 @@ from pluginsdk._errors import (
     PluginResourceError,
     PluginTimeout,
 )
+from pluginsdk._wasm.gate import HOST_FILES_SHARE, OpenFiles, rewrite
 from pluginsdk._wasm.guest_main import make_fast_pack, make_fast_unpack
 from pluginsdk.backends.base import DEFAULT_LIMITS, Limits, PluginTarget
 from pluginsdk.backends.wasm import WasmBackend
@@ -92,7 +94,11 @@ ACTIONS = {
     "echo": lambda extra: extra,
     "modules": lambda extra: sorted(sys.modules),
     "print": lambda extra: print("said", extra) or "printed",
+    "hold": lambda extra: len([KEPT.append(open(__file__, "rb")) for _ in range(extra)]),
+    "drop": lambda extra: [f.close() for f in KEPT].clear() or KEPT.clear() or 0,
+    "listing": lambda extra: len(os.listdir(HERE)),
 }
+KEPT = []
 
 @hookimpl
 def transform(text):
@@ -305,6 +311,110 @@ class TestLimits:
             assert b.call_batch("transform", [("a",), ("b",)]) == ["A!", "B!"]
         finally:
             b.close()
+
+
+class TestOpenFiles:
+    def test_descriptors_the_guest_holds_are_counted_and_released(self, site: Path) -> None:
+        """Opens and closes (files, directory listings) move the instance's count; closing the backend frees all."""
+        b = WasmBackend(make_target(site, "files", Limits(open_files=50)), log=logging.getLogger("test"))
+        try:
+            b.call("transform", ("x",))
+            (instance,) = b._all
+            base = OpenFiles.total()
+            assert 20 == b.call("probe", ("hold", 20))
+            assert (20, base + 20) == (len(instance.files.held), OpenFiles.total())
+            assert b.call("probe", ("listing", None)) > 0
+            assert 0 == b.call("probe", ("drop", None))
+            assert (0, base) == (len(instance.files.held), OpenFiles.total())
+            assert 0 == instance.files.refused
+            assert {instance} == b._all  # nothing was refused: the instance stays
+        finally:
+            b.close()
+        assert 0 == OpenFiles.total()
+
+    def test_open_past_the_cap_is_emfile_and_the_instance_is_replaced(self, site: Path) -> None:
+        """The open past ``open_files`` fails in the guest with EMFILE; the instance is replaced after the call."""
+        b = WasmBackend(make_target(site, "capped", Limits(open_files=10)), log=logging.getLogger("test"))
+        try:
+            assert 10 == b.call("probe", ("hold", 10))
+            (first,) = b._all
+            with pytest.raises(PluginHookError) as info:
+                b.call("probe", ("hold", 1))
+            assert ("OSError", "capped") == (info.value.exc_type, info.value.plugin)
+            assert "No file descriptors available" in info.value.exc_message
+            assert first not in b._all
+            assert ("resource", 1) == (b.incidents[-1].kind, b.incident_count)
+            assert "its cap of 10" in b.incidents[-1].detail
+            assert 5 == b.call("probe", ("hold", 5))  # a fresh instance, holding nothing before
+        finally:
+            b.close()
+        assert 0 == OpenFiles.total()
+
+    def test_all_guests_together_keep_within_the_hosts_budget(self, site: Path) -> None:
+        """Instances without a cap of their own are refused once all guests hold half the host's limit."""
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))  # a small table, as on many hosts
+        b = WasmBackend(make_target(site, "greedy", Limits(open_files=10**6)), log=logging.getLogger("test"))
+        try:
+            assert int(512 * HOST_FILES_SHARE) == OpenFiles.host_budget()
+            with pytest.raises(PluginHookError, match="No file descriptors available"):
+                b.call("probe", ("hold", 512))
+            assert OpenFiles.total() <= OpenFiles.host_budget()
+            assert "the host's budget" in b.incidents[-1].detail
+        finally:
+            b.close()
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert 0 == OpenFiles.total()
+
+
+class TestGate:
+    """The rewrite that routes the interpreter's descriptor calls through the gate."""
+
+    MODULE = """
+    (module
+      (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "path_open"
+        (func (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_close" (func (param i32) (result i32)))
+      (memory (export "memory") 2 10)
+      (func (export "_start")))
+    """
+
+    def test_rewrite_renames_the_gated_imports_only(self) -> None:
+        """path_open and fd_close come from the gate; every import keeps its place and type, the memory stays."""
+        import wasmtime
+
+        engine = wasmtime.Engine()
+        before = wasmtime.Module(engine, self.MODULE)
+        after = wasmtime.Module(engine, rewrite(wasmtime.wat2wasm(self.MODULE)))
+
+        def signature(item: Any) -> tuple[list[str], list[str]]:
+            return [str(t) for t in item.type.params], [str(t) for t in item.type.results]
+
+        assert [
+            ("wasi_snapshot_preview1", "fd_write"),
+            ("pluginsdk_files", "path_open"),
+            ("pluginsdk_files", "fd_close"),
+        ] == [(i.module, i.name) for i in after.imports]
+        assert [signature(i) for i in before.imports] == [signature(i) for i in after.imports]
+        assert ["memory", "_start"] == [e.name for e in after.exports]
+
+    @pytest.mark.parametrize(
+        ("source", "fragment"),
+        [
+            (b"not wasm", "not a WebAssembly module"),
+            ('(module (import "wasi_snapshot_preview1" "fd_close" (func)))', "import path_open and fd_close"),
+            ("(module (memory 1))", "import path_open and fd_close"),
+            (b"\0asm\x02\0\0\0", "not a WebAssembly module"),
+        ],
+    )
+    def test_rewrite_refuses_what_it_cannot_gate(self, source: str | bytes, fragment: str) -> None:
+        """A module it cannot gate is refused with a reason, never compiled ungated."""
+        import wasmtime
+
+        data = source if isinstance(source, bytes) else wasmtime.wat2wasm(source)
+        with pytest.raises(ValueError, match=fragment):
+            rewrite(bytes(data))
 
 
 class TestCache:

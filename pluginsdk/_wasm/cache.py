@@ -1,12 +1,14 @@
 """What the sandbox keeps in ``<SDK cache>/wasm``, and how it is (re)built.
 
-* ``python-<sha>-wt<ver>-<cfg>.cwasm``: the interpreter compiled ahead of
-  time (``Module.serialize``).  Compiling costs 4-9 s; loading the cached
-  file is an mmap (<1 ms).  Keyed by interpreter hash, wasmtime version and
-  engine settings (wasmtime refuses artifacts of another version/config).
-  Written to a temporary name and renamed, so readers never see half a file.
-  A ``.json`` beside it holds the file's SHA-256 and stamp; a file whose stamp
-  changed is re-hashed and rebuilt if it no longer matches (corruption).
+* ``python-<sha>-wt<ver>-<cfg>.cwasm``: the interpreter, rewritten to gate
+  its descriptors (see :mod:`.gate`) and compiled ahead of time
+  (``Module.serialize``).  Compiling costs 4-9 s; loading the cached file is
+  an mmap (<1 ms).  Keyed by interpreter hash, wasmtime version, engine
+  settings and rewrite version (wasmtime refuses artifacts of another
+  version/config).  Written to a temporary name and renamed, so readers
+  never see half a file.  A ``.json`` beside it holds the file's SHA-256 and
+  stamp; a file whose stamp changed is re-hashed and rebuilt if it no longer
+  matches (corruption).
 * ``lib-<hash>/``: the guest libraries (pluggy, msgpack, attrs/cattrs and the
   guest-safe modules of pluginsdk), copied as ``.py`` only.  The sandbox
   mounts this directory, never the host's site-packages, so the guest sees
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from .._errors import BackendUnavailable
+from .gate import REWRITE_VERSION, rewrite
 from .interpreter import Interpreter, locate, wasm_cache_dir, wasmtime_version
 
 if TYPE_CHECKING:
@@ -84,7 +87,8 @@ def engine_config() -> wasmtime.Config:
 
 
 def _settings_key() -> str:
-    blob = json.dumps([ENGINE_SETTINGS, sys.platform, os.uname().machine if hasattr(os, "uname") else ""])
+    machine = os.uname().machine if hasattr(os, "uname") else ""
+    blob = json.dumps([ENGINE_SETTINGS, sys.platform, machine, REWRITE_VERSION])
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
 
@@ -152,8 +156,9 @@ def compile_module(interp: Interpreter, target: Path) -> None:
 
     engine = wasmtime.Engine(engine_config())
     try:
-        data = bytes(wasmtime.Module.from_file(engine, interp.path).serialize())
-    except wasmtime.WasmtimeError as exc:
+        wasm = rewrite(Path(interp.path).read_bytes())
+        data = bytes(wasmtime.Module(engine, wasm).serialize())
+    except (ValueError, IndexError, wasmtime.WasmtimeError) as exc:
         raise BackendUnavailable(f"cannot compile the WASI interpreter {interp.path}: {exc}") from None
     _write_atomic(target, data)
     record = {"sha256": hashlib.sha256(data).hexdigest(), "stamp": _stamp(target), "interpreter": interp.path}

@@ -16,6 +16,10 @@ private temporary directory and unlinked once both ends are open:
   :class:`pluginsdk.codec.FrameReader` (size-limited, safe decoding);
 * stderr: read by a thread of ours into the plugin's logger.
 
+Descriptors: every file the guest opens is a descriptor of the host
+process; :mod:`.gate` counts them per instance (``Instance.files``) and
+refuses an open past the cap with ``EMFILE``.
+
 The host reads non-blocking: it spins for up to 500 µs (a tiny call
 answers in ~80 µs, and waking a sleeping thread costs about that again on a
 busy 2-core machine), then sleeps in ``poll`` on the reply FIFO and a
@@ -41,6 +45,7 @@ import attrs
 from .. import codec
 from ..backends.process import Worker
 from .cache import Sandbox, engine_config, load_module
+from .gate import OpenFiles, instantiate
 from .guest_main import MARSHAL_MARK
 
 __all__ = ["Instance", "Mounts", "run_program"]
@@ -149,7 +154,7 @@ def run_program(sandbox: Sandbox, args: Sequence[str], *, writable_pycache: bool
     """
     import wasmtime
 
-    _, module, linker, store = _new_store(sandbox, 0)
+    engine, module, linker, store = _new_store(sandbox, 0)
     argv = ["python", "-I", "-S", *args]
     wasi = _wasi_config(sandbox, argv, (), writable_pycache=writable_pycache)
     # A file, not a *_custom callback: wasmtime calls those from its own
@@ -160,7 +165,7 @@ def run_program(sandbox: Sandbox, args: Sequence[str], *, writable_pycache: bool
         wasi.stderr_file = output
         store.set_wasi(wasi)
         try:
-            linker.instantiate(store, module).exports(store)["_start"](store)
+            instantiate(engine, linker, store, module, OpenFiles(0)).exports(store)["_start"](store)
             status = 0
         except wasmtime.ExitTrap as exc:
             status = int(exc.code)
@@ -187,6 +192,7 @@ class Instance(Worker):
         *,
         max_message: int,
         memory_mb: int,
+        open_files: int = 0,
         log: logging.Logger,
         spin: float = DEFAULT_SPIN,
     ) -> None:
@@ -197,6 +203,7 @@ class Instance(Worker):
         self._killed = False
         self._exit: str | None = None
         self._output = _Output(log)
+        self.files = OpenFiles(open_files)
         self._engine, self._module, self._linker, self._store = _new_store(sandbox, memory_mb)
         self._fd_lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
@@ -210,7 +217,8 @@ class Instance(Worker):
             wasi = _wasi_config(sandbox, argv, mounts.dirs, writable_pycache=False)
             self._open_channel(wasi)
             self._store.set_wasi(wasi)
-            start = self._linker.instantiate(self._store, self._module).exports(self._store)["_start"]
+            instance = instantiate(self._engine, self._linker, self._store, self._module, self.files)
+            start = instance.exports(self._store)["_start"]
         except BaseException:
             self._close_fds()
             self._store.close()
@@ -328,10 +336,11 @@ class Instance(Worker):
         with self._fd_lock:  # the host may have closed (and the OS reused) the fd already
             if self._wake_w >= 0:
                 os.write(self._wake_w, b"x")
-        # Nothing runs in the store any more: free its memory now, not at GC.
+        # Nothing runs in the store any more: free its memory (and descriptors) now, not at GC.
         self._store.close()
         self._linker.close()
         self._module.close()
+        self.files.release_all()
 
     def death_detail(self) -> str:
         """How the guest ended (waits briefly for it to)."""

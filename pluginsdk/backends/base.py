@@ -108,7 +108,7 @@ class Incident(NamedTuple):
 
     Attributes:
         kind: ``crashed``, ``timeout``, ``resource`` (a cap was hit) or
-            ``recycled`` (a worker was replaced for misbehaving).
+            ``replaced`` (a worker was replaced for garbling its channel).
         hook: The hook being called when it happened, if any.
         detail: What happened, in words (the error's message).
         time: When it happened (``time.time()``).

@@ -36,7 +36,13 @@ subclass pools another kind by overriding :meth:`ProcessBackend._new_worker`
 
 Timeouts: ``limits.timeout`` bounds one crossing (a call, one worker's share
 of a batch, the wait for one stream chunk).  A worker that overruns is
-killed and replaced.
+killed and replaced.  The same watchdog notices a worker that exited while
+its caller waits but whose channel stays open (children it forked hold the
+pipe): it kills the group, so the caller sees EOF and reports the crash.
+
+Incidents: each crash, timeout, resource cap hit, or worker replaced for
+garbling its channel is recorded with :meth:`Backend.record_incident` where
+the caller's error is built; recycling and idle shutdown are not incidents.
 """
 
 from __future__ import annotations
@@ -127,7 +133,8 @@ class Worker(abc.ABC):
       holds the monotonic time by which the reply is due; the backend's
       watchdog sets ``timed_out`` and calls :meth:`signal_kill` when it passes.
     * Used by one thread at a time (the pool hands it out exclusively), apart
-      from the watchdog: :meth:`signal_kill` must be safe from another thread.
+      from the watchdog: :meth:`signal_kill` and :meth:`exited` must be safe
+      from another thread.
       The other attributes are the pool's bookkeeping.
     """
 
@@ -144,6 +151,13 @@ class Worker(abc.ABC):
     @abc.abstractmethod
     def send(self, frame: bytes) -> None:
         """Send one encoded frame (see :func:`pluginsdk.codec.encode_frame`)."""
+
+    def exited(self) -> bool:
+        """Whether the worker has ended, for a worker whose reader may not see EOF then.
+
+        The watchdog asks this of busy workers and kills those that ended.
+        """
+        return False
 
     def recv(self, timeout: float) -> Any:
         """The next message; ``EOFError`` if the worker died or was killed past ``timeout``."""
@@ -261,6 +275,10 @@ class _ProcessWorker(Worker):
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.002)
+
+    def exited(self) -> bool:
+        """Whether the process ended (not reaped, so its group can still be killed)."""
+        return self._exited(0)
 
     def death_detail(self) -> str:
         """How the process ended (waits briefly for it to exit)."""
@@ -480,14 +498,14 @@ class ProcessBackend(Backend):
                             self._cond.notify()
                         w = None
             if w is not None:
-                self._release(w)
+                self._release(w, hook=hook)
             value = reply[1]
             return value if info.convert is None or type(value) in info.plain else info.convert(value)
         if kind == G.CHUNK or kind == G.END:
             stream = self._stream(w, hook, reply, info.item)
             next(stream)  # primed: closing or dropping it now always reaches its cleanup
             return stream
-        self._release(w, error=reply)
+        self._release(w, error=reply, hook=hook)
         raise self._error(hook, reply)
 
     def call_batch(self, hook: str, items: Sequence[tuple[Any, ...]]) -> list[Any]:
@@ -614,9 +632,9 @@ class ProcessBackend(Backend):
         try:
             reply = w.recv(max(self._timeout, MIN_START_TIMEOUT))
         except (EOFError, PluginError):
-            detail = "did not start in time" if w.timed_out else w.death_detail()
+            kind, detail = ("timeout", "did not start in time") if w.timed_out else ("crashed", w.death_detail())
             self._discard(w, replace=False)
-            return self._start_failed(detail)
+            return self._start_failed(kind, detail)
         except BaseException:
             self._discard(w, replace=False)
             raise
@@ -637,7 +655,8 @@ class ProcessBackend(Backend):
             self._failed = reason
             self._cond.notify_all()
 
-    def _start_failed(self, detail: str) -> bool:
+    def _start_failed(self, kind: str, detail: str) -> bool:
+        self.record_incident(kind, f"worker failed to start: {detail}")
         with self._lock:
             self._start_failures += 1
             failures = self._start_failures
@@ -648,8 +667,10 @@ class ProcessBackend(Backend):
         self._check_usable()
         return False
 
-    def _release(self, w: Worker, error: list[Any] | None = None, *, used: bool = True) -> None:
-        """Give ``w`` back to the pool, or retire it (recycling, MemoryError, watchdog)."""
+    def _release(
+        self, w: Worker, error: list[Any] | None = None, *, used: bool = True, hook: str | None = None
+    ) -> None:
+        """Give ``w`` back to the pool after a call of ``hook``, or retire it (recycling, MemoryError, watchdog)."""
         w.calls += used
         retire = (self._recycle_after and w.calls >= self._recycle_after) or (
             error is not None and error[1] == "resource" and error[2] == "MemoryError"
@@ -693,17 +714,20 @@ class ProcessBackend(Backend):
 
     # -- housekeeping (watchdog thread) ------------------------------------
     def _tick(self) -> float:
+        """The watchdog's period: deadlines overrun by a twentieth at most, and an exited
+        worker noticed within 0.25 s, for a few wake-ups a second when nothing happens."""
         ticks = [0.25, self._timeout / 20]
         if self._idle_timeout > 0:
             ticks.append(self._idle_timeout / 4)
         return max(0.01, min(ticks))
 
     def _housekeeping(self) -> None:
-        """Kill workers past their deadline; shut down workers idle too long."""
+        """Kill workers past their deadline, or ended while their caller waits; shut down workers idle too long."""
         now = time.monotonic()
         with self._lock:
             idle = set(self._idle)
-            late = [w for w in self._all if w.deadline and now > w.deadline and w not in idle]
+            busy = [w for w in self._all if w.deadline and w not in idle]
+            late = [w for w in busy if now > w.deadline]
             for w in late:
                 w.timed_out = True
             stale = []
@@ -714,6 +738,11 @@ class ProcessBackend(Backend):
                     self._all.discard(w)
         for w in late:
             w.signal_kill()  # its caller reads EOF and reports the timeout
+        for w in busy:
+            # Ended, yet its caller still waits: children it forked hold the channel
+            # open.  Killing the group closes it; the caller reports the crash.
+            if w.deadline and not w.timed_out and w.exited():
+                w.signal_kill()
         for w in stale:
             w.stop()
 
@@ -762,29 +791,43 @@ class ProcessBackend(Backend):
             raise self._channel_error(w, hook, exc) from None
 
     def _channel_error(self, w: Worker, hook: str, exc: BaseException) -> BaseException:
-        """The SDK error for a failure to talk to ``w`` (anything else is returned as is)."""
+        """The SDK error for a failure to talk to ``w`` (anything else is returned as is).
+
+        ``w`` is discarded after this, so a failure that is the plugin's doing is recorded as an incident.
+        """
         name = self.target.name
+        error: PluginError
         if isinstance(exc, (EOFError, BrokenPipeError)):
             if self._closed:
                 return PluginError(f"backend closed during hook {hook!r}", plugin=name)
             if w.timed_out:
-                return PluginTimeout(
+                kind = "timeout"
+                error = PluginTimeout(
                     f"hook {hook!r} timed out after {self._timeout:g}s; worker replaced",
                     plugin=name,
                     timeout=self._timeout,
                 )
-            detail = w.death_detail()
-            return PluginCrashed(
-                f"worker crashed during hook {hook!r} ({detail}); worker replaced", plugin=name, detail=detail
-            )
-        if isinstance(exc, PluginResourceError):
-            return PluginResourceError(f"hook {hook!r}: reply: {exc.message}", plugin=name)
-        if isinstance(exc, CodecError):
-            return CodecError(exc.message, plugin=name, hook=hook, argument="return value")
-        return exc
+            else:
+                detail = w.death_detail()
+                kind = "crashed"
+                error = PluginCrashed(
+                    f"worker crashed during hook {hook!r} ({detail}); worker replaced", plugin=name, detail=detail
+                )
+        elif isinstance(exc, PluginResourceError):
+            kind, error = "resource", PluginResourceError(f"hook {hook!r}: reply: {exc.message}", plugin=name)
+        elif isinstance(exc, CodecError):  # bytes that are no message: the channel is out of step
+            kind, error = "replaced", CodecError(exc.message, plugin=name, hook=hook, argument="return value")
+        else:
+            return exc
+        self.record_incident(kind, error.message, hook)
+        return error
 
     def _error(self, hook: str, reply: list[Any]) -> PluginError:
-        """The SDK exception for an ``ERR`` reply."""
+        """The SDK exception for an ``ERR`` reply; a resource cap hit is recorded as an incident.
+
+        A hook that raised, or a value that cannot cross, is the caller's to
+        handle and leaves the worker sound: not an incident.
+        """
         _, kind, exc_type, message, tb, index, argument = (list(reply) + [None] * 7)[:7]
         name = self.target.name
         where = f" (batch item {index})" if index is not None else ""
@@ -801,6 +844,7 @@ class ProcessBackend(Backend):
             if exc_type == "MemoryError":
                 message = f"out of memory (the worker's cap is {self.target.limits.memory_mb} MiB) {message}"
             err = PluginResourceError(f"hook {hook!r}{where}: {exc_type}: {message.strip()}", plugin=name, index=index)
+            self.record_incident("resource", err.message, hook)
         else:
             err = PluginError(f"hook {hook!r}{where}: {exc_type}: {message}", plugin=name)
         return err
@@ -824,10 +868,10 @@ class ProcessBackend(Backend):
                 first_error = first_error or exc
                 continue
             if reply[0] == G.OK:
-                self._release(w)
+                self._release(w, hook=hook)
                 values.extend(reply[1])
                 continue
-            self._release(w, error=reply)
+            self._release(w, error=reply, hook=hook)
             if len(reply) > 5 and reply[5] is not None:
                 reply[5] += start  # index within the whole batch
             first_error = first_error or self._error(hook, reply)
@@ -853,16 +897,19 @@ class ProcessBackend(Backend):
             while w is not None:
                 kind = reply[0]
                 if kind == G.ERR:
-                    self._release(w, error=reply)
+                    self._release(w, error=reply, hook=hook)
                     w = None
                     raise self._error(hook, reply)
                 if kind == G.CHUNK:
                     # Ask for the next chunk now, so the worker fills it while we hand these out.
-                    w.send(codec.encode_frame([G.MORE]))
+                    try:
+                        w.send(codec.encode_frame([G.MORE]))
+                    except BrokenPipeError:
+                        pass  # the worker died: reading its next reply reports the crash
                     owed, more_sent = False, True
                 yield from reply[1] if item is None else map(item, reply[1])
                 if kind == G.END:
-                    self._release(w)
+                    self._release(w, hook=hook)
                     w = None
                     return
                 reply = self._reply(w, hook)
@@ -882,8 +929,10 @@ class ProcessBackend(Backend):
             if more_sent:  # let the chunk in production arrive first
                 owed = self._reply(w, hook)[0] == G.CHUNK
             if owed and self._reply_to(w, hook, [G.CANCEL])[0] != G.END:
-                raise PluginError("unexpected reply to CANCEL", plugin=self.target.name)
-            self._release(w)
+                message = f"hook {hook!r}: unexpected reply to CANCEL; worker replaced"
+                self.record_incident("replaced", message, hook)
+                raise PluginError(message, plugin=self.target.name)
+            self._release(w, hook=hook)
         except BaseException:
             self._discard(w)
 

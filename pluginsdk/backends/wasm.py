@@ -17,7 +17,10 @@ no sockets, no subprocesses, nothing else of the file system.
 Limits: ``memory_mb`` caps the instance's linear memory (allocations past it
 raise MemoryError in the guest, reported as :class:`PluginResourceError`;
 the instance is replaced); ``timeout`` traps the guest through the engine
-epoch (:class:`PluginTimeout`; the instance is replaced).  A guest blocked
+epoch (:class:`PluginTimeout`; the instance is replaced); ``open_files`` caps
+the files the guest holds open, which are the host's own descriptors (an open
+past it fails with ``EMFILE`` in the guest, and the instance is replaced
+after the call; see :mod:`pluginsdk._wasm.instance`).  A guest blocked
 inside a host call (a long ``time.sleep``) is reported on time as well, but
 its thread ends only when that call returns.
 """
@@ -64,6 +67,7 @@ class WasmBackend(ProcessBackend):
         self._staging: str | None = None
         self._plugin_log = logging.getLogger(f"pluginsdk.plugin.{target.name}")
         self._prepare_lock = threading.Lock()
+        self._plain_release = False  # every release checks the instance's descriptors (see _release)
 
     @classmethod
     def unavailable_reason(cls, options: Mapping[str, Any] | None = None) -> str | None:
@@ -182,6 +186,7 @@ class WasmBackend(ProcessBackend):
                 self._mounts,
                 max_message=self.max_message,
                 memory_mb=int(self.target.limits.memory_mb or 0),
+                open_files=int(self.target.limits.open_files or 0),
                 log=self._plugin_log,
                 spin=float(self.target.options.get("wasm_spin", DEFAULT_SPIN)),
             )
@@ -191,6 +196,27 @@ class WasmBackend(ProcessBackend):
             raise PluginLoadError(
                 f"cannot start a sandbox instance: {type(exc).__name__}: {exc}", plugin=self.target.name
             ) from exc
+
+    def _release(
+        self, w: Worker, error: list[Any] | None = None, *, used: bool = True, hook: str | None = None
+    ) -> None:
+        """As the pool does, but an instance that was refused a descriptor is replaced.
+
+        Its files are host descriptors (see :mod:`pluginsdk._wasm.gate`):
+        replacing it is the only way to hand back what a leaking plugin holds.
+        """
+        files = getattr(w, "files", None)
+        if files is None or not files.refused:
+            super()._release(w, error, used=used, hook=hook)
+            return
+        cap = f"its cap of {files.limit}" if files.limit and len(files.held) >= files.limit else "the host's budget"
+        detail = (
+            f"opened more files than {cap} allows ({len(files.held)} held, {files.refused} refused with EMFILE);"
+            " the instance was replaced"
+        )
+        self.log.warning("plugin %r: %s", self.target.name, detail)
+        self.record_incident("resource", detail, hook)
+        self._discard(w)
 
     def close(self) -> None:
         super().close()

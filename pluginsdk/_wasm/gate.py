@@ -1,0 +1,298 @@
+"""The descriptor gate: count the files a guest holds open, in the host, and refuse past a cap.
+
+Every file the guest opens is a descriptor of the host process (wasmtime's
+WASI opens it on the guest's behalf), and wasmtime has no per-store cap on
+them.  The guest reaches a new descriptor only through the WASI imports
+``path_open`` (and drops one through ``fd_close`` / ``fd_renumber``), so
+the interpreter module is rewritten once, when it is compiled, to import
+those three from the gate instead.  The gate makes the real WASI call and
+reports to :class:`OpenFiles` in the host, which refuses an
+open past the instance's ``open_files`` cap, or past
+:data:`HOST_FILES_SHARE` of the host's descriptor limit for all instances
+together, with ``EMFILE`` (what ``RLIMIT_NOFILE`` does in a worker process).
+
+Why shims written in wasm and not Python functions in the linker: WASI
+finds the caller's memory through the *calling instance's* ``memory``
+export, and a host function calling another host function has no calling
+instance.  So the real WASI call is made by a shim module that exports the
+interpreter's memory as its own.  That shim can only be instantiated after
+the interpreter (it imports the memory), while the interpreter needs its
+imports at instantiation: a trampoline module breaks the cycle, forwarding
+each gated call through a table the host fills once the shim exists.  The
+interpreter keeps its own memory (and with it wasmtime's copy-on-write
+memory image: an imported memory would have its data copied in, ~15 MiB per
+instance), and the rewrite renames three imports' module, nothing else: no
+index moves, so the rest of the binary stays byte for byte what was verified.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+__all__ = ["HOST_FILES_SHARE", "REWRITE_VERSION", "OpenFiles", "instantiate", "rewrite"]
+
+#: Share of the host's RLIMIT_NOFILE (soft) all instances together may hold.
+HOST_FILES_SHARE = 0.5
+#: Bumped when :func:`rewrite` changes what it writes (part of the compiled-module cache key).
+REWRITE_VERSION = 2
+
+_WASI = "wasi_snapshot_preview1"
+_GATED = "pluginsdk_files"  # what the rewritten interpreter imports the gated calls from
+_GATE = "pluginsdk_gate"  # the host functions the shim reports to
+_GATED_CALLS = ("path_open", "fd_close", "fd_renumber")
+_ERRNO_MFILE = 33  # WASI's "too many open files"
+
+_OPEN = "(param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)"
+_CLOSE = "(param i32) (result i32)"
+_RENUMBER = "(param i32 i32) (result i32)"
+
+# What the interpreter's gated imports resolve to: a jump through a table
+# (filled with the shim's functions, see instantiate()).
+_TRAMPOLINE = f"""
+(module
+  (type $open (func {_OPEN}))
+  (type $close (func {_CLOSE}))
+  (type $renumber (func {_RENUMBER}))
+  (table (export "table") 3 funcref)
+  (func (export "path_open") (type $open)
+    (call_indirect (type $open) (local.get 0) (local.get 1) (local.get 2) (local.get 3) (local.get 4)
+      (local.get 5) (local.get 6) (local.get 7) (local.get 8) (i32.const 0)))
+  (func (export "fd_close") (type $close)
+    (call_indirect (type $close) (local.get 0) (i32.const 1)))
+  (func (export "fd_renumber") (type $renumber)
+    (call_indirect (type $renumber) (local.get 0) (local.get 1) (i32.const 2))))
+"""
+
+# The real WASI calls, made from an instance whose "memory" is the interpreter's.
+_SHIM = f"""
+(module
+  (import "{_GATE}" "memory" (memory 0))
+  (import "{_WASI}" "path_open" (func $open {_OPEN}))
+  (import "{_WASI}" "fd_close" (func $close {_CLOSE}))
+  (import "{_WASI}" "fd_renumber" (func $renumber {_RENUMBER}))
+  (import "{_GATE}" "admit" (func $admit (result i32)))
+  (import "{_GATE}" "opened" (func $opened (param i32)))
+  (import "{_GATE}" "closed" (func $closed (param i32)))
+  (import "{_GATE}" "renumbered" (func $renumbered (param i32 i32)))
+  (export "memory" (memory 0))
+  (func (export "path_open")
+    (param $dir i32) (param $dirflags i32) (param $path i32) (param $len i32) (param $oflags i32)
+    (param $base i64) (param $inheriting i64) (param $fdflags i32) (param $out i32) (result i32)
+    (local $errno i32)
+    (if (i32.eqz (call $admit)) (then (return (i32.const {_ERRNO_MFILE}))))
+    (local.set $errno (call $open (local.get $dir) (local.get $dirflags) (local.get $path)
+      (local.get $len) (local.get $oflags) (local.get $base) (local.get $inheriting)
+      (local.get $fdflags) (local.get $out)))
+    (if (i32.eqz (local.get $errno))
+      (then (call $opened (i32.load (local.get $out))))
+      (else (call $opened (i32.const -1))))
+    (local.get $errno))
+  (func (export "fd_close") (param $fd i32) (result i32)
+    (local $errno i32)
+    (local.set $errno (call $close (local.get $fd)))
+    (if (i32.eqz (local.get $errno)) (then (call $closed (local.get $fd))))
+    (local.get $errno))
+  (func (export "fd_renumber") (param $from i32) (param $to i32) (result i32)
+    (local $errno i32)
+    (local.set $errno (call $renumber (local.get $from) (local.get $to)))
+    (if (i32.eqz (local.get $errno)) (then (call $renumbered (local.get $from) (local.get $to))))
+    (local.get $errno)))
+"""
+
+_compile_lock = threading.Lock()
+_serialized: dict[str, bytes] = {}
+
+
+class OpenFiles:
+    """The descriptors one guest holds, counted against its cap and the host's budget.
+
+    Each instance's count adds to one process-wide total; an open that would
+    take the total past :data:`HOST_FILES_SHARE` of the host's soft
+    ``RLIMIT_NOFILE`` is refused as well, so the host always keeps the rest.
+    Called from the instance's own thread only (the total is locked).
+    """
+
+    _total = 0
+    _total_lock = threading.Lock()
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit if limit > 0 else None
+        self.held: set[int] = set()
+        self.refused = 0  # opens refused so far: the backend then replaces the instance
+
+    @classmethod
+    def total(cls) -> int:
+        """Descriptors the guests of this process hold, all instances together."""
+        return cls._total
+
+    @staticmethod
+    def host_budget() -> int:
+        """How many descriptors all guests together may hold."""
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return 2**31 if soft == resource.RLIM_INFINITY else int(soft * HOST_FILES_SHARE)
+
+    def admit(self) -> int:
+        """1 to let one more open go ahead (holding a slot for it), 0 to refuse it."""
+        if self.limit is not None and len(self.held) >= self.limit:
+            self.refused += 1
+            return 0
+        with OpenFiles._total_lock:
+            if OpenFiles._total >= self.host_budget():
+                self.refused += 1
+                return 0
+            OpenFiles._total += 1
+        return 1
+
+    def opened(self, fd: int) -> None:
+        """The admitted open ended: in ``fd``, or failed (``-1``)."""
+        if fd < 0 or fd in self.held:  # failed, or already counted (a close we never saw)
+            self._release(1)
+        else:
+            self.held.add(fd)
+
+    def closed(self, fd: int) -> None:
+        """The guest closed ``fd``."""
+        if fd in self.held:
+            self.held.discard(fd)
+            self._release(1)
+
+    def renumbered(self, old: int, new: int) -> None:
+        """``fd_renumber``: ``new`` was closed, and ``old`` now lives there."""
+        self.closed(new)
+        if old in self.held:
+            self.held.discard(old)
+            self.held.add(new)
+
+    def release_all(self) -> None:
+        """The instance's store is gone, and with it every descriptor it held."""
+        count, self.held = len(self.held), set()
+        self._release(count)
+
+    @staticmethod
+    def _release(count: int) -> None:
+        with OpenFiles._total_lock:
+            OpenFiles._total -= count
+
+
+# -- the rewrite (once, before the interpreter is compiled) --------------------
+
+
+def _uleb(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
+def _leb(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _name(data: bytes, pos: int) -> tuple[bytes, int]:
+    size, pos = _uleb(data, pos)
+    return data[pos : pos + size], pos + size
+
+
+def _limits_end(data: bytes, pos: int) -> int:
+    flags = data[pos]
+    _, pos = _uleb(data, pos + 1)
+    if flags & 1:
+        _, pos = _uleb(data, pos)
+    return pos
+
+
+def _import_end(data: bytes, pos: int) -> int:
+    """Where the import descriptor of ``kind`` (at ``pos``) ends."""
+    kind = data[pos]
+    pos += 1
+    if kind == 0:  # function: type index
+        return _uleb(data, pos)[1]
+    if kind == 1:  # table: element type, limits
+        return _limits_end(data, pos + 1)
+    if kind == 2:  # memory: limits
+        return _limits_end(data, pos)
+    if kind == 3:  # global: value type, mutability
+        return pos + 2
+    if kind == 4:  # tag: attribute, type index
+        return _uleb(data, pos + 1)[1]
+    raise ValueError(f"unknown import kind {kind}")
+
+
+def rewrite(wasm: bytes) -> bytes:
+    """The interpreter module with its descriptor calls imported from the gate (see module doc).
+
+    Raises ``ValueError`` for a module this cannot gate.
+    """
+    if wasm[:8] != b"\0asm\x01\0\0\0":
+        raise ValueError("not a WebAssembly module (version 1)")
+    out, gated, pos = [wasm[:8]], set(), 8
+    while pos < len(wasm):
+        section_id = wasm[pos]
+        size, start = _uleb(wasm, pos + 1)
+        body, pos = wasm[start : start + size], start + size
+        if section_id == 2:  # imports
+            count, p = _uleb(body, 0)
+            entries = []
+            for _ in range(count):
+                module, p = _name(body, p)
+                field, p = _name(body, p)
+                end = _import_end(body, p)
+                if module == _WASI.encode() and field.decode() in _GATED_CALLS:
+                    module = _GATED.encode()
+                    gated.add(field.decode())
+                entries.append(_leb(len(module)) + module + _leb(len(field)) + field + body[p:end])
+                p = end
+            body = _leb(count) + b"".join(entries)
+        out.append(bytes([section_id]) + _leb(len(body)) + body)
+    if not gated >= {"path_open", "fd_close"}:  # fd_renumber only if the module uses it
+        raise ValueError(f"expected the module to import path_open and fd_close from {_WASI}")
+    return b"".join(out)
+
+
+# -- per instance ------------------------------------------------------------------
+
+
+def _compiled(engine: Any, name: str, source: str) -> Any:
+    """A helper module for ``engine``: compiled once per process, then deserialized (~0.1 ms)."""
+    import wasmtime
+
+    with _compile_lock:
+        if name not in _serialized:
+            _serialized[name] = bytes(wasmtime.Module(engine, source).serialize())
+        return wasmtime.Module.deserialize(engine, _serialized[name])
+
+
+def instantiate(engine: Any, linker: Any, store: Any, module: Any, files: OpenFiles) -> Any:
+    """Instantiate the (rewritten) interpreter ``module`` with its descriptor calls gated by ``files``.
+
+    ``linker`` already defines WASI, and ``store`` has its WASI configuration.
+    """
+    import wasmtime
+
+    trampoline = linker.instantiate(store, _compiled(engine, "trampoline", _TRAMPOLINE))
+    linker.define_instance(store, _GATED, trampoline)
+    interpreter = linker.instantiate(store, module)
+    i32 = wasmtime.ValType.i32()
+    linker.define(store, _GATE, "memory", interpreter.exports(store)["memory"])
+    linker.define_func(_GATE, "admit", wasmtime.FuncType([], [i32]), files.admit)
+    linker.define_func(_GATE, "opened", wasmtime.FuncType([i32], []), files.opened)
+    linker.define_func(_GATE, "closed", wasmtime.FuncType([i32], []), files.closed)
+    linker.define_func(_GATE, "renumbered", wasmtime.FuncType([i32, i32], []), files.renumbered)
+    shim = linker.instantiate(store, _compiled(engine, "shim", _SHIM)).exports(store)
+    table = trampoline.exports(store)["table"]
+    for index, name in enumerate(_GATED_CALLS):
+        table.set(store, index, shim[name])
+    return interpreter
