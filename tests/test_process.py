@@ -768,7 +768,7 @@ class TestStreaming:
         assert pid == backend.call("probe", ("pid", None))
 
     def test_worker_dying_between_chunks_is_a_crash(self, make: Callable[..., ProcessBackend]) -> None:
-        """A worker killed while the host still hands out a chunk is PluginCrashed at the next one, not a raw OSError."""
+        """A worker killed while the host hands out a chunk is PluginCrashed at the next one, not an OSError."""
         backend = make()
         pid = backend.call("probe", ("pid", None))
         stream = backend.call("probe", ("stream", [100_000, 10]))
