@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     p = wsub.add_parser("warm", help="compile the sandbox interpreter now, so no first call waits for it")
     p.add_argument("--interpreter", help="a python.wasm of your own (default: the bundled one)")
     p.set_defaults(run=_cmd_wasm_warm)
+    p = wsub.add_parser("prune", help="remove cached interpreters and libraries no sandbox has used lately")
+    p.add_argument("--days", type=float, default=None, help="unused for this many days (default: 30; 0: all)")
+    p.set_defaults(run=_cmd_wasm_prune)
     return parser
 
 
@@ -209,4 +212,17 @@ def _cmd_wasm_warm(args: argparse.Namespace) -> int:
         return 1
     path = warm_cache(args.interpreter or os.environ.get("PLUGINSDK_WASM_PYTHON"))
     print(f"compiled sandbox interpreter cached at {path}")
+    return 0
+
+
+def _cmd_wasm_prune(args: argparse.Namespace) -> int:
+    from ._wasm import prune_cache
+
+    if args.days is not None and args.days < 0:
+        print("pluginsdk: --days must not be negative", file=sys.stderr)
+        return 2
+    removed = prune_cache(args.days)
+    for path in removed:
+        print(f"removed {path}")
+    print(f"{len(removed)} cache entries removed")
     return 0

@@ -10,6 +10,7 @@ import gc
 import logging
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -478,6 +479,56 @@ class TestCache:
         path = warm_cache()
         assert path.is_file() and path.suffix == ".cwasm"
         assert path.stat().st_size > 1_000_000
+
+
+class TestPrune:
+    @staticmethod
+    def old_entries(root: Path, days: float) -> list[Path]:
+        """A compiled module, staged libraries, bytecode and a leftover temporary file, last used ``days`` ago."""
+        entries = [root / "python-0ld-wt1.0-x.cwasm", root / "lib-0ld", root / "pyc-0ld-0ld", root / ".lib-x.1.2.tmp"]
+        entries[0].write_bytes(b"compiled")
+        entries[0].with_suffix(".json").write_text("{}")
+        for folder in entries[1:]:
+            folder.mkdir()
+            (folder / ".complete").write_text("")
+        when = time.time() - days * 86400
+        for path in (*entries, entries[0].with_suffix(".json"), *(e / ".complete" for e in entries[1:])):
+            os.utime(path, (when, when))
+        return entries
+
+    def test_entries_unused_for_long_are_removed_and_the_live_ones_kept(self, site: Path) -> None:
+        """Setting up a sandbox removes entries unused for 30 days, never its own, and stamps its own as used."""
+        from pluginsdk._wasm import cache
+        from pluginsdk._wasm.interpreter import wasm_cache_dir
+
+        root = wasm_cache_dir()
+        stale, recent = self.old_entries(root, 31), root / "lib-recent"
+        recent.mkdir()
+        (recent / ".complete").write_text("")
+        cache._sandboxes.clear()  # as in a new process
+        sandbox = cache.prepare()
+        assert [False] * 4 == [p.exists() for p in stale]
+        assert not stale[0].with_suffix(".json").exists()
+        assert (True, True) == (recent.exists(), sandbox.lib_dir.exists())
+        marker = sandbox.lib_dir / ".complete"
+        os.utime(marker, (0, 0))  # its own entry, stamped long ago: kept all the same
+        assert [] == cache.prune(keep=[sandbox])
+        cache.prepare()  # a use refreshes the stamp
+        assert time.time() - marker.stat().st_mtime < 3600
+        shutil.rmtree(recent)
+
+    def test_cli_prune_reports_what_it_removed(self, tmp_path: Path) -> None:
+        """``pluginsdk wasm prune --days N`` removes what is older and says so; it needs no interpreter."""
+        (tmp_path / "wasm").mkdir()
+        old = self.old_entries(tmp_path / "wasm", 10)
+        env = {**os.environ, "PLUGINSDK_CACHE_DIR": str(tmp_path)}
+        cmd = [sys.executable, "-m", "pluginsdk", "wasm", "prune"]
+        kept = subprocess.run([*cmd, "--days", "30"], capture_output=True, text=True, env=env, check=True)
+        assert "0 cache entries removed" == kept.stdout.strip()
+        gone = subprocess.run([*cmd, "--days", "7"], capture_output=True, text=True, env=env, check=True)
+        assert [f"removed {p}" for p in sorted(old)] + ["4 cache entries removed"] == gone.stdout.splitlines()
+        bad = subprocess.run([*cmd, "--days", "-1"], capture_output=True, text=True, env=env, check=False)
+        assert (2, "pluginsdk: --days must not be negative") == (bad.returncode, bad.stderr.strip())
 
 
 def _rss_kb() -> int:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["unavailable_reason", "warm_cache"]
+__all__ = ["prune_cache", "unavailable_reason", "warm_cache"]
 
 
 def warm_cache(interpreter: str | None = None) -> Path:
@@ -30,6 +30,17 @@ def warm_cache(interpreter: str | None = None) -> Path:
     from . import cache
 
     return cache.warm(interpreter)
+
+
+def prune_cache(max_age_days: float | None = None) -> list[Path]:
+    """Remove cached entries unused for ``max_age_days`` (default: ``cache.PRUNE_AFTER_DAYS``); what went.
+
+    Entries of sandboxes set up in this process are kept.
+    """
+    from . import cache
+
+    days = cache.PRUNE_AFTER_DAYS if max_age_days is None else max_age_days
+    return cache.prune(days, keep=cache._sandboxes.values())
 
 
 def unavailable_reason(interpreter: str | None = None) -> str | None:

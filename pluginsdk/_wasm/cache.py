@@ -17,6 +17,14 @@
   interpreter* in a warm-up instance that runs no plugin code (the only
   instance that may write there), then mounted read-only as
   ``sys.pycache_prefix``: plugins cannot plant bytecode for each other.
+
+Every key changes with an upgrade (of wasmtime, the SDK or a guest
+package), so old entries pile up (~27 MB a compiled module).  Each use
+refreshes an entry's "used" stamp (the ``.json``, or a directory's
+``.complete``) at most daily, and whenever a process sets up a sandbox,
+entries unused for :data:`PRUNE_AFTER_DAYS` are removed (also ``pluginsdk
+wasm prune``).  An entry in use by a long-running host is stamped at each
+instance start, so it is never that old.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ import os
 import shutil
 import sys
 import threading
+import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +50,7 @@ from .interpreter import Interpreter, locate, wasm_cache_dir, wasmtime_version
 if TYPE_CHECKING:
     import wasmtime
 
-__all__ = ["Sandbox", "engine_config", "load_module", "prepare", "warm"]
+__all__ = ["Sandbox", "engine_config", "load_module", "prepare", "prune", "warm"]
 
 #: Engine settings every instance uses; part of the compiled-module cache key.
 ENGINE_SETTINGS: dict[str, Any] = {"epoch_interruption": True}
@@ -54,6 +64,9 @@ OPTIONAL_GUEST_PACKAGES = ("pluggy", "attr", "attrs", "cattrs", "typing_extensio
 #: The guest program, copied to the top of ``lib-<hash>/`` under this name.
 GUEST_MAIN = "_pluginsdk_wasm_main.py"
 _COMPLETE = ".complete"
+#: Cache entries unused for this many days are removed.
+PRUNE_AFTER_DAYS = 30.0
+_STAMP_EVERY = 86400.0  # seconds between refreshes of an entry's "used" stamp
 
 _lock = threading.Lock()
 _sandboxes: dict[str, Sandbox] = {}
@@ -281,12 +294,61 @@ def prepare(explicit: str | None = None) -> Sandbox:
         module = ensure_module(interp)  # a stat when already checked: catches a cache changed under us
         found = _sandboxes.get(interp.path)
         if found is not None and found.interpreter == interp and found.module_file == module:
+            _stamp_used(found)
             return found
         lib = stage_guest_lib()
         pyc = _ensure_bytecode(interp, module, lib)
         sandbox = Sandbox(interpreter=interp, module_file=module, lib_dir=lib, pycache_dir=pyc)
         _sandboxes[interp.path] = sandbox
+        _stamp_used(sandbox)
+        prune(keep=_sandboxes.values())
         return sandbox
+
+
+def _used_stamp(entry: Path) -> Path:
+    """The file whose mtime says when ``entry`` was last used."""
+    return entry.with_suffix(".json") if entry.suffix == ".cwasm" else entry / _COMPLETE
+
+
+def _stamp_used(sandbox: Sandbox) -> None:
+    now = time.time()
+    for entry in (sandbox.module_file, sandbox.lib_dir, sandbox.pycache_dir):
+        try:
+            if now - _used_stamp(entry).stat().st_mtime > _STAMP_EVERY:
+                os.utime(_used_stamp(entry))
+        except OSError:  # a read-only cache still works; it is only never pruned
+            pass
+
+
+def prune(max_age_days: float = PRUNE_AFTER_DAYS, keep: Iterable[Sandbox] = ()) -> list[Path]:
+    """Remove cache entries unused for ``max_age_days`` (never those of ``keep``); what was removed.
+
+    Entries are compiled modules (with their ``.json``), staged libraries,
+    their bytecode, and temporary files left by an interrupted build.
+    """
+    root = wasm_cache_dir()
+    cutoff = time.time() - max_age_days * 86400
+    kept = {entry for s in keep for entry in (s.module_file, s.lib_dir, s.pycache_dir)}
+    removed = []
+    for entry in sorted(root.iterdir()):
+        name = entry.name
+        temporary = name.startswith(".") and name.endswith(".tmp")
+        if entry in kept or not (temporary or entry.suffix == ".cwasm" or name.startswith(("lib-", "pyc-"))):
+            continue
+        try:
+            used = entry.stat().st_mtime if temporary else _used_stamp(entry).stat().st_mtime
+        except OSError:  # never completed: as old as the attempt
+            used = entry.stat().st_mtime if entry.exists() else cutoff
+        if used >= cutoff:
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+            if entry.suffix == ".cwasm":
+                entry.with_suffix(".json").unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
 
 
 def warm(explicit: str | None = None) -> Path:
