@@ -539,20 +539,39 @@ def _limit_memory(megabytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def _limit_open_files(count: int) -> None:
+def _move_down(fd: int) -> int:
+    """``fd`` renumbered to the lowest free descriptor (the host passes its own, often high, numbers)."""
+    import os
+
+    low = os.dup(fd)  # the lowest free number, not inheritable
+    if low < fd:
+        os.close(fd)
+        return low
+    os.close(low)
+    return fd
+
+
+def _limit_open_files(count: int, highest: int) -> None:
     """Let the plugin hold ``count`` more descriptors than this process has open now (RLIMIT_NOFILE).
 
     The limit bounds descriptor *numbers*, so it counts from the highest in
-    use; soft and hard alike, so the plugin cannot raise it again.
+    use (``highest`` if procfs cannot say); soft and hard alike, so the
+    plugin cannot raise it again.
     """
     import os
     import resource
 
     try:
-        in_use = max(int(fd) for fd in os.listdir("/proc/self/fd")) + 1
-    except OSError:  # no procfs: count from the standard streams and the channel
-        in_use = 16
-    limit = in_use + count
+        listed = [int(fd) for fd in os.listdir("/proc/self/fd")]
+    except OSError:
+        listed = []
+    for fd in listed:  # the listing's own descriptor, closed by now, is not in use
+        try:
+            os.fstat(fd)
+            highest = max(highest, fd)
+        except OSError:
+            pass
+    limit = highest + 1 + count
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)
@@ -573,7 +592,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if memory_mb > 0:
         _limit_memory(memory_mb)
     if open_files > 0:
-        _limit_open_files(open_files)
+        read_fd, write_fd = _move_down(read_fd), _move_down(write_fd)
+        if argv is None:  # keep ``sys.argv`` saying where the channel is
+            sys.argv[1:3] = [str(read_fd), str(write_fd)]
+        _limit_open_files(open_files, max(read_fd, write_fd))
     for fd in (read_fd, write_fd):  # nothing the plugin starts inherits the channel
         os.set_inheritable(fd, False)
     reader = io.FileIO(read_fd, "rb", closefd=True)

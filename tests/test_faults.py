@@ -584,6 +584,17 @@ class TestDescriptors:
             }
             others_answer(host)
 
+    def test_worker_cap_does_not_grow_with_the_hosts_descriptors(self, hosting: Any) -> None:
+        """A worker's ``open_files`` counts from its own descriptors, however many the host holds."""
+        extra = [os.open(os.devnull, os.O_RDONLY) for _ in range(600)]
+        try:
+            with hosting("process", hostile_limits=Limits(open_files=10)) as host:
+                held, error = host.hook.transform.by_plugin(text="leak-all")["hostile"].split()
+        finally:
+            for fd in extra:
+                os.close(fd)
+        assert ("OSError", 10) == (error, int(held))
+
     @pytest.mark.skipif(_WASM_REASON is not None, reason=f"wasm backend unavailable: {_WASM_REASON}")
     def test_sandbox_holds_no_more_than_its_cap_and_hands_it_back(self, hosting: Any) -> None:
         """A sandboxed plugin holds at most ``open_files`` host descriptors; refused one, it is replaced."""

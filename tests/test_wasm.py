@@ -31,7 +31,7 @@ from pluginsdk._errors import (
     PluginResourceError,
     PluginTimeout,
 )
-from pluginsdk._wasm.gate import HOST_FILES_SHARE, OpenFiles, rewrite
+from pluginsdk._wasm.gate import BUDGET_FLOOR, HOST_FILES_SHARE, OpenFiles, rewrite
 from pluginsdk._wasm.guest_main import make_fast_pack, make_fast_unpack
 from pluginsdk.backends.base import DEFAULT_LIMITS, Limits, PluginTarget
 from pluginsdk.backends.wasm import WasmBackend
@@ -95,11 +95,20 @@ ACTIONS = {
     "echo": lambda extra: extra,
     "modules": lambda extra: sorted(sys.modules),
     "print": lambda extra: print("said", extra) or "printed",
+    "nap": lambda extra: _nap(*extra),
     "hold": lambda extra: len([KEPT.append(open(__file__, "rb")) for _ in range(extra)]),
     "drop": lambda extra: [f.close() for f in KEPT].clear() or KEPT.clear() or 0,
     "listing": lambda extra: len(os.listdir(HERE)),
 }
 KEPT = []
+
+def _nap(how, seconds):
+    start = time.monotonic()
+    if how == "select":
+        __import__("select").select([], [], [], seconds)
+    else:
+        time.sleep(seconds)
+    return time.monotonic() - start
 
 @hookimpl
 def transform(text):
@@ -114,6 +123,14 @@ def tokens(text):
 def probe(value, extra):
     return ACTIONS[value](extra)
 """
+
+
+def wait_until(predicate: Any, timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` (a bound on waiting, not a speed check)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not predicate():
+        time.sleep(0.05)
+    return bool(predicate())
 
 
 def make_target(site: Path, name: str = "sbx", limits: Limits = DEFAULT_LIMITS, **options: Any) -> PluginTarget:
@@ -264,13 +281,22 @@ class TestLimits:
         assert "trap" in info.value.detail and "unreachable" in info.value.detail
         assert backend.call("transform", ("after",)) == "AFTER!"
 
-    def test_sleep_past_the_deadline_times_out_on_time(self, backend: WasmBackend) -> None:
-        """A guest blocked in a host call (sleep) cannot be trapped, but the caller is answered on time."""
+    def test_sleep_past_the_deadline_is_stopped(self, backend: WasmBackend) -> None:
+        """A sleeping guest is stopped at the deadline: the caller is answered and the old instance ends."""
+        backend.start()
+        (asleep,) = backend._all
         started = time.monotonic()
         with pytest.raises(PluginTimeout):
-            backend.call("probe", ("sleep", 60))
-        assert time.monotonic() - started < 30  # the sleep (60 s) was not waited for
+            backend.call("probe", ("sleep", 600))
+        assert time.monotonic() - started < 30  # the sleep (600 s) was not waited for
+        assert wait_until(lambda: not asleep.alive)  # its thread, memory and descriptors are gone
+        assert "stopped at its deadline" == asleep.death_detail()
         assert backend.call("transform", ("after",)) == "AFTER!"
+
+    @pytest.mark.parametrize("how", ["time.sleep", "select"])
+    def test_sleeps_last_as_long_as_asked(self, backend: WasmBackend, how: str) -> None:
+        """The gate sleeps for the guest: as long as asked, measured by the guest's own clock."""
+        assert 0.3 <= backend.call("probe", ("nap", [how, 0.3])) < 10
 
     def test_one_instance_timing_out_does_not_disturb_another(self, site: Path) -> None:
         slow = WasmBackend(make_target(site, "slow", Limits(timeout=1.5)), log=logging.getLogger("test"))
@@ -366,6 +392,42 @@ class TestOpenFiles:
             b.close()
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         assert 0 == OpenFiles.total()
+
+
+    def test_a_plugin_holding_the_budget_does_not_stop_the_others(self, site: Path) -> None:
+        """When one plugin holds the whole budget, another still loads and holds up to the floor."""
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))
+        hog = WasmBackend(make_target(site, "hog", Limits(open_files=10**6)), log=logging.getLogger("test"))
+        other = WasmBackend(make_target(site, "other"), log=logging.getLogger("test"))
+        try:
+            room = OpenFiles.host_budget() - OpenFiles.total()
+            assert room == hog.call("probe", ("hold", room))
+            assert "X!" == other.call("transform", ("x",))  # its imports open files past the budget
+            assert BUDGET_FLOOR == other.call("probe", ("hold", BUDGET_FLOOR))
+            with pytest.raises(PluginHookError, match="No file descriptors available"):
+                other.call("probe", ("hold", 1))
+            assert "the host's budget" in other.incidents[-1].detail
+            assert (0, 1) == (hog.incident_count, other.incident_count)
+        finally:
+            hog.close()
+            other.close()
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert 0 == OpenFiles.total()
+
+    def test_renumbering_keeps_the_count(self) -> None:
+        """``fd_renumber`` moves a held descriptor (onto itself: nothing changes) and frees the one it replaces."""
+        files = OpenFiles(10)
+        for fd in (7, 8):
+            assert 1 == files.admit()
+            files.opened(fd)
+        base = OpenFiles.total()
+        files.renumbered(7, 7)
+        assert ({7, 8}, base) == (files.held, OpenFiles.total())
+        files.renumbered(7, 8)
+        assert ({8}, base - 1) == (files.held, OpenFiles.total())
+        files.renumbered(3, 8)  # a descriptor it did not open (stdio, say) replaces a held one
+        assert (set(), base - 2) == (files.held, OpenFiles.total())
 
 
 class TestGate:

@@ -10,6 +10,16 @@ reports to :class:`OpenFiles` in the host, which refuses an
 open past the instance's ``open_files`` cap, or past
 :data:`HOST_FILES_SHARE` of the host's descriptor limit for all instances
 together, with ``EMFILE`` (what ``RLIMIT_NOFILE`` does in a worker process).
+An instance holding fewer than :data:`BUDGET_FLOOR` files is never refused
+by the shared budget, so one plugin hoarding it cannot keep the others from
+importing their code; the host keeps half its table, less that floor for
+each live instance.
+
+The gate also takes ``poll_oneoff`` when it waits on a clock alone (a
+``time.sleep``): the host sleeps in slices instead, and traps the guest as
+soon as its instance is stopped.  Without it a guest asleep in that host
+call could not be interrupted, and a timed-out instance (its thread, memory
+and descriptors) would outlive its replacement until the sleep ended.
 
 Why shims written in wasm and not Python functions in the linker: WASI
 finds the caller's memory through the *calling instance's* ``memory``
@@ -21,31 +31,38 @@ imports at instantiation: a trampoline module breaks the cycle, forwarding
 each gated call through a table the host fills once the shim exists.  The
 interpreter keeps its own memory (and with it wasmtime's copy-on-write
 memory image: an imported memory would have its data copied in, ~15 MiB per
-instance), and the rewrite renames three imports' module, nothing else: no
+instance), and the rewrite renames the gated imports' module, nothing else: no
 index moves, so the rest of the binary stays byte for byte what was verified.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["HOST_FILES_SHARE", "REWRITE_VERSION", "OpenFiles", "instantiate", "rewrite"]
+__all__ = ["BUDGET_FLOOR", "HOST_FILES_SHARE", "REWRITE_VERSION", "OpenFiles", "instantiate", "rewrite"]
 
 #: Share of the host's RLIMIT_NOFILE (soft) all instances together may hold.
 HOST_FILES_SHARE = 0.5
+#: Files an instance may always hold, budget or not (an import opens one at a time).
+BUDGET_FLOOR = 16
+#: Longest the host sleeps for a guest before checking whether its instance was stopped (seconds).
+SLEEP_SLICE = 0.05
 #: Bumped when :func:`rewrite` changes what it writes (part of the compiled-module cache key).
-REWRITE_VERSION = 2
+REWRITE_VERSION = 3
 
 _WASI = "wasi_snapshot_preview1"
 _GATED = "pluginsdk_files"  # what the rewritten interpreter imports the gated calls from
 _GATE = "pluginsdk_gate"  # the host functions the shim reports to
-_GATED_CALLS = ("path_open", "fd_close", "fd_renumber")
+_GATED_CALLS = ("path_open", "fd_close", "fd_renumber", "poll_oneoff")
 _ERRNO_MFILE = 33  # WASI's "too many open files"
 
 _OPEN = "(param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)"
 _CLOSE = "(param i32) (result i32)"
 _RENUMBER = "(param i32 i32) (result i32)"
+_POLL = "(param i32 i32 i32 i32) (result i32)"
 
 # What the interpreter's gated imports resolve to: a jump through a table
 # (filled with the shim's functions, see instantiate()).
@@ -54,14 +71,17 @@ _TRAMPOLINE = f"""
   (type $open (func {_OPEN}))
   (type $close (func {_CLOSE}))
   (type $renumber (func {_RENUMBER}))
-  (table (export "table") 3 funcref)
+  (type $poll (func {_POLL}))
+  (table (export "table") 4 funcref)
   (func (export "path_open") (type $open)
     (call_indirect (type $open) (local.get 0) (local.get 1) (local.get 2) (local.get 3) (local.get 4)
       (local.get 5) (local.get 6) (local.get 7) (local.get 8) (i32.const 0)))
   (func (export "fd_close") (type $close)
     (call_indirect (type $close) (local.get 0) (i32.const 1)))
   (func (export "fd_renumber") (type $renumber)
-    (call_indirect (type $renumber) (local.get 0) (local.get 1) (i32.const 2))))
+    (call_indirect (type $renumber) (local.get 0) (local.get 1) (i32.const 2)))
+  (func (export "poll_oneoff") (type $poll)
+    (call_indirect (type $poll) (local.get 0) (local.get 1) (local.get 2) (local.get 3) (i32.const 3))))
 """
 
 # The real WASI calls, made from an instance whose "memory" is the interpreter's.
@@ -71,6 +91,9 @@ _SHIM = f"""
   (import "{_WASI}" "path_open" (func $open {_OPEN}))
   (import "{_WASI}" "fd_close" (func $close {_CLOSE}))
   (import "{_WASI}" "fd_renumber" (func $renumber {_RENUMBER}))
+  (import "{_WASI}" "poll_oneoff" (func $poll {_POLL}))
+  (import "{_WASI}" "clock_time_get" (func $now (param i32 i64 i32) (result i32)))
+  (import "{_GATE}" "sleep" (func $sleep (param i64)))
   (import "{_GATE}" "admit" (func $admit (result i32)))
   (import "{_GATE}" "opened" (func $opened (param i32)))
   (import "{_GATE}" "closed" (func $closed (param i32)))
@@ -97,6 +120,27 @@ _SHIM = f"""
     (local $errno i32)
     (local.set $errno (call $renumber (local.get $from) (local.get $to)))
     (if (i32.eqz (local.get $errno)) (then (call $renumbered (local.get $from) (local.get $to))))
+    (local.get $errno))
+  ;; One subscription, a clock (a sleep): the host sleeps, then the real call
+  ;; answers at once.  Layout (WASI preview 1): tag at +8; clock id at +16,
+  ;; timeout (ns) at +24, flags at +40 (bit 0: absolute).
+  (func (export "poll_oneoff") (param $in i32) (param $out i32) (param $n i32) (param $nevents i32) (result i32)
+    (local $timeout i64) (local $relative i32) (local $errno i32)
+    (if (i32.or (i32.ne (local.get $n) (i32.const 1)) (i32.load8_u offset=8 (local.get $in)))
+      (then (return (call $poll (local.get $in) (local.get $out) (local.get $n) (local.get $nevents)))))
+    (local.set $timeout (i64.load offset=24 (local.get $in)))
+    (local.set $relative (i32.eqz (i32.and (i32.load16_u offset=40 (local.get $in)) (i32.const 1))))
+    (if (local.get $relative)
+      (then (call $sleep (local.get $timeout)))
+      (else
+        ;; absolute: the time left, on the same clock (read into the event buffer, overwritten below)
+        (local.set $errno (call $now (i32.load offset=16 (local.get $in)) (i64.const 1) (local.get $out)))
+        (if (local.get $errno) (then (return (local.get $errno))))
+        (if (i64.gt_u (local.get $timeout) (i64.load (local.get $out)))
+          (then (call $sleep (i64.sub (local.get $timeout) (i64.load (local.get $out))))))))
+    (if (local.get $relative) (then (i64.store offset=24 (local.get $in) (i64.const 0))))
+    (local.set $errno (call $poll (local.get $in) (local.get $out) (local.get $n) (local.get $nevents)))
+    (if (local.get $relative) (then (i64.store offset=24 (local.get $in) (local.get $timeout))))
     (local.get $errno)))
 """
 
@@ -109,8 +153,9 @@ class OpenFiles:
 
     Each instance's count adds to one process-wide total; an open that would
     take the total past :data:`HOST_FILES_SHARE` of the host's soft
-    ``RLIMIT_NOFILE`` is refused as well, so the host always keeps the rest.
-    Called from the instance's own thread only (the total is locked).
+    ``RLIMIT_NOFILE`` is refused as well, unless the instance holds fewer
+    than :data:`BUDGET_FLOOR`.  Updated from the instance's own thread (the
+    total is locked); the backend reads it between calls.
     """
 
     _total = 0
@@ -120,6 +165,7 @@ class OpenFiles:
         self.limit = limit if limit > 0 else None
         self.held: set[int] = set()
         self.refused = 0  # opens refused so far: the backend then replaces the instance
+        self.refused_by = ""  # what refused the first of them: "cap" or "budget"
 
     @classmethod
     def total(cls) -> int:
@@ -137,14 +183,17 @@ class OpenFiles:
     def admit(self) -> int:
         """1 to let one more open go ahead (holding a slot for it), 0 to refuse it."""
         if self.limit is not None and len(self.held) >= self.limit:
-            self.refused += 1
-            return 0
+            return self._refuse("cap")
         with OpenFiles._total_lock:
-            if OpenFiles._total >= self.host_budget():
-                self.refused += 1
-                return 0
+            if OpenFiles._total >= self.host_budget() and len(self.held) >= BUDGET_FLOOR:
+                return self._refuse("budget")
             OpenFiles._total += 1
         return 1
+
+    def _refuse(self, by: str) -> int:
+        self.refused += 1
+        self.refused_by = self.refused_by or by
+        return 0
 
     def opened(self, fd: int) -> None:
         """The admitted open ended: in ``fd``, or failed (``-1``)."""
@@ -161,13 +210,15 @@ class OpenFiles:
 
     def renumbered(self, old: int, new: int) -> None:
         """``fd_renumber``: ``new`` was closed, and ``old`` now lives there."""
+        if old == new:  # a no-op that succeeds: nothing was closed
+            return
         self.closed(new)
         if old in self.held:
             self.held.discard(old)
             self.held.add(new)
 
     def release_all(self) -> None:
-        """The instance's store is gone, and with it every descriptor it held."""
+        """The instance's store is gone, and with it every descriptor it held.  Idempotent."""
         count, self.held = len(self.held), set()
         self._release(count)
 
@@ -255,9 +306,11 @@ def rewrite(wasm: bytes) -> bytes:
                     gated.add(field.decode())
                 entries.append(_leb(len(module)) + module + _leb(len(field)) + field + body[p:end])
                 p = end
+            if p != len(body):
+                raise ValueError("the import section has bytes past its last import")
             body = _leb(count) + b"".join(entries)
         out.append(bytes([section_id]) + _leb(len(body)) + body)
-    if not gated >= {"path_open", "fd_close"}:  # fd_renumber only if the module uses it
+    if not gated >= {"path_open", "fd_close"}:  # the others only if the module uses them
         raise ValueError(f"expected the module to import path_open and fd_close from {_WASI}")
     return b"".join(out)
 
@@ -275,10 +328,31 @@ def _compiled(engine: Any, name: str, source: str) -> Any:
         return wasmtime.Module.deserialize(engine, _serialized[name])
 
 
-def instantiate(engine: Any, linker: Any, store: Any, module: Any, files: OpenFiles) -> Any:
+class Stopped(Exception):
+    """Raised in a host call of a guest whose instance was stopped: wasmtime turns it into a trap."""
+
+
+def _sleeper(stopped: Callable[[], bool]) -> Callable[[int], None]:
+    def sleep(nanoseconds: int) -> None:
+        # An i64 on the wasm side: a "forever" timeout (u64 max) arrives negative.
+        end = time.monotonic() + (nanoseconds & 0xFFFFFFFFFFFFFFFF) / 1e9
+        while not stopped():
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, SLEEP_SLICE))
+        raise Stopped("the instance was stopped during a sleep")
+
+    return sleep
+
+
+def instantiate(
+    engine: Any, linker: Any, store: Any, module: Any, files: OpenFiles, stopped: Callable[[], bool] = bool
+) -> Any:
     """Instantiate the (rewritten) interpreter ``module`` with its descriptor calls gated by ``files``.
 
-    ``linker`` already defines WASI, and ``store`` has its WASI configuration.
+    ``linker`` already defines WASI, and ``store`` has its WASI configuration;
+    ``stopped()`` says whether the instance was stopped (checked while the guest sleeps).
     """
     import wasmtime
 
@@ -291,6 +365,7 @@ def instantiate(engine: Any, linker: Any, store: Any, module: Any, files: OpenFi
     linker.define_func(_GATE, "opened", wasmtime.FuncType([i32], []), files.opened)
     linker.define_func(_GATE, "closed", wasmtime.FuncType([i32], []), files.closed)
     linker.define_func(_GATE, "renumbered", wasmtime.FuncType([i32, i32], []), files.renumbered)
+    linker.define_func(_GATE, "sleep", wasmtime.FuncType([wasmtime.ValType.i64()], []), _sleeper(stopped))
     shim = linker.instantiate(store, _compiled(engine, "shim", _SHIM)).exports(store)
     table = trampoline.exports(store)["table"]
     for index, name in enumerate(_GATED_CALLS):

@@ -18,7 +18,8 @@ private temporary directory and unlinked once both ends are open:
 
 Descriptors: every file the guest opens is a descriptor of the host
 process; :mod:`.gate` counts them per instance (``Instance.files``) and
-refuses an open past the cap with ``EMFILE``.
+refuses an open past the cap with ``EMFILE``.  It also takes the guest's
+sleeps, so that a stopped instance ends at once even when asleep.
 
 The host reads non-blocking: it spins for up to 500 µs (a tiny call
 answers in ~80 µs, and waking a sleeping thread costs about that again on a
@@ -164,13 +165,15 @@ def run_program(sandbox: Sandbox, args: Sequence[str], *, writable_pycache: bool
         wasi.stdout_file = output
         wasi.stderr_file = output
         store.set_wasi(wasi)
+        files = OpenFiles(0)
         try:
-            instantiate(engine, linker, store, module, OpenFiles(0)).exports(store)["_start"](store)
+            instantiate(engine, linker, store, module, files).exports(store)["_start"](store)
             status = 0
         except wasmtime.ExitTrap as exc:
             status = int(exc.code)
         finally:
             store.close()
+            files.release_all()
         if status:
             with open(output, "rb") as f:
                 _Output(logging.getLogger("pluginsdk.wasm"))(f.read()[-4096:] + b"\n")
@@ -217,11 +220,14 @@ class Instance(Worker):
             wasi = _wasi_config(sandbox, argv, mounts.dirs, writable_pycache=False)
             self._open_channel(wasi)
             self._store.set_wasi(wasi)
-            instance = instantiate(self._engine, self._linker, self._store, self._module, self.files)
+            instance = instantiate(
+                self._engine, self._linker, self._store, self._module, self.files, lambda: self._killed
+            )
             start = instance.exports(self._store)["_start"]
         except BaseException:
             self._close_fds()
             self._store.close()
+            self.files.release_all()
             raise
         self.pid = id(self)  # for log messages shared with the process backend
         self.reader = codec.FrameReader(self._read, max_message)
@@ -337,10 +343,12 @@ class Instance(Worker):
             if self._wake_w >= 0:
                 os.write(self._wake_w, b"x")
         # Nothing runs in the store any more: free its memory (and descriptors) now, not at GC.
-        self._store.close()
-        self._linker.close()
-        self._module.close()
-        self.files.release_all()
+        try:
+            self._store.close()
+            self._linker.close()
+            self._module.close()
+        finally:
+            self.files.release_all()
 
     def death_detail(self) -> str:
         """How the guest ended (waits briefly for it to)."""
@@ -368,8 +376,9 @@ class Instance(Worker):
     def kill(self) -> None:
         """Stop the guest and release everything it holds.
 
-        Running wasm traps at once; a guest inside a blocking host call (a
-        long sleep) is not waited for: its thread ends when the call returns.
+        Running wasm traps at once, and so does a sleeping guest (the gate
+        sleeps for it in slices); a guest blocked in another host call is
+        not waited for: its thread ends when that call returns.
         """
         self.signal_kill()
         self._finish(0.05)
@@ -395,8 +404,8 @@ class Instance(Worker):
         if self._closed:
             return
         self._closed = True
-        # A guest blocked in a host call (a long sleep) cannot be interrupted;
-        # its thread ends when the call returns and hits the epoch deadline.
+        # A guest blocked in a host call other than a sleep cannot be
+        # interrupted; its thread ends when the call returns and traps.
         self._thread.join(grace)
         self._close_fds()
         with _live_lock:

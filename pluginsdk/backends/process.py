@@ -874,7 +874,8 @@ class ProcessBackend(Backend):
             self._release(w, error=reply, hook=hook)
             if len(reply) > 5 and reply[5] is not None:
                 reply[5] += start  # index within the whole batch
-            first_error = first_error or self._error(hook, reply)
+            error = self._error(hook, reply)  # always: it records a cap hit as an incident
+            first_error = first_error or error
         if first_error is not None:
             raise first_error
         info = self._hooks[hook]
@@ -962,6 +963,9 @@ def _watch(ref: weakref.ref[ProcessBackend], tick: float) -> None:
         backend = ref()
         if backend is None or backend._closed:
             return
-        backend._housekeeping()
+        try:
+            backend._housekeeping()
+        except Exception:  # a watchdog that died would leave every deadline unenforced
+            backend.log.exception("plugin %r: watchdog error", backend.target.name)
         del backend  # hold no reference while sleeping
         time.sleep(tick)

@@ -20,9 +20,8 @@ the instance is replaced); ``timeout`` traps the guest through the engine
 epoch (:class:`PluginTimeout`; the instance is replaced); ``open_files`` caps
 the files the guest holds open, which are the host's own descriptors (an open
 past it fails with ``EMFILE`` in the guest, and the instance is replaced
-after the call; see :mod:`pluginsdk._wasm.instance`).  A guest blocked
-inside a host call (a long ``time.sleep``) is reported on time as well, but
-its thread ends only when that call returns.
+after the call; see :mod:`pluginsdk._wasm.gate`).  A guest asleep
+(``time.sleep``) is stopped on time too: the gate sleeps for it in slices.
 """
 
 from __future__ import annotations
@@ -209,7 +208,7 @@ class WasmBackend(ProcessBackend):
         if files is None or not files.refused:
             super()._release(w, error, used=used, hook=hook)
             return
-        cap = f"its cap of {files.limit}" if files.limit and len(files.held) >= files.limit else "the host's budget"
+        cap = f"its cap of {files.limit}" if files.refused_by == "cap" else "the host's budget"
         detail = (
             f"opened more files than {cap} allows ({len(files.held)} held, {files.refused} refused with EMFILE);"
             " the instance was replaced"
