@@ -129,19 +129,6 @@ def _rendezvous(folder, n):
     return [os.getpid(), len(os.listdir(folder))]
 
 
-def _fork_and_exit(pidfile):
-    pids = []
-    for _ in range(2):
-        pid = os.fork()
-        if pid == 0:
-            time.sleep(600)
-            os._exit(0)
-        pids.append(pid)
-    with open(pidfile, "w") as f:
-        f.write(" ".join(map(str, pids)))
-    os._exit(3)
-
-
 def _wait_for_file(path):
     yield "first"
     end = time.monotonic() + 20
@@ -165,8 +152,6 @@ def probe(value, extra):
         ctypes.string_at(0)
     if value == "hang":
         time.sleep(600)
-    if value == "fork-exit":
-        _fork_and_exit(extra)
     if value == "bomb":
         hog = []
         while True:
@@ -573,23 +558,6 @@ class TestCrashes:
             pids = backend.call_batch("probe", [("pid", i) for i in range(6)])
             assert 2 == len(set(pids))
         assert [i + 1 for i in range(8)] == backend.call_batch("add", [(i, 1) for i in range(8)])
-
-    def test_exit_leaving_forked_children_is_a_crash(self, make: Callable[..., ProcessBackend], tmp_path: Path) -> None:
-        """A worker that forks and exits mid-call is a crash, well before the deadline, and its children die."""
-        backend = make()  # the default 30 s deadline: the watchdog, not the timeout, ends the call
-        pidfile, pids = tmp_path / "pids", []
-        try:
-            with pytest.raises(PluginCrashed) as info:
-                backend.call("probe", ("fork-exit", str(pidfile)))
-            pids = [int(p) for p in pidfile.read_text().split()]
-            assert "exit code 3" in info.value.detail
-            assert wait_until(lambda: not any(alive(p) for p in pids))
-            assert 3 == backend.call("add", (1, 2))
-        finally:
-            for pid in pids:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-
 
 class TestLimits:
     def test_hang_times_out_and_worker_is_replaced(self, make: Callable[..., ProcessBackend]) -> None:
