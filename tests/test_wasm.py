@@ -31,7 +31,7 @@ from pluginsdk._errors import (
     PluginResourceError,
     PluginTimeout,
 )
-from pluginsdk._wasm.gate import BUDGET_FLOOR, HOST_FILES_SHARE, OpenFiles, rewrite
+from pluginsdk._wasm.gate import BUDGET_FLOOR, HOST_FILES_SHARE, OpenFiles, instantiate, rewrite
 from pluginsdk._wasm.guest_main import make_fast_pack, make_fast_unpack
 from pluginsdk.backends.base import DEFAULT_LIMITS, Limits, PluginTarget
 from pluginsdk.backends.wasm import WasmBackend
@@ -341,20 +341,17 @@ class TestLimits:
 
 
 class TestOpenFiles:
-    def test_descriptors_the_guest_holds_are_counted_and_released(self, site: Path) -> None:
-        """Opens and closes (files, directory listings) move the instance's count; closing the backend frees all."""
-        b = WasmBackend(make_target(site, "files", Limits(open_files=50)), log=logging.getLogger("test"))
+    def test_closed_files_are_uncounted(self, site: Path) -> None:
+        """Files the guest closes (and directories it lists) no longer count against its cap."""
+        b = WasmBackend(make_target(site, "files", Limits(open_files=25)), log=logging.getLogger("test"))
         try:
-            b.call("transform", ("x",))
+            for _ in range(3):
+                assert 20 == b.call("probe", ("hold", 20))
+                assert b.call("probe", ("listing", None)) > 0
+                assert 0 == b.call("probe", ("drop", None))
             (instance,) = b._all
-            base = OpenFiles.total()
-            assert 20 == b.call("probe", ("hold", 20))
-            assert (20, base + 20) == (len(instance.files.held), OpenFiles.total())
-            assert b.call("probe", ("listing", None)) > 0
-            assert 0 == b.call("probe", ("drop", None))
-            assert (0, base) == (len(instance.files.held), OpenFiles.total())
-            assert 0 == instance.files.refused
-            assert {instance} == b._all  # nothing was refused: the instance stays
+            assert (0, 0) == (instance.files.refused, b.incident_count)
+            assert 0 < OpenFiles.total() <= 25
         finally:
             b.close()
         assert 0 == OpenFiles.total()
@@ -415,20 +412,6 @@ class TestOpenFiles:
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         assert 0 == OpenFiles.total()
 
-    def test_renumbering_keeps_the_count(self) -> None:
-        """``fd_renumber`` moves a held descriptor (onto itself: nothing changes) and frees the one it replaces."""
-        files = OpenFiles(10)
-        for fd in (7, 8):
-            assert 1 == files.admit()
-            files.opened(fd)
-        base = OpenFiles.total()
-        files.renumbered(7, 7)
-        assert ({7, 8}, base) == (files.held, OpenFiles.total())
-        files.renumbered(7, 8)
-        assert ({8}, base - 1) == (files.held, OpenFiles.total())
-        files.renumbered(3, 8)  # a descriptor it did not open (stdio, say) replaces a held one
-        assert (set(), base - 2) == (files.held, OpenFiles.total())
-
 
 class TestGate:
     """The rewrite that routes the interpreter's descriptor calls through the gate."""
@@ -461,6 +444,59 @@ class TestGate:
         ] == [(i.module, i.name) for i in after.imports]
         assert [signature(i) for i in before.imports] == [signature(i) for i in after.imports]
         assert ["memory", "_start"] == [e.name for e in after.exports]
+
+    PROGRAM = """
+    (module
+      (import "wasi_snapshot_preview1" "path_open"
+        (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_close" (func $close (param i32) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_renumber" (func $renumber (param i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "f")
+      (func (export "open") (result i32)
+        (call $open (i32.const 3) (i32.const 0) (i32.const 16) (i32.const 1) (i32.const 0)
+          (i64.const 2) (i64.const 2) (i32.const 0) (i32.const 0)))  ;; rights: fd_read
+      (func (export "fd") (result i32) (i32.load (i32.const 0)))
+      (func (export "close") (param i32) (result i32) (call $close (local.get 0)))
+      (func (export "renumber") (param i32 i32) (result i32) (call $renumber (local.get 0) (local.get 1))))
+    """
+
+    def test_the_gate_counts_opens_closes_and_renumbering(self, tmp_path: Path) -> None:
+        """Past the cap an open is EMFILE (33); a close or renumbering onto another file frees a slot."""
+        import wasmtime
+
+        from pluginsdk._wasm.cache import engine_config
+
+        (tmp_path / "f").write_text("x")
+        engine = wasmtime.Engine(engine_config())
+        linker = wasmtime.Linker(engine)
+        linker.define_wasi()
+        store = wasmtime.Store(engine)
+        store.set_epoch_deadline(1)  # the engine interrupts by epoch; it never moves here
+        wasi = wasmtime.WasiConfig()
+        wasi.preopen_dir(str(tmp_path), "/d", False)  # descriptor 3
+        store.set_wasi(wasi)
+        files = OpenFiles(3)
+        program = wasmtime.Module(engine, rewrite(bytes(wasmtime.wat2wasm(self.PROGRAM))))
+        calls = instantiate(engine, linker, store, program, files).exports(store)
+
+        def open_file() -> tuple[int, int]:
+            return calls["open"](store), calls["fd"](store)
+
+        first, second, third = (open_file() for _ in range(3))
+        assert [0, 0, 0] == [first[0], second[0], third[0]]
+        assert (33, 3, "cap") == (calls["open"](store), files.held, files.refused_by)
+        assert 0 == calls["renumber"](store, first[1], first[1])  # a no-op: nothing was closed
+        assert 33 == calls["open"](store)
+        assert 0 == calls["renumber"](store, first[1], second[1])  # closes the second
+        assert 0 == open_file()[0]
+        assert 33 == calls["open"](store)
+        assert 0 == calls["close"](store, third[1])
+        assert (0, 33) == (calls["open"](store), calls["open"](store))
+        assert (4, 3) == (files.refused, files.held)
+        store.close()
+        files.release_all()
+        assert 0 == OpenFiles.total()
 
     @pytest.mark.parametrize(
         ("source", "fragment"),

@@ -2,18 +2,27 @@
 
 Every file the guest opens is a descriptor of the host process (wasmtime's
 WASI opens it on the guest's behalf), and wasmtime has no per-store cap on
-them.  The guest reaches a new descriptor only through the WASI imports
+them.  The guest reaches a new descriptor only through the WASI import
 ``path_open`` (and drops one through ``fd_close`` / ``fd_renumber``), so
 the interpreter module is rewritten once, when it is compiled, to import
-those three from the gate instead.  The gate makes the real WASI call and
-reports to :class:`OpenFiles` in the host, which refuses an
-open past the instance's ``open_files`` cap, or past
-:data:`HOST_FILES_SHARE` of the host's descriptor limit for all instances
-together, with ``EMFILE`` (what ``RLIMIT_NOFILE`` does in a worker process).
-An instance holding fewer than :data:`BUDGET_FLOOR` files is never refused
-by the shared budget, so one plugin hoarding it cannot keep the others from
-importing their code; the host keeps half its table, less that floor for
-each live instance.
+those calls from the gate instead.  The gate makes the real WASI call and
+keeps the count in wasm, so an open or a close costs no call into Python.
+An open past the instance's ``open_files`` cap fails with ``EMFILE`` (what
+``RLIMIT_NOFILE`` does in a worker process).
+
+All instances together share a budget of :data:`HOST_FILES_SHARE` of the
+host's soft descriptor limit, held by :class:`OpenFiles`: the gate reserves
+slots from it :data:`RESERVE_CHUNK` at a time (the only calls into Python,
+and those that refuse), and gives back what it no longer uses.  An instance
+holding fewer than :data:`BUDGET_FLOOR` files is never refused by the
+budget, so one plugin hoarding it cannot keep the others from importing
+their code; the host keeps half its table, less that floor per instance.
+
+What counts: every successful ``path_open``; a successful close of any
+descriptor but the standard streams uncounts one.  Only ``path_open`` makes
+new descriptors, so a close is of a counted file, except for the preopened
+directories: closing those lets a guest hold that many more (a handful),
+never an unbounded number.
 
 The gate also takes ``poll_oneoff`` when it waits on a clock alone (a
 ``time.sleep``): the host sleeps in slices instead, and traps the guest as
@@ -42,16 +51,26 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["BUDGET_FLOOR", "HOST_FILES_SHARE", "REWRITE_VERSION", "OpenFiles", "instantiate", "rewrite"]
+__all__ = [
+    "BUDGET_FLOOR",
+    "HOST_FILES_SHARE",
+    "RESERVE_CHUNK",
+    "REWRITE_VERSION",
+    "OpenFiles",
+    "instantiate",
+    "rewrite",
+]
 
 #: Share of the host's RLIMIT_NOFILE (soft) all instances together may hold.
 HOST_FILES_SHARE = 0.5
 #: Files an instance may always hold, budget or not (an import opens one at a time).
 BUDGET_FLOOR = 16
+#: Budget slots an instance reserves at a time (and keeps spare when its files are closed).
+RESERVE_CHUNK = 16
 #: Longest the host sleeps for a guest before checking whether its instance was stopped (seconds).
 SLEEP_SLICE = 0.05
 #: Bumped when :func:`rewrite` changes what it writes (part of the compiled-module cache key).
-REWRITE_VERSION = 3
+REWRITE_VERSION = 3  # the shims are not part of it: they are compiled per process
 
 _WASI = "wasi_snapshot_preview1"
 _GATED = "pluginsdk_files"  # what the rewritten interpreter imports the gated calls from
@@ -84,7 +103,8 @@ _TRAMPOLINE = f"""
     (call_indirect (type $poll) (local.get 0) (local.get 1) (local.get 2) (local.get 3) (i32.const 3))))
 """
 
-# The real WASI calls, made from an instance whose "memory" is the interpreter's.
+# The real WASI calls, made from an instance whose "memory" is the interpreter's,
+# with the count of open files kept here (see the module doc).
 _SHIM = f"""
 (module
   (import "{_GATE}" "memory" (memory 0))
@@ -93,33 +113,48 @@ _SHIM = f"""
   (import "{_WASI}" "fd_renumber" (func $renumber {_RENUMBER}))
   (import "{_WASI}" "poll_oneoff" (func $poll {_POLL}))
   (import "{_WASI}" "clock_time_get" (func $now (param i32 i64 i32) (result i32)))
+  (import "{_GATE}" "limit" (global $limit i32))
+  (import "{_GATE}" "reserve" (func $reserve (param i32) (result i32)))
+  (import "{_GATE}" "release" (func $release (param i32) (result i32)))
+  (import "{_GATE}" "refuse" (func $refuse (param i32)))
   (import "{_GATE}" "sleep" (func $sleep (param i64)))
-  (import "{_GATE}" "admit" (func $admit (result i32)))
-  (import "{_GATE}" "opened" (func $opened (param i32)))
-  (import "{_GATE}" "closed" (func $closed (param i32)))
-  (import "{_GATE}" "renumbered" (func $renumbered (param i32 i32)))
+  (global $held (mut i32) (i32.const 0))
+  (global $reserved (mut i32) (i32.const 0))
   (export "memory" (memory 0))
   (func (export "path_open")
     (param $dir i32) (param $dirflags i32) (param $path i32) (param $len i32) (param $oflags i32)
     (param $base i64) (param $inheriting i64) (param $fdflags i32) (param $out i32) (result i32)
     (local $errno i32)
-    (if (i32.eqz (call $admit)) (then (return (i32.const {_ERRNO_MFILE}))))
+    (if (i32.ge_u (global.get $held) (global.get $limit))
+      (then (call $refuse (global.get $held)) (return (i32.const {_ERRNO_MFILE}))))
+    (if (i32.ge_u (global.get $held) (global.get $reserved))
+      (then
+        (global.set $reserved (call $reserve (global.get $held)))
+        (if (i32.ge_u (global.get $held) (global.get $reserved))
+          (then (return (i32.const {_ERRNO_MFILE}))))))
     (local.set $errno (call $open (local.get $dir) (local.get $dirflags) (local.get $path)
       (local.get $len) (local.get $oflags) (local.get $base) (local.get $inheriting)
       (local.get $fdflags) (local.get $out)))
     (if (i32.eqz (local.get $errno))
-      (then (call $opened (i32.load (local.get $out))))
-      (else (call $opened (i32.const -1))))
+      (then (global.set $held (i32.add (global.get $held) (i32.const 1)))))
     (local.get $errno))
+  (func $dropped (param $fd i32)
+    (if (i32.and (i32.ge_u (local.get $fd) (i32.const 3)) (i32.ne (global.get $held) (i32.const 0)))
+      (then
+        (global.set $held (i32.sub (global.get $held) (i32.const 1)))
+        (if (i32.gt_u (i32.sub (global.get $reserved) (global.get $held)) (i32.const {2 * RESERVE_CHUNK}))
+          (then (global.set $reserved (call $release (global.get $held))))))))
   (func (export "fd_close") (param $fd i32) (result i32)
     (local $errno i32)
     (local.set $errno (call $close (local.get $fd)))
-    (if (i32.eqz (local.get $errno)) (then (call $closed (local.get $fd))))
+    (if (i32.eqz (local.get $errno)) (then (call $dropped (local.get $fd))))
     (local.get $errno))
   (func (export "fd_renumber") (param $from i32) (param $to i32) (result i32)
     (local $errno i32)
     (local.set $errno (call $renumber (local.get $from) (local.get $to)))
-    (if (i32.eqz (local.get $errno)) (then (call $renumbered (local.get $from) (local.get $to))))
+    ;; "to" was closed, unless it is "from" (a no-op)
+    (if (i32.and (i32.eqz (local.get $errno)) (i32.ne (local.get $from) (local.get $to)))
+      (then (call $dropped (local.get $to))))
     (local.get $errno))
   ;; One subscription, a clock (a sleep): the host sleeps, then the real call
   ;; answers at once.  Layout (WASI preview 1): tag at +8; clock id at +16,
@@ -149,13 +184,12 @@ _serialized: dict[str, bytes] = {}
 
 
 class OpenFiles:
-    """The descriptors one guest holds, counted against its cap and the host's budget.
+    """One instance's share of the host's descriptor budget, and why it was refused.
 
-    Each instance's count adds to one process-wide total; an open that would
-    take the total past :data:`HOST_FILES_SHARE` of the host's soft
-    ``RLIMIT_NOFILE`` is refused as well, unless the instance holds fewer
-    than :data:`BUDGET_FLOOR`.  Updated from the instance's own thread (the
-    total is locked); the backend reads it between calls.
+    The gate (in wasm) counts the files the guest holds; it calls in here,
+    on the instance's own thread, only to reserve more budget, to hand some
+    back, and when it refuses an open.  ``held`` is the count as of its last
+    call.  The total over all instances is locked.
     """
 
     _total = 0
@@ -163,13 +197,14 @@ class OpenFiles:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit if limit > 0 else None
-        self.held: set[int] = set()
+        self.held = 0  # files the guest held at its last call in here
+        self.reserved = 0  # budget slots this instance holds (counted in the total)
         self.refused = 0  # opens refused so far: the backend then replaces the instance
         self.refused_by = ""  # what refused the first of them: "cap" or "budget"
 
     @classmethod
     def total(cls) -> int:
-        """Descriptors the guests of this process hold, all instances together."""
+        """Budget slots reserved by the guests of this process, all instances together."""
         return cls._total
 
     @staticmethod
@@ -180,52 +215,47 @@ class OpenFiles:
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         return 2**31 if soft == resource.RLIM_INFINITY else int(soft * HOST_FILES_SHARE)
 
-    def admit(self) -> int:
-        """1 to let one more open go ahead (holding a slot for it), 0 to refuse it."""
-        if self.limit is not None and len(self.held) >= self.limit:
-            return self._refuse("cap")
-        with OpenFiles._total_lock:
-            if OpenFiles._total >= self.host_budget() and len(self.held) >= BUDGET_FLOOR:
-                return self._refuse("budget")
-            OpenFiles._total += 1
-        return 1
+    def reserve(self, held: int) -> int:
+        """The guest holds ``held`` files and no spare slot: reserve more; the new reservation.
 
-    def _refuse(self, by: str) -> int:
+        Unchanged means refused (the budget is spent and ``held`` is past the floor).
+        """
+        self.held = held
+        want = held + RESERVE_CHUNK if self.limit is None else min(held + RESERVE_CHUNK, self.limit)
+        with OpenFiles._total_lock:
+            grant = min(want - self.reserved, self.host_budget() - OpenFiles._total)
+            if grant <= 0 and held < BUDGET_FLOOR:
+                grant = held + 1 - self.reserved  # the floor: one more, budget or not
+            if grant > 0:
+                OpenFiles._total += grant
+                self.reserved += grant
+                return self.reserved
+        self._refuse("budget")
+        return self.reserved
+
+    def release(self, held: int) -> int:
+        """The guest closed files: keep one chunk spare, give the rest back; the new reservation."""
+        self.held = held
+        keep = min(self.reserved, held + RESERVE_CHUNK)
+        with OpenFiles._total_lock:
+            OpenFiles._total -= self.reserved - keep
+        self.reserved = keep
+        return keep
+
+    def refuse(self, held: int) -> None:
+        """The gate refused an open: the guest holds its cap."""
+        self.held = held
+        self._refuse("cap")
+
+    def _refuse(self, by: str) -> None:
         self.refused += 1
         self.refused_by = self.refused_by or by
-        return 0
-
-    def opened(self, fd: int) -> None:
-        """The admitted open ended: in ``fd``, or failed (``-1``)."""
-        if fd < 0 or fd in self.held:  # failed, or already counted (a close we never saw)
-            self._release(1)
-        else:
-            self.held.add(fd)
-
-    def closed(self, fd: int) -> None:
-        """The guest closed ``fd``."""
-        if fd in self.held:
-            self.held.discard(fd)
-            self._release(1)
-
-    def renumbered(self, old: int, new: int) -> None:
-        """``fd_renumber``: ``new`` was closed, and ``old`` now lives there."""
-        if old == new:  # a no-op that succeeds: nothing was closed
-            return
-        self.closed(new)
-        if old in self.held:
-            self.held.discard(old)
-            self.held.add(new)
 
     def release_all(self) -> None:
         """The instance's store is gone, and with it every descriptor it held.  Idempotent."""
-        count, self.held = len(self.held), set()
-        self._release(count)
-
-    @staticmethod
-    def _release(count: int) -> None:
         with OpenFiles._total_lock:
-            OpenFiles._total -= count
+            OpenFiles._total -= self.reserved
+        self.reserved = 0
 
 
 # -- the rewrite (once, before the interpreter is compiled) --------------------
@@ -361,10 +391,11 @@ def instantiate(
     interpreter = linker.instantiate(store, module)
     i32 = wasmtime.ValType.i32()
     linker.define(store, _GATE, "memory", interpreter.exports(store)["memory"])
-    linker.define_func(_GATE, "admit", wasmtime.FuncType([], [i32]), files.admit)
-    linker.define_func(_GATE, "opened", wasmtime.FuncType([i32], []), files.opened)
-    linker.define_func(_GATE, "closed", wasmtime.FuncType([i32], []), files.closed)
-    linker.define_func(_GATE, "renumbered", wasmtime.FuncType([i32, i32], []), files.renumbered)
+    limit = wasmtime.Global(store, wasmtime.GlobalType(i32, False), wasmtime.Val.i32(files.limit or 2**31 - 1))
+    linker.define(store, _GATE, "limit", limit)
+    linker.define_func(_GATE, "reserve", wasmtime.FuncType([i32], [i32]), files.reserve)
+    linker.define_func(_GATE, "release", wasmtime.FuncType([i32], [i32]), files.release)
+    linker.define_func(_GATE, "refuse", wasmtime.FuncType([i32], []), files.refuse)
     linker.define_func(_GATE, "sleep", wasmtime.FuncType([wasmtime.ValType.i64()], []), _sleeper(stopped))
     shim = linker.instantiate(store, _compiled(engine, "shim", _SHIM)).exports(store)
     table = trampoline.exports(store)["table"]

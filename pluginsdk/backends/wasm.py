@@ -210,7 +210,7 @@ class WasmBackend(ProcessBackend):
             return
         cap = f"its cap of {files.limit}" if files.refused_by == "cap" else "the host's budget"
         detail = (
-            f"opened more files than {cap} allows ({len(files.held)} held, {files.refused} refused with EMFILE);"
+            f"opened more files than {cap} allows ({files.held} held, {files.refused} refused with EMFILE);"
             " the instance was replaced"
         )
         self.log.warning("plugin %r: %s", self.target.name, detail)
