@@ -398,8 +398,8 @@ class TestOpenFiles:
         hog = WasmBackend(make_target(site, "hog", Limits(open_files=10**6)), log=logging.getLogger("test"))
         other = WasmBackend(make_target(site, "other"), log=logging.getLogger("test"))
         try:
-            room = OpenFiles.host_budget() - OpenFiles.total()
-            assert room == hog.call("probe", ("hold", room))
+            whole = OpenFiles.host_budget() - OpenFiles.total() + BUDGET_FLOOR  # the floor is free
+            assert whole == hog.call("probe", ("hold", whole))
             assert "X!" == other.call("transform", ("x",))  # its imports open files past the budget
             assert BUDGET_FLOOR == other.call("probe", ("hold", BUDGET_FLOOR))
             with pytest.raises(PluginHookError, match="No file descriptors available"):
@@ -411,6 +411,29 @@ class TestOpenFiles:
             other.close()
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         assert 0 == OpenFiles.total()
+
+
+    def test_idle_instances_hold_none_of_the_budget(self, site: Path) -> None:
+        """Instances that only imported their code leave the whole budget to one that needs it."""
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))
+        idle = [WasmBackend(make_target(site, f"idle{i}"), log=logging.getLogger("test")) for i in range(3)]
+        busy = WasmBackend(make_target(site, "busy", Limits(open_files=10**6)), log=logging.getLogger("test"))
+        try:
+            assert ["X!"] * 3 == [b.call("transform", ("x",)) for b in idle]
+            assert 0 == OpenFiles.total()
+            budget = OpenFiles.host_budget()
+            assert budget == busy.call("probe", ("hold", budget))
+            assert 0 == busy.incident_count
+        finally:
+            for b in [*idle, busy]:
+                b.close()
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert 0 == OpenFiles.total()
+
+    def test_a_cap_past_32_bits_is_no_cap(self) -> None:
+        """An ``open_files`` too large for the gate's 32-bit counter means no cap, never a wrapped-around one."""
+        assert [2**31 - 1, 2**31 - 1, 5] == [OpenFiles(n).limit for n in (2**32, 0, 5)]
 
 
 class TestGate:

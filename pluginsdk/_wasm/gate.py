@@ -11,17 +11,20 @@ An open past the instance's ``open_files`` cap fails with ``EMFILE`` (what
 ``RLIMIT_NOFILE`` does in a worker process).
 
 All instances together share a budget of :data:`HOST_FILES_SHARE` of the
-host's soft descriptor limit, held by :class:`OpenFiles`: the gate reserves
-slots from it :data:`RESERVE_CHUNK` at a time (the only calls into Python,
-and those that refuse), and gives back what it no longer uses.  An instance
-holding fewer than :data:`BUDGET_FLOOR` files is never refused by the
-budget, so one plugin hoarding it cannot keep the others from importing
-their code; the host keeps half its table, less that floor per instance.
+host's soft descriptor limit, kept by :class:`OpenFiles`: the gate reserves
+slots :data:`RESERVE_CHUNK` at a time and gives back what goes unused past
+two chunks (with a refusal, the only calls into Python).  The first
+:data:`BUDGET_FLOOR` slots of each instance are free of the budget: an idle
+instance holds none of it, and one plugin hoarding the budget cannot keep
+the others from importing their code.  The host keeps half its table, less
+that floor per live instance.
 
-What counts: every successful ``path_open``; a successful close of any
-descriptor but the standard streams uncounts one.  Only ``path_open`` makes
-new descriptors, so a close is of a counted file, except for the preopened
-directories: closing those lets a guest hold that many more (a handful),
+What counts: every successful ``path_open``; a successful close (or
+renumbering over) of a descriptor numbered 3 or above uncounts one.  Of the
+imports, only ``path_open`` makes descriptors that last (``sock_accept``
+needs a listening socket, and the sandbox is given none), so a close is of a
+counted file, except for the preopened directories and standard streams
+moved above 2: closing those lets a guest hold that many more (a handful),
 never an unbounded number.
 
 The gate also takes ``poll_oneoff`` when it waits on a clock alone (a
@@ -157,11 +160,13 @@ _SHIM = f"""
       (then (call $dropped (local.get $to))))
     (local.get $errno))
   ;; One subscription, a clock (a sleep): the host sleeps, then the real call
-  ;; answers at once.  Layout (WASI preview 1): tag at +8; clock id at +16,
-  ;; timeout (ns) at +24, flags at +40 (bit 0: absolute).
+  ;; answers at once.  Layout (WASI preview 1): tag at +8; clock id at +16
+  ;; (0-3 are valid), timeout (ns) at +24, flags at +40 (bit 0: absolute).
+  ;; Anything else is the real call's, errors included.
   (func (export "poll_oneoff") (param $in i32) (param $out i32) (param $n i32) (param $nevents i32) (result i32)
     (local $timeout i64) (local $relative i32) (local $errno i32)
-    (if (i32.or (i32.ne (local.get $n) (i32.const 1)) (i32.load8_u offset=8 (local.get $in)))
+    (if (i32.or (i32.ne (local.get $n) (i32.const 1))
+          (i32.or (i32.load8_u offset=8 (local.get $in)) (i32.gt_u (i32.load offset=16 (local.get $in)) (i32.const 3))))
       (then (return (call $poll (local.get $in) (local.get $out) (local.get $n) (local.get $nevents)))))
     (local.set $timeout (i64.load offset=24 (local.get $in)))
     (local.set $relative (i32.eqz (i32.and (i32.load16_u offset=40 (local.get $in)) (i32.const 1))))
@@ -187,29 +192,31 @@ class OpenFiles:
     """One instance's share of the host's descriptor budget, and why it was refused.
 
     The gate (in wasm) counts the files the guest holds; it calls in here,
-    on the instance's own thread, only to reserve more budget, to hand some
-    back, and when it refuses an open.  ``held`` is the count as of its last
-    call.  The total over all instances is locked.
+    on the instance's own thread, only to reserve more slots, to hand spare
+    ones back, and when it refuses an open.  ``held`` is the count as of its
+    last call.  Slots beyond :data:`BUDGET_FLOOR` are charged to the
+    process-wide total (locked).
     """
 
     _total = 0
     _total_lock = threading.Lock()
 
     def __init__(self, limit: int) -> None:
-        self.limit = limit if limit > 0 else None
+        # The gate compares against an i32: past that, no cap.
+        self.limit = min(limit, 2**31 - 1) if limit > 0 else 2**31 - 1
         self.held = 0  # files the guest held at its last call in here
-        self.reserved = 0  # budget slots this instance holds (counted in the total)
+        self.reserved = 0  # slots this instance may fill
         self.refused = 0  # opens refused so far: the backend then replaces the instance
         self.refused_by = ""  # what refused the first of them: "cap" or "budget"
 
     @classmethod
     def total(cls) -> int:
-        """Budget slots reserved by the guests of this process, all instances together."""
+        """Budget slots charged to the guests of this process, all instances together."""
         return cls._total
 
     @staticmethod
     def host_budget() -> int:
-        """How many descriptors all guests together may hold."""
+        """How many descriptors all guests together may hold, beyond each one's floor."""
         import resource
 
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -218,18 +225,17 @@ class OpenFiles:
     def reserve(self, held: int) -> int:
         """The guest holds ``held`` files and no spare slot: reserve more; the new reservation.
 
-        Unchanged means refused (the budget is spent and ``held`` is past the floor).
+        Unchanged means refused (the budget is spent, and ``held`` is past the floor).
         """
         self.held = held
-        want = held + RESERVE_CHUNK if self.limit is None else min(held + RESERVE_CHUNK, self.limit)
+        want = min(held + RESERVE_CHUNK, self.limit)
         with OpenFiles._total_lock:
-            grant = min(want - self.reserved, self.host_budget() - OpenFiles._total)
-            if grant <= 0 and held < BUDGET_FLOOR:
-                grant = held + 1 - self.reserved  # the floor: one more, budget or not
-            if grant > 0:
-                OpenFiles._total += grant
-                self.reserved += grant
-                return self.reserved
+            room = self.host_budget() - OpenFiles._total
+            new = min(want, BUDGET_FLOOR + max(0, _charge(self.reserved) + room))
+            if new > held:
+                OpenFiles._total += _charge(new) - _charge(self.reserved)
+                self.reserved = new
+                return new
         self._refuse("budget")
         return self.reserved
 
@@ -238,7 +244,7 @@ class OpenFiles:
         self.held = held
         keep = min(self.reserved, held + RESERVE_CHUNK)
         with OpenFiles._total_lock:
-            OpenFiles._total -= self.reserved - keep
+            OpenFiles._total -= _charge(self.reserved) - _charge(keep)
         self.reserved = keep
         return keep
 
@@ -254,8 +260,13 @@ class OpenFiles:
     def release_all(self) -> None:
         """The instance's store is gone, and with it every descriptor it held.  Idempotent."""
         with OpenFiles._total_lock:
-            OpenFiles._total -= self.reserved
+            OpenFiles._total -= _charge(self.reserved)
         self.reserved = 0
+
+
+def _charge(reserved: int) -> int:
+    """What a reservation costs the shared budget: the floor is free."""
+    return max(0, reserved - BUDGET_FLOOR)
 
 
 # -- the rewrite (once, before the interpreter is compiled) --------------------
@@ -359,7 +370,7 @@ def _compiled(engine: Any, name: str, source: str) -> Any:
 
 
 class Stopped(Exception):
-    """Raised in a host call of a guest whose instance was stopped: wasmtime turns it into a trap."""
+    """Raised in a host call of a guest whose instance was stopped: it unwinds the guest to the host."""
 
 
 def _sleeper(stopped: Callable[[], bool]) -> Callable[[int], None]:
@@ -391,7 +402,7 @@ def instantiate(
     interpreter = linker.instantiate(store, module)
     i32 = wasmtime.ValType.i32()
     linker.define(store, _GATE, "memory", interpreter.exports(store)["memory"])
-    limit = wasmtime.Global(store, wasmtime.GlobalType(i32, False), wasmtime.Val.i32(files.limit or 2**31 - 1))
+    limit = wasmtime.Global(store, wasmtime.GlobalType(i32, False), wasmtime.Val.i32(files.limit))
     linker.define(store, _GATE, "limit", limit)
     linker.define_func(_GATE, "reserve", wasmtime.FuncType([i32], [i32]), files.reserve)
     linker.define_func(_GATE, "release", wasmtime.FuncType([i32], [i32]), files.release)
