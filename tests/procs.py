@@ -1,8 +1,10 @@
-"""What this (test) process has running: its children, and whether a pid lives."""
+"""What this (test) process has running: its children, whether a pid lives, and waiting for either."""
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 
 
 def children() -> set[int]:
@@ -28,3 +30,13 @@ def alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` (a bound on waiting, not a speed check)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()

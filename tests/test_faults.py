@@ -20,7 +20,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ from pluginsdk.backends.base import Limits
 from pluginsdk.backends.wasm import WasmBackend
 
 from .plugin_factory import install_plugin
-from .procs import alive, children
+from .procs import alive, children, wait_until
 from .textkit import SPEC
 
 pytestmark = pytest.mark.faults
@@ -248,16 +247,6 @@ def new_since(before: Snapshot) -> Snapshot:
     """Child processes, descriptors and SDK threads that exist now but did not before."""
     now = snapshot()
     return now[0] - before[0], now[1] - before[1], now[2] - before[2]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Poll ``predicate`` until true or ``timeout`` (a bound on waiting, not a speed check)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def read_pids(path: Path) -> list[int]:

@@ -38,6 +38,7 @@ from pluginsdk.backends.wasm import WasmBackend
 from pluginsdk.spec import HookSpec, hookspec
 
 from .plugin_factory import install_plugin
+from .procs import wait_until
 
 _REASON = WasmBackend.unavailable_reason()
 pytestmark = [pytest.mark.wasm, pytest.mark.skipif(_REASON is not None, reason=f"wasm backend unavailable: {_REASON}")]
@@ -123,14 +124,6 @@ def tokens(text):
 def probe(value, extra):
     return ACTIONS[value](extra)
 """
-
-
-def wait_until(predicate: Any, timeout: float = 10.0) -> bool:
-    """Poll ``predicate`` until true or ``timeout`` (a bound on waiting, not a speed check)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end and not predicate():
-        time.sleep(0.05)
-    return bool(predicate())
 
 
 def make_target(site: Path, name: str = "sbx", limits: Limits = DEFAULT_LIMITS, **options: Any) -> PluginTarget:
