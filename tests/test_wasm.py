@@ -631,6 +631,18 @@ class TestPrune:
         assert time.time() - marker.stat().st_mtime < 3600
         shutil.rmtree(recent)
 
+    def test_each_instance_start_stamps_its_entries(self, site: Path) -> None:
+        """A long-running host keeps its entries: every new instance refreshes their stamps, not only set-up."""
+        b = WasmBackend(make_target(site, "stamp", Limits(recycle_after=1)), log=logging.getLogger("test"))
+        try:
+            assert "A!" == b.call("transform", ("a",))
+            marker = b._sandbox.lib_dir / ".complete"
+            os.utime(marker, (0, 0))
+            assert "B!" == b.call("transform", ("b",))  # recycled: a new instance, no new set-up
+            assert time.time() - marker.stat().st_mtime < 3600
+        finally:
+            b.close()
+
     def test_cli_prune_reports_what_it_removed(self, tmp_path: Path) -> None:
         """``pluginsdk wasm prune --days N`` removes what is older and says so; it needs no interpreter."""
         (tmp_path / "wasm").mkdir()

@@ -50,7 +50,7 @@ from .interpreter import Interpreter, locate, wasm_cache_dir, wasmtime_version
 if TYPE_CHECKING:
     import wasmtime
 
-__all__ = ["Sandbox", "engine_config", "load_module", "prepare", "prune", "warm"]
+__all__ = ["Sandbox", "engine_config", "load_module", "mark_used", "prepare", "prune", "warm"]
 
 #: Engine settings every instance uses; part of the compiled-module cache key.
 ENGINE_SETTINGS: dict[str, Any] = {"epoch_interruption": True}
@@ -294,13 +294,13 @@ def prepare(explicit: str | None = None) -> Sandbox:
         module = ensure_module(interp)  # a stat when already checked: catches a cache changed under us
         found = _sandboxes.get(interp.path)
         if found is not None and found.interpreter == interp and found.module_file == module:
-            _stamp_used(found)
+            mark_used(found)
             return found
         lib = stage_guest_lib()
         pyc = _ensure_bytecode(interp, module, lib)
         sandbox = Sandbox(interpreter=interp, module_file=module, lib_dir=lib, pycache_dir=pyc)
         _sandboxes[interp.path] = sandbox
-        _stamp_used(sandbox)
+        mark_used(sandbox)
         prune(keep=_sandboxes.values())
         return sandbox
 
@@ -310,7 +310,8 @@ def _used_stamp(entry: Path) -> Path:
     return entry.with_suffix(".json") if entry.suffix == ".cwasm" else entry / _COMPLETE
 
 
-def _stamp_used(sandbox: Sandbox) -> None:
+def mark_used(sandbox: Sandbox) -> None:
+    """Refresh the "used" stamps of ``sandbox``'s entries (at most daily: a stat each otherwise)."""
     now = time.time()
     for entry in (sandbox.module_file, sandbox.lib_dir, sandbox.pycache_dir):
         try:

@@ -45,7 +45,7 @@ import attrs
 
 from .. import codec
 from ..backends.process import Worker
-from .cache import Sandbox, engine_config, load_module
+from .cache import Sandbox, engine_config, load_module, mark_used
 from .gate import OpenFiles, instantiate
 from .guest_main import MARSHAL_MARK
 
@@ -207,6 +207,7 @@ class Instance(Worker):
         self._exit: str | None = None
         self._output = _Output(log)
         self.files = OpenFiles(open_files)
+        mark_used(sandbox)  # a long-running host keeps its cache entries from being pruned
         self._engine, self._module, self._linker, self._store = _new_store(sandbox, memory_mb)
         self._fd_lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
