@@ -221,7 +221,7 @@ def bench_tiny(backend: ProcessBackend, n: int) -> dict[str, dict[str, float]]:
             "pool": lambda: pool.apply(add, (3, 4)),
             "executor": lambda: executor.submit(add, 3, 4).result(),
         }
-        pids = [w.pid for w in backend._all] + [bare.proc.pid, *(p.pid for p in pool._pool)]  # type: ignore[attr-defined]
+        pids = [w.pid for w in backend.pool.all] + [bare.proc.pid, *(p.pid for p in pool._pool)]  # type: ignore[attr-defined]
         pids += list(executor._processes)
         results = {}
         for mode in PLACEMENTS:
@@ -377,7 +377,7 @@ def main() -> None:
                 )
             )
         items = [(i, i) for i in range(1000)]
-        with placement("same CPU", [w.pid for w in backend._all]):  # singles at their fastest
+        with placement("same CPU", [w.pid for w in backend.pool.all]):  # singles at their fastest
             per_batch = interleaved_us(
                 {
                     "batch": lambda: backend.call_batch("add", items),
@@ -412,7 +412,7 @@ def main() -> None:
         start = bench_start(site, 3 if opts.quick else 5)
         rows.append(("worker start-up (start + first call)", f"{start:.1f} ms", ""))
         out.append(row("worker start-up (start + first call)", start, "ms"))
-        worker_pids = [int(w.pid) for w in backend._all]
+        worker_pids = [int(w.pid) for w in backend.pool.all]
         host_mib = rss_kib() / 1024
         worker_mib = statistics.median(rss_kib(p) for p in worker_pids) / 1024
         rows.append(("host RSS", f"{host_mib:.1f} MiB", ""))

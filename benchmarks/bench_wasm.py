@@ -144,7 +144,9 @@ def _guest_open_close(sandbox: Any, *, gated: bool, rounds: int) -> list[float]:
 
     from pluginsdk._wasm.cache import GUEST_MAIN
     from pluginsdk._wasm.gate import OpenFiles, instantiate
-    from pluginsdk._wasm.instance import _BASE_ARGV, _new_store, _wasi_config
+    from pluginsdk._wasm.store import BASE_ARGV as _BASE_ARGV
+    from pluginsdk._wasm.store import new_store as _new_store
+    from pluginsdk._wasm.store import wasi_config as _wasi_config
 
     engine, module, linker, store = _new_store(sandbox, 0)
     code = OPEN_CLOSE.format(path=f"/lib/{GUEST_MAIN}", pairs=PAIRS, rounds=rounds)
@@ -214,18 +216,18 @@ def main() -> int:
     # -- cold compile, cached load ------------------------------------------------
     import wasmtime
 
-    from pluginsdk._wasm import cache
+    from pluginsdk._wasm import cache, setup
     from pluginsdk._wasm.interpreter import locate
 
     interp = locate()
     t = time.perf_counter()
-    cache.warm()
+    setup.warm()
     rows.append(("cold start: compile + stage + bytecode warm-up", (time.perf_counter() - t) * 1e3, "ms", "", None))
     if not args.quick:  # the cold start above already includes it
         t = time.perf_counter()
         cache.compile_module(interp, work / "again.cwasm")
         rows.append(("cold compile of the interpreter alone", (time.perf_counter() - t) * 1e3, "ms", "", None))
-    sandbox = cache.prepare()
+    sandbox = setup.prepare()
     load = _median_ms(
         lambda: wasmtime.Module.deserialize_file(wasmtime.Engine(cache.engine_config()), str(sandbox.module_file)),
         rounds * 2,

@@ -188,3 +188,20 @@ class PluginResourceError(PluginError):
     def __init__(self, message: str, *, plugin: str | None = None, index: int | None = None) -> None:
         super().__init__(message, plugin=plugin)
         self.index = index
+
+
+class PluginProtocolError(PluginError):
+    """A worker or sandbox instance sent something the protocol does not allow; it was replaced.
+
+    A plugin that writes to its reply channel, answers twice or forges a
+    frame gets this, never another caller's result.
+
+    Attributes:
+        hook: The hook being called when it happened.
+        detail: What was wrong with what arrived.
+    """
+
+    def __init__(self, message: str, *, plugin: str | None = None, hook: str | None = None, detail: str = "") -> None:
+        super().__init__(message, plugin=plugin)
+        self.hook = hook
+        self.detail = detail

@@ -43,10 +43,10 @@ import _thread
 import struct
 import sys
 
-from ._errors import CodecError, PluginResourceError
+from ._errors import CodecError, PluginError, PluginResourceError
 
 # Guest-safe modules import neither typing nor collections.abc at run time: the
-# sandbox's start-up pays for every import (see pluginsdk._guest).
+# sandbox's start-up pays for every import (see pluginsdk.guest).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -258,7 +258,11 @@ class FrameReader:
                 raise EOFError(f"channel closed after {len(buf)} of {need} bytes" if buf else "channel closed")
             buf += chunk
 
-    def _too_large(self, size: int) -> PluginResourceError:
+    def _too_large(self, size: int, head: bytes | bytearray) -> PluginError:
+        # A header that reads as text, and text after it, is no frame: someone wrote to the channel.
+        if len(head) >= 16 and all(32 <= b < 127 or b in (9, 10, 13) for b in head[:16]):
+            text = bytes(head[:40]).decode("ascii", "replace")
+            return CodecError(f"text where a frame was expected (the peer wrote to the channel): {text!r}")
         return PluginResourceError(f"message of {size} bytes exceeds the {self.max_size}-byte limit")
 
     def read_body(self) -> bytes | memoryview:
@@ -276,7 +280,7 @@ class FrameReader:
             if len(chunk) >= 4:
                 (size,) = _unpack_header(chunk)
                 if size > self.max_size:
-                    raise self._too_large(size)
+                    raise self._too_large(size, chunk)
                 if len(chunk) == size + 4:
                     return memoryview(chunk)[4:]
             elif not chunk:
@@ -285,7 +289,7 @@ class FrameReader:
         self._fill(4)
         (size,) = _unpack_header(buf)
         if size > self.max_size:
-            raise self._too_large(size)
+            raise self._too_large(size, buf)
         self._fill(4 + size)
         body = bytes(buf[4 : 4 + size])
         del buf[: 4 + size]
@@ -328,6 +332,14 @@ def item_type(annotation: Any) -> Any:
         args = typing.get_args(annotation)
         return args[0] if args else typing.Any
     return typing.Any
+
+
+def is_stream_type(annotation: Any) -> bool:
+    """Whether a hook returning ``annotation`` streams: an ``Iterator``, ``Iterable`` or ``Generator`` type."""
+    import typing
+
+    item_type(annotation)  # loads _ITER_ORIGINS
+    return annotation in _ITER_ORIGINS or typing.get_origin(annotation) in _ITER_ORIGINS
 
 
 def needs_structuring(tp: Any) -> bool:

@@ -16,9 +16,11 @@ from typing import Any, Optional
 import attrs
 import pytest
 
-from pluginsdk import _guest as G
 from pluginsdk import codec
 from pluginsdk._errors import CodecError, PluginResourceError
+from pluginsdk.guest import impls as guest_impls
+from pluginsdk.guest import loop as guest_loop
+from pluginsdk.guest import protocol as G
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -281,7 +283,7 @@ class TestPurePython:
         """
         heavy = ("msgpack", "cattrs", "attrs", "pluggy", "typing", "inspect", "traceback", "importlib.util",
                  "threading", "collections", "re", "enum", "functools")
-        code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); import pluginsdk.codec, pluginsdk._guest; " \
+        code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); import pluginsdk.codec, pluginsdk.guest.loop; " \
                f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
         out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True)
         assert "[]" == out.stdout.strip()
@@ -309,7 +311,7 @@ class TestPurePython:
             params = inspect.signature(func).parameters.values()
             expected = tuple(p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
                              and p.default is p.empty)
-            assert expected == G._argnames(func), func
+            assert expected == guest_impls._argnames(func), func
 
 
 class GuestChannel:
@@ -325,7 +327,7 @@ class GuestChannel:
         self.reader = codec.FrameReader(lambda n: os.read(self.from_guest_r, n))
         self.fds = [to_guest_r, from_guest_w]
         self.thread = threading.Thread(
-            target=G.serve,
+            target=guest_loop.serve,
             args=(lambda n: os.read(to_guest_r, n), lambda b: os.write(from_guest_w, b)),
             kwargs={"decode": marshal.loads} if trusted else {},
             daemon=True,
@@ -359,7 +361,8 @@ def guest(site: Path) -> Iterator[Callable[..., GuestChannel]]:
         (site / f"{name}.py").write_text(textwrap.dedent(source))
         channel = GuestChannel(trusted)
         channels.append(channel)
-        hello = {"module": name, "attr": None, "hooks": hooks, "path": [str(site)], "max_message": max_message}
+        streams = [h for h in hooks if h == "count"]  # the spec declares it an iterator
+        hello = G.hello(module=name, attr=None, hooks=hooks, path=[str(site)], max_message=max_message, streams=streams)
         channel.reply = channel.ask(G.HELLO, hello)
         return channel
 
@@ -401,53 +404,53 @@ class TestGuestLoop:
     def test_call_and_batch(self, guest: Callable[..., GuestChannel]) -> None:
         """CALL answers OK with the value; BATCH answers all values in one frame."""
         channel = guest(GUEST_PLUGIN, HOOKS)
-        assert [G.OK, 5] == channel.ask(G.CALL, "add", [2, 3])
-        assert [G.OK, [1, 5, [0, 1]]] == channel.ask(G.BATCH, "add", [[0, 1], [2, 3], [[0], [1]]])
+        assert [G.OK, 1, 5] == channel.ask(G.CALL, 1, "add", [2, 3])
+        assert [G.OK, 2, [1, 5, [0, 1]]] == channel.ask(G.BATCH, 2, "add", [[0, 1], [2, 3], [[0], [1]]])
 
     def test_trusted_host_encoding(self, guest: Callable[..., GuestChannel]) -> None:
         """With a marshal decoder the guest takes marshal frames and still answers in msgpack."""
         channel = guest(GUEST_PLUGIN, HOOKS, trusted=True)
         assert G.READY == channel.reply[0]
-        assert [G.OK, "ab"] == channel.ask(G.CALL, "add", ("a", "b"))
+        assert [G.OK, 1, "ab"] == channel.ask(G.CALL, 1, "add", ("a", "b"))
 
     def test_stream_with_flow_control(self, guest: Callable[..., GuestChannel]) -> None:
         """A generator streams in doubling chunks, each sent only after MORE."""
         channel = guest(GUEST_PLUGIN, HOOKS)
-        frames = [channel.ask(G.CALL, "count", [10])]
+        frames = [channel.ask(G.CALL, 7, "count", [10])]
         while frames[-1][0] == G.CHUNK:
-            frames.append(channel.ask(G.MORE))
-        assert [[G.CHUNK, [0]], [G.CHUNK, [1, 2]], [G.CHUNK, [3, 4, 5, 6]], [G.END, [7, 8, 9]]] == frames
+            frames.append(channel.ask(G.MORE, 7))
+        assert [[G.CHUNK, 7, [0]], [G.CHUNK, 7, [1, 2]], [G.CHUNK, 7, [3, 4, 5, 6]], [G.END, 7, [7, 8, 9]]] == frames
 
     def test_stream_cancel(self, guest: Callable[..., GuestChannel]) -> None:
         """CANCEL ends a stream with an empty END; the loop then serves calls again."""
         channel = guest(GUEST_PLUGIN, HOOKS)
-        assert [G.CHUNK, [0]] == channel.ask(G.CALL, "count", [1000])
-        assert [G.END, []] == channel.ask(G.CANCEL)
-        assert [G.OK, 3] == channel.ask(G.CALL, "add", [1, 2])
+        assert [G.CHUNK, 1, [0]] == channel.ask(G.CALL, 1, "count", [1000])
+        assert [G.END, 1, []] == channel.ask(G.CANCEL, 1)
+        assert [G.OK, 2, 3] == channel.ask(G.CALL, 2, "add", [1, 2])
 
     def test_stream_error_after_items(self, guest: Callable[..., GuestChannel]) -> None:
         """Items pulled before a generator raised are delivered, then the error."""
         channel = guest(GUEST_PLUGIN, HOOKS)
-        frames = [channel.ask(G.CALL, "count", [14])]
+        frames = [channel.ask(G.CALL, 1, "count", [14])]
         while frames[-1][0] == G.CHUNK:
-            frames.append(channel.ask(G.MORE))
-        assert [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12] == [i for f in frames[:-1] for i in f[1]]
-        assert [G.ERR, "hook", "KeyError", "'thirteen'"] == frames[-1][:4]
+            frames.append(channel.ask(G.MORE, 1))
+        assert [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12] == [i for f in frames[:-1] for i in f[2]]
+        assert [G.ERR, 1, "hook", "KeyError", "'thirteen'"] == frames[-1][:5]
 
     def test_load_error_is_reported_as_data(self, guest: Callable[..., GuestChannel]) -> None:
         """An import failure is answered with an ERR frame carrying the traceback."""
         channel = guest("import not_a_module_anywhere\n", {"add": ["a", "b"]})
         reply = channel.reply
-        assert [G.ERR, "load", "ModuleNotFoundError"] == reply[:3]
-        assert "import not_a_module_anywhere" in reply[4]
+        assert [G.ERR, 0, "load", "ModuleNotFoundError"] == reply[:4]
+        assert "import not_a_module_anywhere" in reply[5]
 
     def test_missing_implementation_is_refused(self, guest: Callable[..., GuestChannel]) -> None:
         """A declared hook without an implementation fails the handshake."""
         channel = guest(GUEST_PLUGIN, {**HOOKS, "other": []})
-        assert "declares 'other' but does not implement it" in channel.reply[3]
+        assert "declares 'other' but does not implement it" in channel.reply[4]
 
     def test_oversized_reply_becomes_an_error(self, guest: Callable[..., GuestChannel]) -> None:
         """A reply over max_message is replaced by a resource error; the loop goes on."""
         channel = guest(GUEST_PLUGIN, HOOKS, max_message=1000)
-        assert [G.ERR, "resource", "MessageTooLarge"] == channel.ask(G.CALL, "big", [2000])[:3]
-        assert [G.OK, 3] == channel.ask(G.CALL, "add", [1, 2])
+        assert [G.ERR, 1, "resource", "MessageTooLarge"] == channel.ask(G.CALL, 1, "big", [2000])[:4]
+        assert [G.OK, 2, 3] == channel.ask(G.CALL, 2, "add", [1, 2])

@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 
 from pluginsdk import HookSpec, Host, codec, hookspec
 from pluginsdk._errors import CodecError, PluginResourceError
-from pluginsdk._wasm.guest_main import MARSHAL_MARK, make_fast_pack, make_fast_unpack
 from pluginsdk.backends.wasm import WasmBackend
+from pluginsdk.guest.fastcodec import MARSHAL_MARK, make_fast_pack, make_fast_unpack
 
 from .plugin_factory import install_plugin
 

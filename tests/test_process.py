@@ -242,14 +242,14 @@ def make(site: Path) -> Iterator[Callable[..., ProcessBackend]]:
 @contextlib.contextmanager
 def short_start_timeout(seconds: float) -> Iterator[None]:
     """Shorten the floor on handshake deadlines (10 s) for a test."""
-    from pluginsdk.backends import process
+    from pluginsdk.backends import pool
 
-    saved = process.MIN_START_TIMEOUT
-    process.MIN_START_TIMEOUT = seconds
+    saved = pool.MIN_START_TIMEOUT
+    pool.MIN_START_TIMEOUT = seconds
     try:
         yield
     finally:
-        process.MIN_START_TIMEOUT = saved
+        pool.MIN_START_TIMEOUT = saved
 
 
 def rss_kib() -> int:
@@ -383,7 +383,7 @@ class TestErrors:
         assert (backend.target.name, "probe") == (err.plugin, err.hook)
         assert (f"{backend.target.module}.Boom", "it broke: 5") == (err.exc_type, err.exc_message)
         assert 'raise Boom("it broke: " + str(extra))' in err.traceback
-        assert "_guest.py" not in err.traceback
+        assert "guest/loop.py" not in err.traceback
         assert 7 == backend.call("add", (3, 4))
 
     def test_unencodable_argument_names_the_argument(self, make: Callable[..., ProcessBackend]) -> None:
@@ -790,7 +790,7 @@ class TestLifecycle:
 
         thread = threading.Thread(target=hang)
         thread.start()
-        assert wait_until(lambda: not backend._idle)  # the worker is taken
+        assert wait_until(lambda: not backend.pool.idle)  # the worker is taken
         backend.close()
         thread.join()
         assert ["backend closed during hook 'probe'"] == [e.message for e in errors if isinstance(e, PluginError)]

@@ -32,9 +32,9 @@ from pluginsdk._errors import (
     PluginTimeout,
 )
 from pluginsdk._wasm.gate import BUDGET_FLOOR, HOST_FILES_SHARE, OpenFiles, instantiate, rewrite
-from pluginsdk._wasm.guest_main import make_fast_pack, make_fast_unpack
 from pluginsdk.backends.base import DEFAULT_LIMITS, Limits, PluginTarget
 from pluginsdk.backends.wasm import WasmBackend
+from pluginsdk.guest.fastcodec import make_fast_pack, make_fast_unpack
 from pluginsdk.spec import HookSpec, hookspec
 
 from .plugin_factory import install_plugin
@@ -195,7 +195,7 @@ class TestCalls:
         """Imports are most of an instance's start: the guest loop imports no third-party package,
         nor typing, inspect, traceback... (pluggy stays mounted for plugins that import it)."""
         modules = set(backend.call("probe", ("modules", None)))
-        assert {"pluginsdk._guest", "pluginsdk.codec"} <= modules
+        assert {"pluginsdk.guest.loop", "pluginsdk.codec"} <= modules
         heavy = {"pluggy", "msgpack", "cattrs", "attrs", "typing", "inspect", "traceback", "importlib.util", "re"}
         assert not heavy & modules
         with pytest.raises(PluginHookError):  # formatting a traceback imports traceback, on demand
@@ -277,7 +277,7 @@ class TestLimits:
     def test_sleep_past_the_deadline_is_stopped(self, backend: WasmBackend) -> None:
         """A sleeping guest is stopped at the deadline: the caller is answered and the old instance ends."""
         backend.start()
-        (asleep,) = backend._all
+        (asleep,) = backend.pool.all
         started = time.monotonic()
         with pytest.raises(PluginTimeout):
             backend.call("probe", ("sleep", 600))
@@ -342,7 +342,7 @@ class TestOpenFiles:
                 assert 20 == b.call("probe", ("hold", 20))
                 assert b.call("probe", ("listing", None)) > 0
                 assert 0 == b.call("probe", ("drop", None))
-            (instance,) = b._all
+            (instance,) = b.pool.all
             assert (0, 0) == (instance.files.refused, b.incident_count)
             assert 0 < OpenFiles.total() <= 25
         finally:
@@ -354,12 +354,12 @@ class TestOpenFiles:
         b = WasmBackend(make_target(site, "capped", Limits(open_files=10)), log=logging.getLogger("test"))
         try:
             assert 10 == b.call("probe", ("hold", 10))
-            (first,) = b._all
+            (first,) = b.pool.all
             with pytest.raises(PluginHookError) as info:
                 b.call("probe", ("hold", 1))
             assert ("OSError", "capped") == (info.value.exc_type, info.value.plugin)
             assert "No file descriptors available" in info.value.exc_message
-            assert first not in b._all
+            assert first not in b.pool.all
             assert ("resource", 1) == (b.incidents[-1].kind, b.incident_count)
             assert "its cap of 10" in b.incidents[-1].detail
             assert 5 == b.call("probe", ("hold", 5))  # a fresh instance, holding nothing before
@@ -612,22 +612,22 @@ class TestPrune:
 
     def test_entries_unused_for_long_are_removed_and_the_live_ones_kept(self, site: Path) -> None:
         """Setting up a sandbox removes entries unused for 30 days, never its own, and stamps its own as used."""
-        from pluginsdk._wasm import cache
+        from pluginsdk._wasm import cache, setup
         from pluginsdk._wasm.interpreter import wasm_cache_dir
 
         root = wasm_cache_dir()
         stale, recent = self.old_entries(root, 31), root / "lib-recent"
         recent.mkdir()
         (recent / ".complete").write_text("")
-        cache._sandboxes.clear()  # as in a new process
-        sandbox = cache.prepare()
+        setup._sandboxes.clear()  # as in a new process
+        sandbox = setup.prepare()
         assert [False] * 4 == [p.exists() for p in stale]
         assert not stale[0].with_suffix(".json").exists()
         assert (True, True) == (recent.exists(), sandbox.lib_dir.exists())
         marker = sandbox.lib_dir / ".complete"
         os.utime(marker, (0, 0))  # its own entry, stamped long ago: kept all the same
         assert [] == cache.prune(keep=[sandbox])
-        cache.prepare()  # a use refreshes the stamp
+        setup.prepare()  # a use refreshes the stamp
         assert time.time() - marker.stat().st_mtime < 3600
         shutil.rmtree(recent)
 
@@ -793,7 +793,7 @@ def test_guest_fast_unpacker_reads_the_hosts_marshal_frames() -> None:
     """Large host frames come as marshal behind a byte msgpack never uses (see Instance.send)."""
     import marshal
 
-    from pluginsdk._wasm.guest_main import MARSHAL_MARK
+    from pluginsdk.guest.fastcodec import MARSHAL_MARK
 
     batch = [2, "transform", [[f"item {i}"] for i in range(100)]]
     assert make_fast_unpack(codec.decode)(MARSHAL_MARK + marshal.dumps(batch)) == batch

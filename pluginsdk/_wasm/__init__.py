@@ -5,9 +5,13 @@ Submodules:
 * :mod:`.interpreter` finds the CPython-on-WASI interpreter and pins its hash;
 * :mod:`.cache` keeps the compiled (AOT) interpreter, the staged guest
   libraries and their bytecode in the user cache directory;
-* :mod:`.instance` runs one sandbox instance and speaks to it;
-* :mod:`.guest_main` is the program the sandboxed interpreter runs (it is
-  copied into the sandbox, never imported by the host).
+* :mod:`.store` runs the interpreter in a wasmtime store, and :mod:`.setup`
+  prepares all of the above once per process;
+* :mod:`.gate` counts and caps the descriptors a guest holds, and takes its sleeps;
+* :mod:`.instance` runs one sandbox instance: the sandbox kind of worker.
+
+What runs inside the sandbox is :mod:`pluginsdk.guest` (its folder is staged
+into the sandbox, never the host's site-packages).
 
 Nothing here imports ``wasmtime`` at module level, so the CLI and the host
 can ask :func:`unavailable_reason` cheaply.
@@ -27,9 +31,9 @@ def warm_cache(interpreter: str | None = None) -> Path:
     sandbox start pays for neither.  ``interpreter`` is a ``python.wasm`` of
     the caller's own; ``None`` uses ``PLUGINSDK_WASM_PYTHON`` or the bundled one.
     """
-    from . import cache
+    from . import setup
 
-    return cache.warm(interpreter)
+    return setup.warm(interpreter)
 
 
 def prune_cache(max_age_days: float | None = None) -> list[Path]:
@@ -37,10 +41,10 @@ def prune_cache(max_age_days: float | None = None) -> list[Path]:
 
     Entries of sandboxes set up in this process are kept.
     """
-    from . import cache
+    from . import cache, setup
 
     days = cache.PRUNE_AFTER_DAYS if max_age_days is None else max_age_days
-    return cache.prune(days, keep=cache._sandboxes.values())
+    return cache.prune(days, keep=setup._sandboxes.values())
 
 
 def unavailable_reason(interpreter: str | None = None) -> str | None:

@@ -9,8 +9,9 @@
   never see half a file.  A ``.json`` beside it holds the file's SHA-256 and
   stamp; a file whose stamp changed is re-hashed and rebuilt if it no longer
   matches (corruption).
-* ``lib-<hash>/``: the guest libraries (pluggy, msgpack, attrs/cattrs and the
-  guest-safe modules of pluginsdk), copied as ``.py`` only.  The sandbox
+* ``lib-<hash>/``: the guest libraries (pluggy, msgpack, attrs/cattrs and
+  pluginsdk's guest side: the :mod:`pluginsdk.guest` folder and the modules
+  it shares with the host), copied as ``.py`` only.  The sandbox
   mounts this directory, never the host's site-packages, so the guest sees
   no host modules.  Content-addressed, so it never goes stale.
 * ``pyc-<interp>-<lib>/``: bytecode of ``lib-<hash>/`` compiled *by the guest
@@ -45,31 +46,29 @@ import attrs
 
 from .._errors import BackendUnavailable
 from .gate import REWRITE_VERSION, rewrite
-from .interpreter import Interpreter, locate, wasm_cache_dir, wasmtime_version
+from .interpreter import Interpreter, wasm_cache_dir, wasmtime_version
 
 if TYPE_CHECKING:
     import wasmtime
 
-__all__ = ["Sandbox", "engine_config", "load_module", "mark_used", "prepare", "prune", "warm"]
+__all__ = ["Sandbox", "engine_config", "load_module", "mark_used", "prune", "stage_guest_lib"]
 
 #: Engine settings every instance uses; part of the compiled-module cache key.
 ENGINE_SETTINGS: dict[str, Any] = {"epoch_interruption": True}
-#: Modules of pluginsdk the guest needs (everything else is host-only).
-GUEST_SDK_MODULES = ("__init__.py", "_markers.py", "_errors.py", "codec.py", "_guest.py")
 #: Third-party packages the guest loop imports (msgpack falls back to pure Python);
 #: attrs/cattrs only when a value is not plain data.  pluggy is mounted for plugins
 #: that import it themselves (the guest loop does not).  Missing optional ones are skipped.
 GUEST_PACKAGES = ("msgpack",)
 OPTIONAL_GUEST_PACKAGES = ("pluggy", "attr", "attrs", "cattrs", "typing_extensions", "exceptiongroup")
-#: The guest program, copied to the top of ``lib-<hash>/`` under this name.
-GUEST_MAIN = "_pluginsdk_wasm_main.py"
+#: The guest program, inside ``lib-<hash>/``.
+GUEST_MAIN = "pluginsdk/guest/sandbox.py"
 _COMPLETE = ".complete"
 #: Cache entries unused for this many days are removed.
 PRUNE_AFTER_DAYS = 30.0
 _STAMP_EVERY = 86400.0  # seconds between refreshes of an entry's "used" stamp
 
-_lock = threading.Lock()
-_sandboxes: dict[str, Sandbox] = {}
+#: Held while a module is compiled or checked (one compile at a time per process).
+lock = threading.Lock()
 _checked_modules: set[tuple[str, int, int]] = set()
 
 
@@ -196,7 +195,7 @@ def load_module(engine: wasmtime.Engine, sandbox: Sandbox) -> wasmtime.Module:
     try:
         return wasmtime.Module.deserialize_file(engine, str(sandbox.module_file))
     except wasmtime.WasmtimeError:
-        with _lock:
+        with lock:
             ensure_module(sandbox.interpreter, force=True)
         return wasmtime.Module.deserialize_file(engine, str(sandbox.module_file))
 
@@ -221,9 +220,12 @@ def _package_sources(name: str) -> list[tuple[str, Path]]:
 
 def guest_sources() -> list[tuple[str, Path]]:
     """Every file staged into ``lib-<hash>/``, by relative path."""
+    from .. import guest
+
     sdk = Path(__file__).resolve().parent.parent
-    files = [(f"pluginsdk/{m}", sdk / m) for m in GUEST_SDK_MODULES]
-    files.append((GUEST_MAIN, Path(__file__).resolve().with_name("guest_main.py")))
+    files = [(f"pluginsdk/{m}", sdk / m) for m in guest.SHARED_MODULES]
+    folder = sdk / "guest"  # the guest side is a folder: no list of its files to keep in step
+    files += sorted((f"pluginsdk/guest/{p.name}", p) for p in folder.glob("*.py"))
     for name in GUEST_PACKAGES:
         found = _package_sources(name)
         if not found:
@@ -261,48 +263,6 @@ def stage_guest_lib() -> Path:
             shutil.rmtree(final, ignore_errors=True)
             return stage_guest_lib()
     return final
-
-
-def _ensure_bytecode(interp: Interpreter, module: Path, lib: Path) -> Path:
-    """``pyc-…/`` for ``lib``, compiled by a warm-up instance if missing."""
-    out = wasm_cache_dir() / f"pyc-{interp.sha256[:12]}-{lib.name[4:]}"
-    if (out / _COMPLETE).exists():
-        return out
-    out.mkdir(exist_ok=True)
-    from .instance import run_program
-
-    partial = Sandbox(interpreter=interp, module_file=module, lib_dir=lib, pycache_dir=out)
-    # Importing what every instance imports also caches the stdlib modules
-    # involved (the interpreter ships their sources only).
-    code = (
-        "import sys; sys.pycache_prefix = '/pycache'; sys.path.insert(0, '/lib'); "
-        "import compileall; ok = compileall.compile_dir('/lib', quiet=2); "
-        "import json, marshal, importlib.util, io, pluginsdk._guest, pluginsdk.codec, msgpack\n"
-        "for name in ('pluggy', 'cattrs', 'inspect', 'traceback', 'typing'):\n"
-        " try:\n  __import__(name)\n except Exception:\n  pass\n"
-        "sys.exit(0 if ok else 1)"
-    )
-    if run_program(partial, ["-c", code], writable_pycache=True) == 0:
-        (out / _COMPLETE).write_text("")
-    return out
-
-
-def prepare(explicit: str | None = None) -> Sandbox:
-    """Verify the interpreter, compile/stage what is missing; cached per process."""
-    interp = locate(explicit)
-    with _lock:
-        module = ensure_module(interp)  # a stat when already checked: catches a cache changed under us
-        found = _sandboxes.get(interp.path)
-        if found is not None and found.interpreter == interp and found.module_file == module:
-            mark_used(found)
-            return found
-        lib = stage_guest_lib()
-        pyc = _ensure_bytecode(interp, module, lib)
-        sandbox = Sandbox(interpreter=interp, module_file=module, lib_dir=lib, pycache_dir=pyc)
-        _sandboxes[interp.path] = sandbox
-        mark_used(sandbox)
-        prune(keep=_sandboxes.values())
-        return sandbox
 
 
 def _used_stamp(entry: Path) -> Path:
@@ -350,8 +310,3 @@ def prune(max_age_days: float = PRUNE_AFTER_DAYS, keep: Iterable[Sandbox] = ()) 
                 entry.with_suffix(".json").unlink(missing_ok=True)
         removed.append(entry)
     return removed
-
-
-def warm(explicit: str | None = None) -> Path:
-    """Build every cache entry :func:`prepare` needs; return the compiled module's path."""
-    return prepare(explicit).module_file

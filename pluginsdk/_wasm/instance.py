@@ -11,7 +11,7 @@ The instance runs ``_start`` on a thread of its own; the guest loop blocks
 reading requests from its stdin.  The channel is two FIFOs, created in a
 private temporary directory and unlinked once both ends are open:
 
-* stdin: the host writes msgpack frames (large ones as marshal, see Instance.send);
+* stdin: the host writes msgpack frames (batches as marshal, see Instance.send);
 * stdout: the guest writes msgpack frames, read by the host with
   :class:`pluginsdk.codec.FrameReader` (size-limited, safe decoding);
 * stderr: read by a thread of ours into the plugin's logger.
@@ -24,7 +24,9 @@ sleeps, so that a stopped instance ends at once even when asleep.
 The host reads non-blocking: it spins for up to 500 µs (a tiny call
 answers in ~80 µs, and waking a sleeping thread costs about that again on a
 busy 2-core machine), then sleeps in ``poll`` on the reply FIFO and a
-wake-up pipe the instance thread writes when the guest ends.
+wake-up pipe, written when the guest ends or is stopped.  Deadlines are the
+pool's (see :class:`pluginsdk.backends.worker.Worker`): its watchdog stops an
+instance that overruns, which ends the read.
 """
 
 from __future__ import annotations
@@ -37,30 +39,28 @@ import shutil
 import tempfile
 import threading
 import time
-from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
 from .. import codec
-from ..backends.process import Worker
-from .cache import Sandbox, engine_config, load_module, mark_used
+from ..backends.worker import Worker
+from ..guest import protocol as P
+from ..guest.fastcodec import MARSHAL_MARK
+from .cache import GUEST_MAIN, Sandbox, mark_used
 from .gate import OpenFiles, instantiate
-from .guest_main import MARSHAL_MARK
+from .store import BASE_ARGV, Output, new_store, outcome, wasi_config
 
-__all__ = ["Instance", "Mounts", "run_program"]
+__all__ = ["Instance", "Mounts"]
 
 #: Seconds the host spins on a reply before sleeping in poll().
 DEFAULT_SPIN = 0.0005
 #: Host frames larger than this (bytes) go to the guest as marshal (see Instance.send).
 MARSHAL_ABOVE = 512
-#: stderr lines kept per instance, quoted when it dies.
-STDERR_TAIL = 10
+_encode_frame = codec.encode_frame
 #: Seconds to wait for an instance's thread to end after asking it to.
 EXIT_GRACE = 2.0
-_BASE_ARGV = ["python", "-I", "-S", "-B"]
-_ENV = [("MSGPACK_PUREPYTHON", "1")]  # skips the C-extension attempt
 
 _live: set[Instance] = set()
 _exiting = False
@@ -84,108 +84,8 @@ class Mounts:
     sys_path: tuple[str, ...] = ()
 
 
-class _Output:
-    """Line-buffers what the guest writes to stderr into a logger (and a tail for crash reports)."""
-
-    def __init__(self, log: logging.Logger) -> None:
-        self.log = log
-        self.tail: deque[str] = deque(maxlen=STDERR_TAIL)
-        self._buf = bytearray()
-
-    def __call__(self, data: bytes) -> None:
-        self._buf += data
-        while b"\n" in self._buf or len(self._buf) > 65536:
-            cut = self._buf.find(b"\n")
-            end = cut + 1 if cut >= 0 else 65536
-            line = self._buf[: end if cut < 0 else cut].decode("utf-8", "replace")
-            del self._buf[:end]
-            if line.startswith("\x01"):  # the plugin's print(), see guest_main
-                self.log.info("%s", line[1:], extra={"plugin_stream": "stdout"})
-            else:
-                self.tail.append(line)
-                self.log.warning("%s", line, extra={"plugin_stream": "stderr"})
-
-
-def _new_store(sandbox: Sandbox, memory_mb: int) -> tuple[Any, Any, Any, Any]:
-    import wasmtime
-
-    engine = wasmtime.Engine(engine_config())
-    module = load_module(engine, sandbox)
-    linker = wasmtime.Linker(engine)
-    linker.define_wasi()
-    store = wasmtime.Store(engine)
-    store.set_epoch_deadline(1)  # traps as soon as the engine's epoch moves: see module doc
-    if memory_mb > 0:
-        store.set_limits(memory_size=memory_mb * 2**20)
-    return engine, module, linker, store
-
-
-def _wasi_config(
-    sandbox: Sandbox, argv: Sequence[str], dirs: Sequence[tuple[str, str]], *, writable_pycache: bool
-) -> Any:
-    import wasmtime
-
-    wasi = wasmtime.WasiConfig()
-    wasi.argv = list(argv)
-    wasi.env = _ENV  # nothing of the host's environment
-    wasi.preopen_dir(str(sandbox.lib_dir), "/lib", False)
-    wasi.preopen_dir(str(sandbox.pycache_dir), "/pycache", writable_pycache)
-    for host, guest in dirs:
-        wasi.preopen_dir(host, guest, False)
-    return wasi
-
-
-def _outcome(exc: BaseException | None) -> str:
-    import wasmtime
-
-    if exc is None:
-        return "exited"
-    if isinstance(exc, wasmtime.ExitTrap):
-        return f"exit code {exc.code}"
-    # wasmtime's text is a backtrace, then "Caused by:" and the reason: keep the reason.
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    reason = next((line for line in reversed(lines) if "trap" in line.lower()), lines[-1] if lines else "")
-    return f"trap: {reason or type(exc).__name__}"
-
-
-def run_program(sandbox: Sandbox, args: Sequence[str], *, writable_pycache: bool = False) -> int:
-    """Run the interpreter on ``args`` to completion on this thread; its exit status.
-
-    Used for the bytecode warm-up (no plugin code, no channel).
-    """
-    import wasmtime
-
-    engine, module, linker, store = _new_store(sandbox, 0)
-    argv = ["python", "-I", "-S", *args]
-    wasi = _wasi_config(sandbox, argv, (), writable_pycache=writable_pycache)
-    # A file, not a *_custom callback: wasmtime calls those from its own
-    # threads, and one arriving while the host interpreter exits aborts it.
-    with tempfile.TemporaryDirectory(prefix="pluginsdk-wasm-") as tmp:
-        output = os.path.join(tmp, "output")
-        wasi.stdout_file = output
-        wasi.stderr_file = output
-        store.set_wasi(wasi)
-        files = OpenFiles(0)
-        try:
-            instantiate(engine, linker, store, module, files).exports(store)["_start"](store)
-            status = 0
-        except wasmtime.ExitTrap as exc:
-            status = int(exc.code)
-        finally:
-            store.close()
-            files.release_all()
-        if status:
-            with open(output, "rb") as f:
-                _Output(logging.getLogger("pluginsdk.wasm"))(f.read()[-4096:] + b"\n")
-    return status
-
-
 class Instance(Worker):
-    """One running sandbox serving one plugin: a worker of the process backend's pool.
-
-    Used by one thread at a time (the pool hands it out exclusively), apart
-    from the watchdog, which may call :meth:`signal_kill` once ``deadline`` passes.
-    """
+    """One running sandbox serving one plugin: the sandbox kind of :class:`Worker`."""
 
     def __init__(
         self,
@@ -205,10 +105,10 @@ class Instance(Worker):
         self._closed = False
         self._killed = False
         self._exit: str | None = None
-        self._output = _Output(log)
+        self._output = Output(log)
         self.files = OpenFiles(open_files)
         mark_used(sandbox)  # a long-running host keeps its cache entries from being pruned
-        self._engine, self._module, self._linker, self._store = _new_store(sandbox, memory_mb)
+        self._engine, self._module, self._linker, self._store = new_store(sandbox, memory_mb)
         self._fd_lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -217,8 +117,8 @@ class Instance(Worker):
             spec = [f"p:{k}={v}" for k, v in mounts.packages.items()] + [
                 f"m:{k}={v}" for k, v in mounts.modules.items()
             ]
-            argv = [*_BASE_ARGV, f"/lib/{_guest_main()}", "|".join(spec)]
-            wasi = _wasi_config(sandbox, argv, mounts.dirs, writable_pycache=False)
+            argv = [*BASE_ARGV, f"/lib/{GUEST_MAIN}", "|".join(spec)]
+            wasi = wasi_config(sandbox, argv, mounts.dirs, writable_pycache=False)
             self._open_channel(wasi)
             self._store.set_wasi(wasi)
             instance = instantiate(
@@ -243,7 +143,7 @@ class Instance(Worker):
             _live.add(self)
         self._pump.start()
         self._thread.start()
-        self.send(codec.encode_frame([0, hello]))  # HELLO; fits in the FIFO's buffer
+        self._write_frame(_encode_frame([P.HELLO, hello]))  # fits in the FIFO's buffer
 
     # -- channel -------------------------------------------------------------
     def _open_channel(self, wasi: Any) -> None:
@@ -270,17 +170,23 @@ class Instance(Worker):
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def send(self, frame: bytes) -> None:
-        """Send one frame; a dead guest is reported by the next read, not here.
+    def send(self, msg: list[Any]) -> None:
+        """Encode and send one request; a dead guest is reported by the next read, not here.
 
         Large frames (batches) are re-encoded as marshal, which the guest
         decodes ~7x faster than msgpack in pure Python (0.6 against 4.4 µs a
-        batch item); it trusts its host.  Small frames are not worth it.
+        batch item); it trusts its host.  msgpack is encoded first all the
+        same: it decides what may cross, so values arrive as they would in a
+        worker process.
         """
+        frame = _encode_frame(msg, self._max_message)
         if len(frame) > MARSHAL_ABOVE:
             body = MARSHAL_MARK + marshal.dumps(codec.decode(memoryview(frame)[4:]))
             if len(body) <= self._max_message:
                 frame = codec.HEADER.pack(len(body)) + body
+        self._write_frame(frame)
+
+    def _write_frame(self, frame: bytes) -> None:
         # Under the lock: signal_kill() (the watchdog's thread) closes this fd.
         with self._fd_lock:
             if self._wfd < 0:
@@ -293,6 +199,26 @@ class Instance(Worker):
                         view = view[os.write(self._wfd, view) :]
             except OSError:  # BrokenPipeError included: the guest is gone
                 pass
+
+    def recv(self) -> Any:
+        return self.reader.read()
+
+    def surplus(self) -> bool:
+        return self.reader.pending()
+
+    def retire_reason(self) -> str | None:
+        """An instance refused a descriptor is replaced: that hands back what a leaking plugin holds.
+
+        Its files are host descriptors (see :mod:`pluginsdk._wasm.gate`).
+        """
+        files = self.files
+        if not files.refused:
+            return None
+        cap = f"its cap of {files.limit}" if files.refused_by == "cap" else "the host's budget"
+        return (
+            f"opened more files than {cap} allows ({files.held} held, {files.refused} refused with EMFILE);"
+            " the instance was replaced"
+        )
 
     def _read(self, n: int) -> bytes:
         fd = self._rfd
@@ -315,15 +241,7 @@ class Instance(Worker):
                     return os.read(fd, n)
                 except (BlockingIOError, OSError):
                     return b""
-            wait_ms: int | None = None
-            if self.deadline:
-                left = self.deadline - time.monotonic()
-                if left <= 0:
-                    self.timed_out = True
-                    self.signal_kill()
-                    return b""
-                wait_ms = max(1, int(left * 1000) + 1)
-            poller.poll(wait_ms)
+            poller.poll()  # the guest's end, or signal_kill(), writes the wake-up pipe
             try:
                 return os.read(fd, n)
             except BlockingIOError:
@@ -336,7 +254,7 @@ class Instance(Worker):
             start(self._store)
         except Exception as exc:  # ExitTrap, Trap, WasmtimeError: how the guest ended
             error = exc
-        self._exit = _outcome(error)
+        self._exit = outcome(error)
         # The exception's traceback holds this frame, and with it ``start`` and the
         # store: break the cycle so a closed instance is freed now, not at the next GC.
         del error, start
@@ -373,6 +291,8 @@ class Instance(Worker):
             if self._wfd >= 0:
                 os.close(self._wfd)
             self._wfd = -1
+            if self._wake_w >= 0:  # a reader asleep in poll() wakes now, whatever the guest is doing
+                os.write(self._wake_w, b"k")
 
     def kill(self) -> None:
         """Stop the guest and release everything it holds.
@@ -387,7 +307,7 @@ class Instance(Worker):
     def stop(self) -> None:
         """Ask the guest to exit (BYE), stopping it if it does not."""
         if not self._closed and self._exit is None and not self._killed:
-            self.send(codec.encode_frame([5]))  # BYE
+            self.send([P.BYE])
             self._thread.join(EXIT_GRACE)
         self.kill()
 
@@ -417,7 +337,7 @@ class Instance(Worker):
         return self._thread.is_alive()
 
 
-def _pump(fd: int, output: _Output) -> None:
+def _pump(fd: int, output: Output) -> None:
     """Feed what the guest writes to stderr to ``output`` until the guest ends (EOF)."""
     try:
         while True:
@@ -429,12 +349,6 @@ def _pump(fd: int, output: _Output) -> None:
         return
     finally:
         os.close(fd)
-
-
-def _guest_main() -> str:
-    from .cache import GUEST_MAIN
-
-    return GUEST_MAIN
 
 
 def stop_all() -> None:

@@ -1,13 +1,13 @@
 """Isolation level ``wasm``: the plugin runs in CPython compiled to WASI, inside the host process.
 
-Each warm *instance* is a wasmtime store running the pinned interpreter
-(see :mod:`pluginsdk._wasm`) with the shared guest loop
-(:mod:`pluginsdk._guest`), so calls, batches, streams, errors and limits
-behave exactly as with the ``process`` backend: this class is that
-backend's pool with sandbox instances in place of worker processes.
+One of the two factories of :class:`~.pooled.PooledBackend`: its workers are
+sandbox instances (:class:`pluginsdk._wasm.instance.Instance`), each a
+wasmtime store running the pinned interpreter (see :mod:`pluginsdk._wasm`)
+with the guest loop (:mod:`pluginsdk.guest`), so calls, batches, streams,
+errors and limits behave exactly as at the ``process`` level.
 
 What the guest can see, all read-only: the guest libraries (``/lib``: pluggy,
-msgpack, attrs/cattrs and the guest-safe modules of pluginsdk), their
+msgpack, attrs/cattrs and pluginsdk's guest side), their
 bytecode (``/pycache``), the plugin's package (``/plugin/NAME``), the
 pure-Python packages its manifest lists under ``[wasm] packages``
 (``/deps/NAME``) and any directories the host passes as
@@ -39,7 +39,8 @@ from typing import Any, ClassVar
 
 from .._errors import PluginError, PluginLoadError
 from .base import PluginTarget
-from .process import ProcessBackend, Worker
+from .pooled import PooledBackend
+from .worker import Worker
 
 __all__ = ["WasmBackend"]
 
@@ -53,7 +54,7 @@ def _native_files(root: str) -> list[str]:
     return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.suffix in _NATIVE_SUFFIXES)
 
 
-class WasmBackend(ProcessBackend):
+class WasmBackend(PooledBackend):
     """Runs a plugin in a pool of WebAssembly sandbox instances (see the module docstring)."""
 
     isolation: ClassVar[str] = "wasm"
@@ -62,11 +63,11 @@ class WasmBackend(ProcessBackend):
         super().__init__(target, log=log)
         self._sandbox: Any = None
         self._mounts: Any = None
-        self._hello: dict[str, Any] = {}
+        self._guest_path: list[str] = []
         self._staging: str | None = None
         self._plugin_log = logging.getLogger(f"pluginsdk.plugin.{target.name}")
         self._prepare_lock = threading.Lock()
-        self._plain_release = False  # every release checks the instance's descriptors (see _release)
+        self.pool.plain_release = False  # every release asks the instance about its descriptors
 
     @classmethod
     def unavailable_reason(cls, options: Mapping[str, Any] | None = None) -> str | None:
@@ -78,12 +79,17 @@ class WasmBackend(ProcessBackend):
         from .._wasm.interpreter import wasmtime_version
 
         name = self._sandbox.interpreter.name if self._sandbox is not None else "interpreter not loaded"
-        return f"wasm ({name}, wasmtime {wasmtime_version()}, {self._occupancy()} instances)"
+        return f"wasm ({name}, wasmtime {wasmtime_version()}, {self.pool.occupancy()} instances)"
 
     # -- start -----------------------------------------------------------------
     def start(self) -> None:
-        if self.started:
-            return
+        try:
+            super().start()
+        except PluginLoadError as exc:
+            raise self._explain_load_error(exc) from None
+
+    def _prepare(self) -> None:
+        """Check the plugin can run here, compile or load the interpreter, build the mounts."""
         name = self.target.name
         reason = self.unavailable_reason_for(self.target)
         if reason is not None:
@@ -98,7 +104,7 @@ class WasmBackend(ProcessBackend):
             )
         with self._prepare_lock:
             if self._sandbox is None:
-                from .._wasm.cache import prepare
+                from .._wasm.setup import prepare
 
                 try:
                     sandbox = prepare(self.target.options.get("wasm_interpreter"))
@@ -107,10 +113,6 @@ class WasmBackend(ProcessBackend):
                     raise
                 self._mounts = self._build_mounts()
                 self._sandbox = sandbox
-        try:
-            super().start()
-        except PluginLoadError as exc:
-            raise self._explain_load_error(exc) from None
 
     @staticmethod
     def unavailable_reason_for(target: PluginTarget) -> str | None:
@@ -152,25 +154,20 @@ class WasmBackend(ProcessBackend):
         for i, path in enumerate(extra):
             dirs.append((path, f"/paths/{i}"))
             sys_path.append(f"/paths/{i}")
-        self._hello = {
-            "module": t.module,
-            "attr": t.attr,
-            "hooks": {h: list(a) for h, a in t.hooks.items()},
-            "path": sys_path,
-            "max_message": self.max_message,
-            "name": t.name,
-        }
+        self._guest_path = sys_path
         return Mounts(dirs=tuple(dirs), packages=packages, modules=modules, sys_path=tuple(sys_path))
 
     def _explain_load_error(self, exc: PluginLoadError) -> PluginLoadError:
         """Name C extensions when an import failed because the sandbox cannot load them."""
         if "ImportError" not in exc.message and "ModuleNotFoundError" not in exc.message:
             return exc
+        if self._mounts is None:
+            return exc
         native = [f for host, _ in self._mounts.dirs for f in _native_files(host)]
         if not native:
             return exc
         message = f"{exc.message} (isolation 'wasm' cannot load C extensions, found {', '.join(native)})"
-        self._give_up(message)
+        self.pool.give_up(message)
         return PluginLoadError(message, plugin=exc.plugin, traceback=exc.traceback)
 
     # -- the pool's worker ---------------------------------------------------------
@@ -181,7 +178,7 @@ class WasmBackend(ProcessBackend):
         try:
             return Instance(
                 self._sandbox,
-                self._hello,
+                self.hello(self._guest_path),
                 self._mounts,
                 max_message=self.max_message,
                 memory_mb=int(self.target.limits.memory_mb or 0),
@@ -195,27 +192,6 @@ class WasmBackend(ProcessBackend):
             raise PluginLoadError(
                 f"cannot start a sandbox instance: {type(exc).__name__}: {exc}", plugin=self.target.name
             ) from exc
-
-    def _release(
-        self, w: Worker, error: list[Any] | None = None, *, used: bool = True, hook: str | None = None
-    ) -> None:
-        """As the pool does, but an instance that was refused a descriptor is replaced.
-
-        Its files are host descriptors (see :mod:`pluginsdk._wasm.gate`):
-        replacing it is the only way to hand back what a leaking plugin holds.
-        """
-        files = getattr(w, "files", None)
-        if files is None or not files.refused:
-            super()._release(w, error, used=used, hook=hook)
-            return
-        cap = f"its cap of {files.limit}" if files.refused_by == "cap" else "the host's budget"
-        detail = (
-            f"opened more files than {cap} allows ({files.held} held, {files.refused} refused with EMFILE);"
-            " the instance was replaced"
-        )
-        self.log.warning("plugin %r: %s", self.target.name, detail)
-        self.record_incident("resource", detail, hook)
-        self._discard(w)
 
     def close(self) -> None:
         super().close()

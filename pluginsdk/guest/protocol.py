@@ -1,0 +1,173 @@
+"""The host-guest protocol: every message kind, error kind and handshake field, in one place.
+
+Every message is one frame (see :mod:`pluginsdk.codec`).  Requests carry an
+id that their replies echo, so a reply is matched to its request: a frame a
+guest sends unasked (a second reply, text written to the channel) is never
+taken for the answer to a later request::
+
+    host -> guest                         guest -> host
+    [HELLO, config]                       [READY, info] | [ERR, 0, "load", ...]
+    [CALL, id, hook, args]                [OK, id, value] | [ERR, id, ...] | stream
+    [BATCH, id, hook, [args, ...]]        [OK, id, [value, ...]] | [ERR, id, ...]
+    stream:                               [CHUNK, id, items] ... [END, id, items]
+      after each CHUNK: [MORE, id] | [CANCEL, id] (CANCEL is answered by [END, id, []])
+    [BYE]                                 (the guest exits)
+
+``ERR`` frames are ``[ERR, id, kind, exc_type, message, traceback, index,
+argument]``: ``index`` is the batch item concerned (or None), ``argument``
+the argument a codec error is about (or None).
+
+HELLO's config is built by :func:`hello` only; READY's info holds
+:data:`IMPLS` (hook -> its ``tryfirst``/``trylast``) and :data:`CODEC_NAME`.
+The host checks every frame from a guest with :func:`check_reply` and
+:func:`check_ready` before using it; a frame that fails is a protocol
+violation, and the worker that sent it is replaced.
+
+Guest-safe: the standard library only, and nothing at import time.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
+# Message kinds (small ints: one byte on the wire).
+HELLO, CALL, BATCH, MORE, CANCEL, BYE = 0, 1, 2, 3, 4, 5
+READY, OK, ERR, CHUNK, END = 10, 11, 12, 13, 14
+
+# Error kinds: the plugin raised; a value could not cross; a cap was hit; the
+# plugin could not be loaded; a request made no sense to the guest.
+HOOK, CODEC, RESOURCE, LOAD, PROTOCOL = "hook", "codec", "resource", "load", "protocol"
+ERROR_KINDS = frozenset((HOOK, CODEC, RESOURCE, LOAD, PROTOCOL))
+
+# HELLO's fields.
+MODULE, ATTR, HOOKS, PATH, MAX_MESSAGE, STREAMS = "module", "attr", "hooks", "path", "max_message", "streams"
+# READY's fields.
+IMPLS, CODEC_NAME = "impls", "codec"
+
+#: The id of the handshake's replies; requests count up from 1.
+HANDSHAKE_ID = 0
+
+
+def hello(
+    *,
+    module: str,
+    attr: str | None,
+    hooks: Mapping[str, Sequence[str]],
+    path: Sequence[str],
+    max_message: int,
+    streams: Sequence[str],
+) -> dict[str, Any]:
+    """HELLO's config.
+
+    ``hooks``: each hook the plugin implements, with the spec's argument names
+    in call order; ``path``: entries to put on the guest's ``sys.path``;
+    ``streams``: the hooks whose results may stream (the spec returns an
+    iterator); any other hook's iterator result is sent whole.
+    """
+    return {
+        MODULE: module,
+        ATTR: attr,
+        HOOKS: {h: list(a) for h, a in hooks.items()},
+        PATH: list(path),
+        MAX_MESSAGE: max_message,
+        STREAMS: list(streams),
+    }
+
+
+def error_frame(
+    rid: int,
+    kind: str,
+    exc_type: str,
+    message: str,
+    traceback: str = "",
+    index: int | None = None,
+    argument: Any = None,
+) -> list[Any]:
+    """An ``ERR`` frame (the one place its layout is written down on the guest side)."""
+    return [ERR, rid, kind, exc_type, message, traceback, index, argument]
+
+
+class ProtocolViolation(Exception):
+    """A frame from a guest broke the protocol; the worker that sent it must be replaced."""
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int
+
+
+def check_reply(msg: Any, rid: int, *, items: int | None = None, stream: bool = False) -> list[Any]:
+    """``msg`` if it is a well-formed reply to request ``rid``; else :class:`ProtocolViolation`.
+
+    ``items``: the batch's size, for a reply to a batch (its values, or the
+    index an error names, must fit); ``stream``: whether a stream may answer.
+    """
+    if type(msg) is not list or not msg:
+        raise ProtocolViolation(f"a reply must be a non-empty list, got {_show(msg)}")
+    kind = msg[0]
+    if kind == ERR and type(kind) is int:
+        return check_error(msg, rid, items=items)
+    if kind not in (OK, CHUNK, END) or type(kind) is not int:
+        raise ProtocolViolation(f"unexpected message kind {_show(kind)} in reply to request {rid}")
+    if len(msg) != 3:
+        raise ProtocolViolation(f"a reply of kind {kind} has 3 fields, got {len(msg)}")
+    if not _is_int(msg[1]) or msg[1] != rid:
+        raise ProtocolViolation(f"a reply to request {_show(msg[1])} arrived while request {rid} was waiting")
+    if kind == OK:
+        if items is not None and (type(msg[2]) is not list or len(msg[2]) != items):
+            raise ProtocolViolation(f"a batch of {items} items was answered with {_show(msg[2])}")
+    elif not stream:
+        raise ProtocolViolation("a stream answered a request that cannot stream")
+    elif type(msg[2]) is not list:
+        raise ProtocolViolation(f"a stream chunk must be a list, got {_show(msg[2])}")
+    return msg
+
+
+def check_error(msg: list[Any], rid: int, *, items: int | None = None) -> list[Any]:
+    """``msg`` if it is a well-formed ``ERR`` frame for request ``rid``; else :class:`ProtocolViolation`."""
+    if len(msg) != 8:
+        raise ProtocolViolation(f"an error frame has 8 fields, got {len(msg)}")
+    _, got, kind, exc_type, message, traceback, index, argument = msg
+    if not _is_int(got) or got != rid:
+        raise ProtocolViolation(f"an error for request {_show(got)} arrived while request {rid} was waiting")
+    if kind not in ERROR_KINDS or type(kind) is not str:
+        raise ProtocolViolation(f"unknown error kind {_show(kind)}")
+    for field, value in (("type", exc_type), ("message", message), ("traceback", traceback)):
+        if type(value) is not str:
+            raise ProtocolViolation(f"an error's {field} must be a string, got {_show(value)}")
+    if index is not None and (not _is_int(index) or items is None or not 0 <= index < items):
+        raise ProtocolViolation(f"an error names batch item {_show(index)} of {items or 0}")
+    if argument is not None and type(argument) is not str:
+        raise ProtocolViolation(f"an error's argument must be a string, got {_show(argument)}")
+    return msg
+
+
+def check_ready(msg: Any, hooks: Sequence[str]) -> dict[str, dict[str, bool]]:
+    """The implementations' ordering options from a well-formed READY; else :class:`ProtocolViolation`.
+
+    A load error (``[ERR, 0, "load", ...]``) is returned to the caller as the
+    frame itself would be: check for it first with :func:`is_load_error`.
+    """
+    if type(msg) is not list or len(msg) != 2 or msg[0] != READY or type(msg[1]) is not dict:
+        raise ProtocolViolation(f"expected READY, got {_show(msg)}")
+    impls = msg[1].get(IMPLS)
+    if type(impls) is not dict:
+        raise ProtocolViolation(f"READY's {IMPLS} must be a map, got {_show(impls)}")
+    options: dict[str, dict[str, bool]] = {}
+    for hook, opts in impls.items():
+        if hook not in hooks or type(opts) is not dict:
+            raise ProtocolViolation(f"READY names an undeclared hook or bad options: {_show(hook)}")
+        options[hook] = {k: opts.get(k) is True for k in ("tryfirst", "trylast")}
+    return options
+
+
+def is_load_error(msg: Any) -> bool:
+    """Whether ``msg`` is the handshake's load error (checked in full by :func:`check_error`)."""
+    return type(msg) is list and len(msg) == 8 and msg[0] == ERR and msg[2] == LOAD
