@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _index
 from ._errors import ManifestError
+from .config import AVAILABLE, FAILED, INCOMPATIBLE
 
 if TYPE_CHECKING:
     from .spec import HookSpec
@@ -28,9 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["Candidate", "discover"]
 
 
-AVAILABLE = "available"
-INCOMPATIBLE = "incompatible"
-FAILED = "failed"
+__all__ += ["AVAILABLE", "FAILED", "INCOMPATIBLE"]  # the statuses live in .config
 
 
 class Candidate(NamedTuple):
