@@ -26,7 +26,7 @@ from .config import AVAILABLE, FAILED, INCOMPATIBLE
 if TYPE_CHECKING:
     from .spec import HookSpec
 
-__all__ = ["Candidate", "discover"]
+__all__ = ["Candidate", "check_compatibility", "discover", "locate_package"]
 
 
 __all__ += ["AVAILABLE", "FAILED", "INCOMPATIBLE"]  # the statuses live in .config
@@ -178,7 +178,7 @@ def _examine(
         return base._replace(status=FAILED, reason=reason)
     base = base._replace(module=module, attr=attr or None)
 
-    located = _locate_package(module, search, full_import_system)
+    located = locate_package(module, search, full_import_system=full_import_system)
     if isinstance(located, str):
         return base._replace(status=FAILED, reason=located)
     package_dir, path_entry, manifest_path = located
@@ -233,8 +233,13 @@ def check_compatibility(spec: HookSpec, requires: str, hooks: Iterable[str]) -> 
     return None
 
 
-def _locate_package(module: str, search: list[str], full_import_system: bool) -> tuple[str, str, str | None] | str:
+def locate_package(
+    module: str, search: Sequence[str], *, full_import_system: bool = False
+) -> tuple[str, str, str | None] | str:
     """``(package_dir, path_entry, manifest_or_None)`` for ``module``, or why not.
+
+    ``search`` is the path to look in; with ``full_import_system`` the
+    interpreter's whole import system is asked instead (``sys.meta_path``).
 
     Only the top-level name is resolved through the import system: finding a
     dotted name would import its parents, running the package's ``__init__``.
@@ -250,7 +255,7 @@ def _locate_package(module: str, search: list[str], full_import_system: bool) ->
         if full_import_system:
             found = importlib.util.find_spec(parts[0])
         else:
-            found = importlib.machinery.PathFinder.find_spec(parts[0], search)
+            found = importlib.machinery.PathFinder.find_spec(parts[0], list(search))
     except (ImportError, ValueError) as exc:
         return f"cannot locate module {parts[0]!r}: {exc}"
     if found is None:
@@ -265,3 +270,6 @@ def _locate_package(module: str, search: list[str], full_import_system: bool) ->
             if os.path.isfile(candidate):
                 return location, os.path.dirname(location), candidate
     return locations[0], os.path.dirname(locations[0]), None
+
+
+_locate_package = locate_package  # the old private name, for code not yet switched
