@@ -26,7 +26,7 @@ import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._paths import cache_dir  # re-exported: _wasm.interpreter still imports it from here
+from ._paths import cache_dir as cache_dir  # re-exported: _wasm.interpreter still imports it from here
 
 if TYPE_CHECKING:
     from .spec import HookSpec

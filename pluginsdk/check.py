@@ -28,7 +28,9 @@ def check_project(
     from . import _toml
 
     if load_spec is None:
-        from ._resolve import load_spec
+        from ._resolve import load_spec as default
+
+        load_spec = default
 
     problems: list[str] = []
     notes: list[str] = []

@@ -113,7 +113,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if not found:
         print(f"no plugins in group {args.group!r}")
         return 0
-    rows = [("NAME", "DISTRIBUTION", "VERSION", "ISOLATION", "REQUIRES", "STATUS")]
+    rows: list[tuple[str, ...]] = [("NAME", "DISTRIBUTION", "VERSION", "ISOLATION", "REQUIRES", "STATUS")]
     for c in found:
         status = c.status if not c.reason else f"{c.status}: {c.reason.splitlines()[0]}"
         cells = (c.name, c.dist, c.version, c.isolation or "-", c.requires or "-", status)

@@ -17,7 +17,8 @@ from ._errors import ConfigError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
+    from typing import Any
 
 __all__ = [
     "AVAILABLE",
@@ -137,6 +138,7 @@ class Limits(NamedTuple):
     @staticmethod
     def problems(values: Limits | Mapping[str, object], *, where: str = "limits") -> list[str]:
         """Every problem of ``values`` (limits, or a mapping such as a TOML table), one line each."""
+        items: Iterable[tuple[object, object]]
         if isinstance(values, Limits):
             items = values._asdict().items()
         elif hasattr(values, "items"):
@@ -157,12 +159,11 @@ class Limits(NamedTuple):
         problems = cls.problems(values, where=where)
         if problems:
             raise ConfigError("invalid limits: " + "; ".join(problems))
-        items = values._asdict() if isinstance(values, Limits) else dict(values)
-        typed: dict[str, int | float | None] = {
-            k: None if v is None else (int(v) if LIMIT_RULES[k][0] else float(v))  # type: ignore[call-overload]
-            for k, v in items.items()
+        items: dict[str, Any] = values._asdict() if isinstance(values, Limits) else dict(values)
+        typed: dict[str, Any] = {
+            k: None if v is None else (int(v) if LIMIT_RULES[k][0] else float(v)) for k, v in items.items()
         }
-        return cls(**typed)  # type: ignore[arg-type]
+        return cls(**typed)
 
 
 #: What a backend uses when neither the host nor the plugin says otherwise;

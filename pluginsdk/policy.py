@@ -154,7 +154,7 @@ class Policy:
         limits = data.pop("limits", None)
         plugin_limits = data.pop("plugin_limits", None)
         try:
-            fields = _toml.converter().structure(data, _policy_fields())
+            fields: dict[str, Any] = _toml.converter().structure(data, _policy_fields())
         except cattrs.BaseValidationError as exc:
             raise ConfigError("invalid policy: " + "; ".join(_toml.problems(exc, "policy")), path=source) from None
         problems = [] if limits is None else Limits.problems(limits, where="policy.limits")
