@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _index
 from ._errors import ManifestError
+from ._text import clip
 from .config import AVAILABLE, FAILED, INCOMPATIBLE
 
 if TYPE_CHECKING:
@@ -88,6 +89,7 @@ def discover(
     group: str | None = None,
     path: Sequence[str] | None = None,
     use_index: bool = True,
+    dists: Mapping[str, str] | None = None,
 ) -> list[Candidate]:
     """Return every plugin of ``spec``'s group, sorted by name.
 
@@ -96,6 +98,14 @@ def discover(
     search to those directories (default: ``sys.path``).  With
     ``use_index``, a still-valid on-disk index answers without reading any
     metadata; otherwise it is rebuilt after the scan.
+
+    A plugin name is granted by the host, never taken: ``dists`` (the
+    policy's :attr:`~pluginsdk.Policy.dists`) maps a name to the
+    distribution that owns it.  A name declared by several distributions
+    is given to none of them unless ``dists`` names one; every claimant is
+    returned, failed, as ``"NAME (DISTRIBUTION)"`` with a reason naming
+    them all.  A name ``dists`` gives to one distribution fails when
+    another declares it.
     """
     if spec is not None:
         group = spec.group
@@ -106,11 +116,48 @@ def discover(
     if key is not None:
         cached = _index.load(key, search)
         if cached is not None:
-            return [Candidate.from_json(c) for c in cached]
-    found = sorted(_scan(spec, group, search, path is None), key=lambda c: c.name)
+            return _settle_names([Candidate.from_json(c) for c in cached], dists or {})
+    found = sorted(_scan(spec, group, search, path is None), key=lambda c: (c.name, c.dist))
     if key is not None:
         _index.store(key, search, _watched_files(found), [c.to_json() for c in found])
-    return found
+    return _settle_names(found, dists or {})
+
+
+def _settle_names(found: list[Candidate], dists: Mapping[str, str]) -> list[Candidate]:
+    """Who gets each plugin name (see :func:`discover`); sorted by name.
+
+    Directory order must never decide: an unrelated distribution that sorts
+    first would take over a name the host trusts.
+    """
+    from ._metadata import normalize
+
+    claims: dict[str, list[Candidate]] = {}
+    for c in found:
+        claims.setdefault(c.name, []).append(c)
+    settled = []
+    for name, group in claims.items():
+        owner = dists.get(name)
+        if owner is None and len(group) == 1:
+            settled += group
+            continue
+        claimants = ", ".join(repr(c.dist) for c in group)
+        for c in group:
+            if owner is not None and normalize(c.dist) == normalize(owner):
+                settled.append(c)
+                continue
+            if owner is not None:
+                reason = f"the host's policy gives plugin name {name!r} to distribution {owner!r}, not {c.dist!r}"
+            else:
+                reason = (
+                    f"plugin name {name!r} is declared by distributions {claimants}; none of them is loaded"
+                    f" until the host's policy names the one it means (Policy(dists={{{name!r}: DIST}}),"
+                    " or [policy.dists] in a policy file)"
+                )
+            if c.status == FAILED and c.reason:
+                reason += f"; besides, {c.reason}"
+            qualified = f"{name} ({c.dist})" if len(group) > 1 else name
+            settled.append(c._replace(name=qualified, status=FAILED, reason=clip(reason)))
+    return sorted(settled, key=lambda c: c.name)
 
 
 def _watched_files(found: Iterable[Candidate]) -> list[str]:
@@ -133,7 +180,6 @@ def _watched_files(found: Iterable[Candidate]) -> list[str]:
 def _scan(spec: HookSpec | None, group: str, search: list[str], full_import_system: bool) -> Iterable[Candidate]:
     from ._metadata import group_entries
 
-    names: dict[str, Candidate] = {}
     for found in group_entries(group, search, full_import_system):
         if found.error is not None:  # an unreadable entry_points.txt spoils one distribution, not the scan
             yield Candidate(
@@ -142,19 +188,13 @@ def _scan(spec: HookSpec | None, group: str, search: list[str], full_import_syst
                 version=found.version,
                 value="",
                 status=FAILED,
-                reason=found.error,
+                reason=clip(found.error),
             )
             continue
         for ep_name, ep_value in found.entries:
+            # Two distributions may declare one name: both are kept, and discover() settles it.
             cand = _examine(spec, ep_name, found.dist, found.version, ep_value, search, full_import_system)
-            if ep_name in names:
-                cand = cand._replace(
-                    name=f"{ep_name} ({found.dist})",
-                    status=FAILED,
-                    reason=f"plugin name {ep_name!r} is already taken by distribution {names[ep_name].dist!r}",
-                )
-            names.setdefault(ep_name, cand)
-            yield cand
+            yield cand._replace(reason=clip(cand.reason))  # reasons quote metadata: kept short
 
 
 def _dotted_name(value: str) -> bool:

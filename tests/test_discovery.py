@@ -99,12 +99,14 @@ class TestDiscover:
             assert fragment in found[name][1], (name, found[name][1])
 
     def test_duplicate_name(self, site: Path) -> None:
-        """Two distributions claiming one plugin name: the second is failed, the first kept."""
+        """Two distributions claiming one plugin name: neither gets it (directory order decides nothing)."""
         install_plugin(site, "upper", UPPER, dist="aaa-upper", module="aaa_upper")
         install_plugin(site, "upper", UPPER, dist="bbb-upper", module="bbb_upper")
         found = statuses(site, use_index=False)
-        assert "available" == found["upper"][0]
-        assert "already taken" in found["upper (bbb-upper)"][1]
+        assert "upper" not in found
+        for name in ("upper (aaa-upper)", "upper (bbb-upper)"):
+            assert "failed" == found[name][0]
+            assert "'aaa-upper', 'bbb-upper'" in found[name][1]
 
     def test_sorted_by_name(self, site: Path) -> None:
         """Candidates come back sorted by plugin name, whatever the install order."""
