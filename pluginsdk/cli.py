@@ -156,12 +156,28 @@ def _loaded(args: argparse.Namespace) -> PluginInfo:
     from ._errors import PluginError
     from .host import Host
 
+    _safe_logging()
     with Host(_load_spec(args.spec), path=args.path, use_index=False) as host:
         try:
             host.load(args.name)
         except PluginError:
             pass  # its status and reason say why
         return host.plugin(args.name)
+
+
+def _safe_logging() -> None:
+    """Send the SDK's log records (a plugin's failure, its output) to stderr escaped, as everything printed."""
+    import logging
+
+    class SafeFormatter(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return _safe(super().format(record), multiline=True)
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(SafeFormatter("%(name)s: %(levelname)s: %(message)s"))
+    logger = logging.getLogger("pluginsdk")
+    logger.addHandler(handler)
+    logger.propagate = False
 
 
 def _print_incidents(info: PluginInfo) -> None:
