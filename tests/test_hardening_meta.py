@@ -15,7 +15,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-from pluginsdk import Host, Limits, Policy
+import pytest
+
+from pluginsdk import Host, Limits, PluginLoadError, Policy
 from pluginsdk.discovery import discover
 
 from .plugin_factory import _record_line, install_plugin
@@ -220,3 +222,158 @@ def install_library(site: Path, dist: str, top: str, source: str, *, requires: t
     lines += [_record_line(site, p) for p in sorted(info.iterdir())]
     (info / "RECORD").write_text("\n".join([*lines, f"{info.name}/RECORD,,"]) + "\n")
     return pkg
+
+
+# -- case 1: what a sandbox may see is decided by the host ---------------------------------
+
+WASM_USER = """
+from pluginsdk import hookimpl
+
+@hookimpl
+def transform(text):
+    import {dep}
+    return {dep}.shout(text)
+"""
+SHOUT = "def shout(s):\n    return s.upper() + '!!'\n"
+
+
+def wasm_manifest(*packages: str) -> str:
+    listed = ", ".join(f'"{p}"' for p in packages)
+    return (
+        '[plugin]\nrequires = "textkit>=1.0,<2"\nisolation = "wasm"\nhooks = ["transform"]\n'
+        f"[wasm]\npackages = [{listed}]\n"
+    )
+
+
+def install_wasm_user(site: Path, name: str, dep: str, *, requires: tuple[str, ...] = ()) -> None:
+    install_plugin(site, name, WASM_USER.format(dep=dep), manifest=wasm_manifest(dep))
+    if requires:
+        add_requires(site, f"textkit-{name}", "1.0", list(requires))
+
+
+def dirs(site: Path, dist: str, requested: list[str], allowed: tuple[str, ...] = ()) -> list[tuple[str, str, bool]]:
+    from pluginsdk._deps import wasm_package_dirs
+
+    return wasm_package_dirs("p", dist, requested, allowed, [str(site)], group="textkit.plugins")
+
+
+class TestSandboxMountsResolution:
+    """The resolution itself, on real installed distributions (no sandbox needed)."""
+
+    def test_dependency_closure_is_mounted(self, site: Path) -> None:
+        """Requires-Dist, recursively, with markers and extras evaluated."""
+        install_library(site, "dep-a", "dep_a", SHOUT, requires=("dep-b[fast]",))
+        install_library(site, "dep-b", "dep_b", "", requires=('dep-c; extra == "fast"', 'dep-d; python_version < "3"'))
+        install_library(site, "dep-c", "dep_c", "")
+        install_library(site, "dep-d", "dep_d", "")
+        install_wasm_user(site, "user", "dep_a", requires=("dep-a>=1",))
+        got = dirs(site, "textkit-user", ["dep_a", "dep_b", "dep_c"])
+        assert [("dep_a", str(site / "dep_a"), False), ("dep_b", str(site / "dep_b"), False)] == got[:2]
+        assert "dep_c" == got[2][0]
+        with pytest.raises(PluginLoadError, match="'dep_d', a package of distribution 'dep-d', which is neither"):
+            dirs(site, "textkit-user", ["dep_d"])  # its marker is false here: not a dependency
+
+    def test_host_package_is_refused(self, site: Path) -> None:
+        """The host application's installed package is not the plugin's to mount."""
+        install_library(site, "hostapp", "hostapp", "SECRET = 1\n")
+        install_wasm_user(site, "user", "hostapp")
+        with pytest.raises(PluginLoadError) as info:
+            dirs(site, "textkit-user", ["hostapp"])
+        assert "plugin 'p': [wasm] packages lists 'hostapp', a package of distribution 'hostapp'" in str(info.value)
+        assert "wasm_packages" in str(info.value)
+
+    def test_plain_directory_is_refused(self, site: Path) -> None:
+        """A directory no installed distribution wrote (beside the host's script, say) is never mounted."""
+        (site / "beside_script").mkdir()
+        (site / "beside_script" / "__init__.py").write_text("")
+        (site / "loose.py").write_text("")
+        install_wasm_user(site, "user", "beside_script")
+        for name in ("beside_script", "loose"):
+            with pytest.raises(PluginLoadError, match=f"'{name}', but .* belongs to no installed distribution"):
+                dirs(site, "textkit-user", [name], allowed=(name,))
+
+    def test_top_level_txt_is_not_evidence(self, site: Path) -> None:
+        """A plugin's own metadata claiming a directory does not make it the plugin's."""
+        (site / "hostdata").mkdir()
+        (site / "hostdata" / "__init__.py").write_text("")
+        install_wasm_user(site, "user", "hostdata")
+        info = next(site.glob("textkit_user-*.dist-info"))
+        (info / "top_level.txt").write_text("textkit_user\nhostdata\n")
+        with pytest.raises(PluginLoadError, match="belongs to no installed distribution"):
+            dirs(site, "textkit-user", ["hostdata"])
+
+    def test_another_plugins_package_is_refused_even_if_required(self, site: Path) -> None:
+        install_plugin(site, "other", SHOUT)
+        install_wasm_user(site, "user", "textkit_other", requires=("textkit-other",))
+        with pytest.raises(PluginLoadError, match="'textkit_other', a package of plugin distribution 'textkit-other'"):
+            dirs(site, "textkit-user", ["textkit_other"], allowed=("textkit-other",))
+
+    def test_policy_allows_by_distribution_or_package(self, site: Path) -> None:
+        install_library(site, "shared-lib", "shared_lib", SHOUT)
+        install_wasm_user(site, "user", "shared_lib")
+        for allowed in ("shared-lib", "Shared_Lib", "shared_lib"):
+            assert [("shared_lib", str(site / "shared_lib"), False)] == dirs(
+                site, "textkit-user", ["shared_lib"], allowed=(allowed,)
+            )
+
+    def test_a_directory_shared_with_an_outsider_is_refused(self, site: Path) -> None:
+        """If another distribution also installed files into the package, all of them must be eligible."""
+        install_library(site, "dep-a", "dep_a", SHOUT)
+        intruder = site / "intruder-1.0.dist-info"
+        intruder.mkdir()
+        (intruder / "METADATA").write_text("Metadata-Version: 2.1\nName: intruder\nVersion: 1.0\n")
+        (site / "dep_a" / "extra.py").write_text("")
+        (intruder / "RECORD").write_text("dep_a/extra.py,,\nintruder-1.0.dist-info/RECORD,,\n")
+        install_wasm_user(site, "user", "dep_a", requires=("dep-a",))
+        with pytest.raises(PluginLoadError, match="distribution 'intruder'"):
+            dirs(site, "textkit-user", ["dep_a"])
+
+
+_WASM_REASON = None
+try:
+    from pluginsdk.backends.wasm import WasmBackend
+
+    _WASM_REASON = WasmBackend.unavailable_reason()
+except ImportError as exc:  # pragma: no cover - the wasm extra is not installed
+    _WASM_REASON = str(exc)
+
+
+@pytest.mark.wasm
+@pytest.mark.skipif(_WASM_REASON is not None, reason=f"wasm backend unavailable: {_WASM_REASON}")
+class TestSandboxMounts:
+    """The same rules at load time, in the real sandbox."""
+
+    @pytest.mark.parametrize("kind", ["host package", "plain directory", "other plugin"])
+    def test_refused_at_load(self, site: Path, kind: str) -> None:
+        """The plugin fails to load, with an error naming it and the package; other plugins keep working."""
+        if kind == "host package":
+            install_library(site, "hostapp", "hostapp", SHOUT)
+            dep, fragment = "hostapp", "a package of distribution 'hostapp', which is neither a dependency"
+        elif kind == "plain directory":
+            (site / "beside_script").mkdir()
+            (site / "beside_script" / "__init__.py").write_text(SHOUT)
+            dep, fragment = "beside_script", "belongs to no installed distribution"
+        else:
+            install_plugin(site, "other", SHOUT)
+            dep, fragment = "textkit_other", "a package of plugin distribution 'textkit-other'"
+        install_wasm_user(site, "user", dep)
+        install_plugin(site, "upper", UPPER)
+        with Host(SPEC, path=[str(site)], policy=Policy(disabled={"other"}), use_index=False) as host:
+            with pytest.raises(PluginLoadError) as info:
+                host.load("user")
+            assert ["HI"] == host.hook.transform(text="hi")
+            assert "failed" == host.plugin("user").status
+        assert "plugin 'user'" in str(info.value) and f"'{dep}'" in str(info.value)
+        assert fragment in str(info.value)
+
+    def test_dependency_works_and_policy_allow_works(self, site: Path) -> None:
+        install_library(site, "dep-a", "dep_a", SHOUT)
+        install_library(site, "shared-lib", "shared_lib", SHOUT)
+        install_wasm_user(site, "viadeps", "dep_a", requires=("dep-a",))
+        install_wasm_user(site, "viapolicy", "shared_lib")
+        policy = Policy(wasm_packages={"shared-lib"})
+        with Host(SPEC, path=[str(site)], policy=policy, use_index=False) as host:
+            assert {"viadeps": "HEY!!", "viapolicy": "HEY!!"} == host.hook.transform.by_plugin(text="hey")
+        refused = pytest.raises(PluginLoadError, match="'shared_lib', a package of distribution 'shared-lib'")
+        with Host(SPEC, path=[str(site)], use_index=False) as host, refused:
+            host.load("viapolicy")
