@@ -8,8 +8,6 @@ logs and terminal.  Two rules, for every such string: it is kept short
 
 from __future__ import annotations
 
-import re
-
 __all__ = ["REASON_MAX", "clip", "printable"]
 
 #: The longest reason kept on a plugin or printed for one, in characters.
@@ -17,9 +15,11 @@ REASON_MAX = 4000
 
 # C0 controls (but tab and newline, which printable() keeps on request), DEL,
 # C1 controls (0x9b is a one-byte CSI to some terminals), and the bidirectional
-# overrides and isolates that make text display other than it reads.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-_CONTROL_ALL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# marks, overrides and isolates that make text display other than it reads.
+# A str.translate table: compiling the same set as a regex costs milliseconds.
+_CONTROLS = [*range(0x20), *range(0x7F, 0xA0), 0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_ESCAPE_ALL = {c: f"\\x{c:02x}" if c <= 0xFF else f"\\u{c:04x}" for c in _CONTROLS}
+_ESCAPE = {c: e for c, e in _ESCAPE_ALL.items() if c not in (0x09, 0x0A)}
 
 
 def clip(text: str, limit: int = REASON_MAX) -> str:
@@ -30,15 +30,10 @@ def clip(text: str, limit: int = REASON_MAX) -> str:
     return f"{text[:limit]}... [{dropped} more characters]"
 
 
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
-
-
 def printable(text: object, *, multiline: bool = False) -> str:
     """``str(text)`` with every control character shown as an escape (``\\x1b``), never sent raw.
 
     With ``multiline``, newlines and tabs are kept (tracebacks); carriage
     returns never are (they would overwrite what is already printed).
     """
-    return (_CONTROL if multiline else _CONTROL_ALL).sub(_escape, str(text))
+    return str(text).translate(_ESCAPE if multiline else _ESCAPE_ALL)

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
     from typing import Any
 
+    from ._options import BackendOptions as BackendOptions
+
 __all__ = [
     "AVAILABLE",
     "DEFAULT_LIMITS",
@@ -196,39 +198,12 @@ class Incident(NamedTuple):
     time: float
 
 
-class BackendOptions(NamedTuple):
-    """The host's settings for a backend, beyond the plugin's own target.
+def __getattr__(name: str) -> Any:
+    # BackendOptions is only needed once a backend starts: building a named tuple
+    # class costs a quarter of a millisecond that a host start need not pay.
+    if name == "BackendOptions":
+        from ._options import BackendOptions
 
-    Attributes:
-        sys_path: The import path the plugin should see (default: the host's ``sys.path``).
-        python: Interpreter for worker processes (default: ``sys.executable``).
-        wasm_interpreter: A ``python.wasm`` to use instead of the bundled one.
-        wasm_packages: Top-level packages the plugin's manifest asks to have
-            mounted in the sandbox (``[wasm] packages``).
-        wasm_allowed: Distributions or top-level packages the host's policy lets
-            any sandboxed plugin have mounted, beyond its own dependencies.
-        wasm_paths: Directories the host mounts in the sandbox (``/paths/N``).
-        wasm_spin: Seconds a sandbox call spins before it sleeps (default: the backend's).
-        prewarm: Start every worker or instance now, not as calls arrive.
-    """
-
-    sys_path: tuple[str, ...] | None = None
-    python: str | None = None
-    wasm_interpreter: str | None = None
-    wasm_packages: tuple[str, ...] = ()
-    wasm_allowed: tuple[str, ...] = ()
-    wasm_paths: tuple[str, ...] = ()
-    wasm_spin: float | None = None
-    prewarm: bool = False
-
-    @classmethod
-    def from_mapping(cls, options: Mapping[str, object]) -> BackendOptions:
-        """Options from the untyped mapping ``PluginTarget.options`` used to be; unknown keys are errors."""
-        unknown = options.keys() - cls._fields
-        if unknown:
-            raise ConfigError(f"unknown backend option(s): {', '.join(sorted(unknown))}")
-        values = dict(options)
-        for key in ("sys_path", "wasm_packages", "wasm_allowed", "wasm_paths"):
-            if values.get(key) is not None:
-                values[key] = tuple(str(v) for v in values[key])  # type: ignore[attr-defined]
-        return cls(**values)  # type: ignore[arg-type]
+        globals()[name] = BackendOptions
+        return BackendOptions
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _index
 from ._errors import ManifestError
-from ._text import clip
 from .config import AVAILABLE, FAILED, INCOMPATIBLE
 
 if TYPE_CHECKING:
@@ -116,7 +115,7 @@ def discover(
     if key is not None:
         cached = _index.load(key, search)
         if cached is not None:
-            return _settle_names([Candidate.from_json(c) for c in cached], dists or {})
+            return _settle_names([Candidate.from_json(c) for c in cached], dists or {})  # sorted by name
     found = sorted(_scan(spec, group, search, path is None), key=lambda c: (c.name, c.dist))
     if key is not None:
         _index.store(key, search, _watched_files(found), [c.to_json() for c in found])
@@ -129,11 +128,14 @@ def _settle_names(found: list[Candidate], dists: Mapping[str, str]) -> list[Cand
     Directory order must never decide: an unrelated distribution that sorts
     first would take over a name the host trusts.
     """
-    from ._metadata import normalize
-
     claims: dict[str, list[Candidate]] = {}
     for c in found:
         claims.setdefault(c.name, []).append(c)
+    if not dists and len(claims) == len(found):
+        return found  # the usual case: every name claimed once, none reserved
+    from ._metadata import normalize
+    from ._text import clip
+
     settled = []
     for name, group in claims.items():
         owner = dists.get(name)
@@ -179,6 +181,7 @@ def _watched_files(found: Iterable[Candidate]) -> list[str]:
 
 def _scan(spec: HookSpec | None, group: str, search: list[str], full_import_system: bool) -> Iterable[Candidate]:
     from ._metadata import group_entries
+    from ._text import clip
 
     for found in group_entries(group, search, full_import_system):
         if found.error is not None:  # an unreadable entry_points.txt spoils one distribution, not the scan
