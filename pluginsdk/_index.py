@@ -26,31 +26,16 @@ import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._paths import cache_dir as cache_dir  # re-exported: _wasm.interpreter still imports it from here
+
 if TYPE_CHECKING:
     from .spec import HookSpec
 
-_FORMAT = 2
+_FORMAT = 3  # 3: duplicate plugin names are stored as found, settled after loading
 # Directory mtimes have coarse granularity (a clock tick): a change in the same
 # tick as the scan would go unseen, so stamps that recent are not trusted
 # (git's "racily clean" rule).
 _RACY_NS = 2_000_000_000
-
-
-def cache_dir() -> str:
-    """The SDK's cache directory (``PLUGINSDK_CACHE_DIR`` overrides it).
-
-    On Linux this applies the XDG rule directly, which is what platformdirs
-    would answer, without its import cost on the start-up path.
-    """
-    override = os.environ.get("PLUGINSDK_CACHE_DIR")
-    if override:
-        return override
-    if sys.platform == "linux":
-        base = os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.expanduser("~/.cache")
-        return os.path.join(base, "pluginsdk")
-    import platformdirs  # type: ignore[unreachable,unused-ignore]
-
-    return platformdirs.user_cache_dir("pluginsdk", appauthor=False)
 
 
 def key(spec: HookSpec, search: Sequence[str]) -> str:

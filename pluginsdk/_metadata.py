@@ -22,6 +22,9 @@ from typing import NamedTuple
 __all__ = ["GroupEntries", "group_entries", "parse_entry_points"]
 
 _SUFFIXES = (".dist-info", ".egg-info")
+#: The largest entry_points.txt read (real ones are a few KiB): every distribution's is
+#: opened on a cold scan, so one huge file would slow every host that scans it.
+ENTRY_POINTS_MAX_BYTES = 1 << 20
 _EXTRAS = re.compile(r"\s*\[[^\]]*\]\s*$")
 
 
@@ -102,12 +105,15 @@ def _scan_directory(directory: str, group: str, seen: set[str]) -> Iterator[Grou
         seen.add(key)  # even a bare PKG-INFO file shadows later ones, as in importlib.metadata
         try:
             with open(os.path.join(meta_dir, "entry_points.txt"), "rb") as f:
-                raw = f.read()
+                raw = f.read(ENTRY_POINTS_MAX_BYTES + 1)
         except OSError:  # no entry points (or a PKG-INFO file, not a folder)
             continue
         if group.encode() not in raw:
             continue
         dist, version = _name_and_version(meta_dir, name)
+        if len(raw) > ENTRY_POINTS_MAX_BYTES:
+            yield GroupEntries(dist, version, [], f"entry_points.txt of {dist} is over {ENTRY_POINTS_MAX_BYTES} bytes")
+            continue
         try:
             entries = parse_entry_points(raw.decode("utf-8"), group)
         except ValueError as exc:  # includes UnicodeDecodeError

@@ -21,15 +21,26 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-__all__ = ["TOMLDecodeError", "converter", "describe_error", "load"]
+__all__ = ["TOMLDecodeError", "TooLarge", "converter", "describe_error", "load"]
 
 TOMLDecodeError = tomllib.TOMLDecodeError
 
 
-def load(path: str | Path) -> dict[str, Any]:
-    """Parse the TOML file at ``path``."""
+class TooLarge(Exception):
+    """A file is larger than the caller accepts (raised before it is read whole)."""
+
+
+def load(path: str | Path, *, max_bytes: int | None = None) -> dict[str, Any]:
+    """Parse the TOML file at ``path``; with ``max_bytes``, refuse a larger file unread.
+
+    The size is judged by reading at most ``max_bytes + 1`` bytes, not by
+    ``stat``: a FIFO or ``/dev/zero`` has no size to stat.
+    """
     with open(path, "rb") as f:
-        data: dict[str, Any] = tomllib.load(f)
+        raw = f.read() if max_bytes is None else f.read(max_bytes + 1)
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise TooLarge(f"over {max_bytes} bytes")
+    data: dict[str, Any] = tomllib.loads(raw.decode("utf-8"))
     return data
 
 

@@ -17,9 +17,20 @@ from ._errors import ManifestError, PluginError
 __all__ = ["check_project"]
 
 
-def check_project(path: Path, *, spec_ref: str | None, load_spec: Callable[[str], Any]) -> tuple[list[str], list[str]]:
-    """Return ``(problems, notes)`` for the plugin project at ``path``."""
+def check_project(
+    path: Path, *, spec_ref: str | None, load_spec: Callable[[str], Any] | None = None
+) -> tuple[list[str], list[str]]:
+    """Return ``(problems, notes)`` for the plugin project at ``path``.
+
+    ``load_spec`` turns ``spec_ref`` into the host's spec (default:
+    :func:`pluginsdk._resolve.load_spec`).
+    """
     from . import _toml
+
+    if load_spec is None:
+        from ._resolve import load_spec as default
+
+        load_spec = default
 
     problems: list[str] = []
     notes: list[str] = []
@@ -45,12 +56,16 @@ def check_project(path: Path, *, spec_ref: str | None, load_spec: Callable[[str]
 
 
 def _check_entry(spec: Any, name: str, value: str, roots: list[str], notes: list[str]) -> list[str]:
-    from .backends.inprocess import collect_impls, resolve_object
-    from .discovery import _locate_package, check_compatibility
+    from ._resolve import resolve, split_ref
+    from .backends.inprocess import collect_impls
+    from .discovery import check_compatibility, locate_package
     from .manifest import load_manifest
 
-    module, _, attr = value.partition(":")
-    located = _locate_package(module, roots, False)
+    try:
+        module, attr = split_ref(value, what=f"plugin {name!r}: entry point")
+    except PluginError as exc:
+        return [str(exc)]
+    located = locate_package(module, roots)
     if isinstance(located, str):
         return [f"plugin {name!r}: {located}"]
     package_dir, _, manifest_path = located
@@ -72,7 +87,7 @@ def _check_entry(spec: Any, name: str, value: str, roots: list[str], notes: list
 
     sys.path[:0] = roots
     try:
-        obj = resolve_object(module, attr or None)
+        obj = resolve(module, attr)
         impls = collect_impls(spec.namespace(), obj, name, manifest.plugin.hooks)
     except PluginError as exc:
         return [str(exc)]

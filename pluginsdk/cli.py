@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status: int = args.run(args)
     except PluginError as exc:
-        print(f"pluginsdk: error: {exc}", file=sys.stderr)
+        print(f"pluginsdk: error: {_safe(exc)}", file=sys.stderr)
         return 1
     return status
 
@@ -77,24 +77,21 @@ def _spec_and_path(p: argparse.ArgumentParser) -> None:
 
 
 def _load_spec(ref: str) -> Any:
-    """Import a host's spec object from ``module:OBJECT`` (host code, never plugin code)."""
-    import importlib
+    """The host's spec from ``module:OBJECT`` (host code, never plugin code)."""
+    from ._resolve import load_spec
 
-    from ._errors import ConfigError
-    from .spec import HookSpec
+    return load_spec(ref)
 
-    module, _, attr = ref.partition(":")
-    if not module or not attr:
-        raise ConfigError(f"--spec must look like module:OBJECT, not {ref!r}")
-    try:
-        obj: Any = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot load spec {ref!r}: {exc}") from None
-    if not isinstance(obj, HookSpec):
-        raise ConfigError(f"{ref!r} is a {type(obj).__name__}, not a pluginsdk.HookSpec")
-    return obj
+
+def _safe(value: object, *, multiline: bool = False) -> str:
+    """Metadata text as the terminal may see it: short, and with every control character escaped.
+
+    Names, versions, reasons and paths come from plugins' metadata; printed
+    raw, an escape sequence in them would drive the user's terminal.
+    """
+    from ._text import clip, printable
+
+    return printable(clip(str(value)), multiline=multiline)
 
 
 def _candidates(args: argparse.Namespace) -> list[Any]:
@@ -116,10 +113,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if not found:
         print(f"no plugins in group {args.group!r}")
         return 0
-    rows = [("NAME", "DISTRIBUTION", "VERSION", "ISOLATION", "REQUIRES", "STATUS")]
+    rows: list[tuple[str, ...]] = [("NAME", "DISTRIBUTION", "VERSION", "ISOLATION", "REQUIRES", "STATUS")]
     for c in found:
         status = c.status if not c.reason else f"{c.status}: {c.reason.splitlines()[0]}"
-        rows.append((c.name, c.dist, c.version, c.isolation or "-", c.requires or "-", status))
+        cells = (c.name, c.dist, c.version, c.isolation or "-", c.requires or "-", status)
+        rows.append(tuple(_safe(cell) for cell in cells))
     _table(rows)
     return 0
 
@@ -140,13 +138,16 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
                     value = ", ".join(map(str, value)) or "-"
                 elif isinstance(value, dict):
                     value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
-                print(f"{key + ':':<16}{'-' if value in (None, '') else value}")
+                text = "-" if value in (None, "") else _safe(value, multiline=key == "reason")
+                print(f"{key + ':':<16}{text}")
             if c.isolation == "wasm":
-                print(f"{'sandbox:':<16}{_sandbox_description()}")
+                from ._resolve import sandbox_description
+
+                print(f"{'sandbox:':<16}{_safe(sandbox_description())}")
             if info is not None and info.status == "loaded":
                 _print_incidents(info)
             return 0
-    print(f"pluginsdk: no plugin {args.name!r} in group {args.group!r}", file=sys.stderr)
+    print(f"pluginsdk: no plugin {_safe(repr(args.name))} in group {_safe(repr(args.group))}", file=sys.stderr)
     return 1
 
 
@@ -155,6 +156,7 @@ def _loaded(args: argparse.Namespace) -> PluginInfo:
     from ._errors import PluginError
     from .host import Host
 
+    _safe_logging()
     with Host(_load_spec(args.spec), path=args.path, use_index=False) as host:
         try:
             host.load(args.name)
@@ -163,24 +165,27 @@ def _loaded(args: argparse.Namespace) -> PluginInfo:
         return host.plugin(args.name)
 
 
+def _safe_logging() -> None:
+    """Send the SDK's log records (a plugin's failure, its output) to stderr escaped, as everything printed."""
+    import logging
+
+    class SafeFormatter(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return _safe(super().format(record), multiline=True)
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(SafeFormatter("%(name)s: %(levelname)s: %(message)s"))
+    logger = logging.getLogger("pluginsdk")
+    logger.addHandler(handler)
+    logger.propagate = False
+
+
 def _print_incidents(info: PluginInfo) -> None:
     """The count, then one line per incident kept: time, kind, hook, detail."""
     print(f"{'incidents:':<16}{info.incident_count}")
     for incident in info.incidents:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(incident.time))
-        print(f"{'':<16}{when}  {incident.kind}  {incident.hook or '-'}  {incident.detail}")
-
-
-def _sandbox_description() -> str:
-    """Which interpreter a sandboxed plugin would run under (imports no wasmtime)."""
-    from ._wasm.interpreter import locate, unavailable_reason, wasmtime_version
-
-    reason = unavailable_reason()
-    if reason is not None:
-        return f"unavailable: {reason}"
-    found = locate()
-    origin = "bundled, pinned" if found.bundled else "user-supplied"
-    return f"{found.path} ({origin}, sha256 {found.sha256[:16]}..., wasmtime {wasmtime_version()})"
+        print(f"{'':<16}{when}  {_safe(incident.kind)}  {_safe(incident.hook or '-')}  {_safe(incident.detail)}")
 
 
 def _table(rows: Sequence[tuple[str, ...]]) -> None:
@@ -194,9 +199,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     problems, notes = check_project(args.path, spec_ref=args.spec, load_spec=_load_spec)
     for note in notes:
-        print(f"ok: {note}")
+        print(f"ok: {_safe(note)}")
     for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
+        print(f"error: {_safe(problem, multiline=True)}", file=sys.stderr)
     if problems:
         print(f"{args.path}: {len(problems)} problem(s)", file=sys.stderr)
         return 1

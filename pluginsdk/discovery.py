@@ -16,21 +16,20 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _index
 from ._errors import ManifestError
+from .config import AVAILABLE, FAILED, INCOMPATIBLE
 
 if TYPE_CHECKING:
     from .spec import HookSpec
 
-__all__ = ["Candidate", "discover"]
+__all__ = ["Candidate", "check_compatibility", "discover", "locate_package"]
 
 
-AVAILABLE = "available"
-INCOMPATIBLE = "incompatible"
-FAILED = "failed"
+__all__ += ["AVAILABLE", "FAILED", "INCOMPATIBLE"]  # the statuses live in .config
 
 
 class Candidate(NamedTuple):
@@ -89,6 +88,7 @@ def discover(
     group: str | None = None,
     path: Sequence[str] | None = None,
     use_index: bool = True,
+    dists: Mapping[str, str] | None = None,
 ) -> list[Candidate]:
     """Return every plugin of ``spec``'s group, sorted by name.
 
@@ -97,6 +97,14 @@ def discover(
     search to those directories (default: ``sys.path``).  With
     ``use_index``, a still-valid on-disk index answers without reading any
     metadata; otherwise it is rebuilt after the scan.
+
+    A plugin name is granted by the host, never taken: ``dists`` (the
+    policy's :attr:`~pluginsdk.Policy.dists`) maps a name to the
+    distribution that owns it.  A name declared by several distributions
+    is given to none of them unless ``dists`` names one; every claimant is
+    returned, failed, as ``"NAME (DISTRIBUTION)"`` with a reason naming
+    them all.  A name ``dists`` gives to one distribution fails when
+    another declares it.
     """
     if spec is not None:
         group = spec.group
@@ -107,11 +115,51 @@ def discover(
     if key is not None:
         cached = _index.load(key, search)
         if cached is not None:
-            return [Candidate.from_json(c) for c in cached]
-    found = sorted(_scan(spec, group, search, path is None), key=lambda c: c.name)
+            return _settle_names([Candidate.from_json(c) for c in cached], dists or {})  # sorted by name
+    found = sorted(_scan(spec, group, search, path is None), key=lambda c: (c.name, c.dist))
     if key is not None:
         _index.store(key, search, _watched_files(found), [c.to_json() for c in found])
-    return found
+    return _settle_names(found, dists or {})
+
+
+def _settle_names(found: list[Candidate], dists: Mapping[str, str]) -> list[Candidate]:
+    """Who gets each plugin name (see :func:`discover`); sorted by name.
+
+    Directory order must never decide: an unrelated distribution that sorts
+    first would take over a name the host trusts.
+    """
+    claims: dict[str, list[Candidate]] = {}
+    for c in found:
+        claims.setdefault(c.name, []).append(c)
+    if not dists and len(claims) == len(found):
+        return found  # the usual case: every name claimed once, none reserved
+    from ._metadata import normalize
+    from ._text import clip
+
+    settled = []
+    for name, group in claims.items():
+        owner = dists.get(name)
+        if owner is None and len(group) == 1:
+            settled += group
+            continue
+        claimants = ", ".join(repr(c.dist) for c in group)
+        for c in group:
+            if owner is not None and normalize(c.dist) == normalize(owner):
+                settled.append(c)
+                continue
+            if owner is not None:
+                reason = f"the host's policy gives plugin name {name!r} to distribution {owner!r}, not {c.dist!r}"
+            else:
+                reason = (
+                    f"plugin name {name!r} is declared by distributions {claimants}; none of them is loaded"
+                    f" until the host's policy names the one it means (Policy(dists={{{name!r}: DIST}}),"
+                    " or [policy.dists] in a policy file)"
+                )
+            if c.status == FAILED and c.reason:
+                reason += f"; besides, {c.reason}"
+            qualified = f"{name} ({c.dist})" if len(group) > 1 else name
+            settled.append(c._replace(name=qualified, status=FAILED, reason=clip(reason)))
+    return sorted(settled, key=lambda c: c.name)
 
 
 def _watched_files(found: Iterable[Candidate]) -> list[str]:
@@ -133,8 +181,8 @@ def _watched_files(found: Iterable[Candidate]) -> list[str]:
 
 def _scan(spec: HookSpec | None, group: str, search: list[str], full_import_system: bool) -> Iterable[Candidate]:
     from ._metadata import group_entries
+    from ._text import clip
 
-    names: dict[str, Candidate] = {}
     for found in group_entries(group, search, full_import_system):
         if found.error is not None:  # an unreadable entry_points.txt spoils one distribution, not the scan
             yield Candidate(
@@ -143,19 +191,13 @@ def _scan(spec: HookSpec | None, group: str, search: list[str], full_import_syst
                 version=found.version,
                 value="",
                 status=FAILED,
-                reason=found.error,
+                reason=clip(found.error),
             )
             continue
         for ep_name, ep_value in found.entries:
+            # Two distributions may declare one name: both are kept, and discover() settles it.
             cand = _examine(spec, ep_name, found.dist, found.version, ep_value, search, full_import_system)
-            if ep_name in names:
-                cand = cand._replace(
-                    name=f"{ep_name} ({found.dist})",
-                    status=FAILED,
-                    reason=f"plugin name {ep_name!r} is already taken by distribution {names[ep_name].dist!r}",
-                )
-            names.setdefault(ep_name, cand)
-            yield cand
+            yield cand._replace(reason=clip(cand.reason))  # reasons quote metadata: kept short
 
 
 def _dotted_name(value: str) -> bool:
@@ -179,7 +221,7 @@ def _examine(
         return base._replace(status=FAILED, reason=reason)
     base = base._replace(module=module, attr=attr or None)
 
-    located = _locate_package(module, search, full_import_system)
+    located = locate_package(module, search, full_import_system=full_import_system)
     if isinstance(located, str):
         return base._replace(status=FAILED, reason=located)
     package_dir, path_entry, manifest_path = located
@@ -234,8 +276,13 @@ def check_compatibility(spec: HookSpec, requires: str, hooks: Iterable[str]) -> 
     return None
 
 
-def _locate_package(module: str, search: list[str], full_import_system: bool) -> tuple[str, str, str | None] | str:
+def locate_package(
+    module: str, search: Sequence[str], *, full_import_system: bool = False
+) -> tuple[str, str, str | None] | str:
     """``(package_dir, path_entry, manifest_or_None)`` for ``module``, or why not.
+
+    ``search`` is the path to look in; with ``full_import_system`` the
+    interpreter's whole import system is asked instead (``sys.meta_path``).
 
     Only the top-level name is resolved through the import system: finding a
     dotted name would import its parents, running the package's ``__init__``.
@@ -251,7 +298,7 @@ def _locate_package(module: str, search: list[str], full_import_system: bool) ->
         if full_import_system:
             found = importlib.util.find_spec(parts[0])
         else:
-            found = importlib.machinery.PathFinder.find_spec(parts[0], search)
+            found = importlib.machinery.PathFinder.find_spec(parts[0], list(search))
     except (ImportError, ValueError) as exc:
         return f"cannot locate module {parts[0]!r}: {exc}"
     if found is None:
@@ -266,3 +313,6 @@ def _locate_package(module: str, search: list[str], full_import_system: bool) ->
             if os.path.isfile(candidate):
                 return location, os.path.dirname(location), candidate
     return locations[0], os.path.dirname(locations[0]), None
+
+
+_locate_package = locate_package  # the old private name, for code not yet switched

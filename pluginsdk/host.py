@@ -316,6 +316,7 @@ class Host:
                 "sys_path": list(sys.path if self._path is None else [*self._path, *sys.path]),
                 "wasm_interpreter": self.policy.wasm_interpreter,
                 "wasm_packages": list(cand.wasm_packages),
+                "wasm_allowed": sorted(self.policy.wasm_packages),
                 "prewarm": True,
             },
         )

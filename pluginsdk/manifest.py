@@ -21,12 +21,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _toml
 from ._errors import ManifestError
-from .backends.base import ISOLATION_LEVELS, Limits
+from ._text import clip
+from .config import ISOLATION_LEVELS, LIMIT_RULES, Limits, limit_problem
 
 if TYPE_CHECKING:
     from packaging.specifiers import SpecifierSet
 
 __all__ = [
+    "MANIFEST_MAX_BYTES",
     "MANIFEST_NAME",
     "Manifest",
     "PluginSection",
@@ -37,6 +39,9 @@ __all__ = [
 ]
 
 MANIFEST_NAME = "pluginsdk.toml"
+#: A manifest is a few hundred bytes; a larger one is refused before it is read
+#: whole (parsing megabytes would stall every host that discovers the plugin).
+MANIFEST_MAX_BYTES = 64 * 1024
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _REQUIRES = re.compile(r"\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(.*)", re.S)
 
@@ -102,43 +107,29 @@ def parse_requires(value: str) -> tuple[str, SpecifierSet]:
 
 
 # The schema: table -> key -> (kind, required).  Kinds: "str", "names" (a list
-# of strings), "int" (a whole number), "float" (any number).
+# of strings), "limit" (checked by config.limit_problem, as every limit is).
 _SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
     "plugin": {"requires": ("str", True), "hooks": ("names", True), "isolation": ("str", False)},
-    "limits": {
-        "workers": ("int", False),
-        "timeout": ("float", False),
-        "memory_mb": ("int", False),
-        "max_message_mb": ("float", False),
-        "recycle_after": ("int", False),
-        "idle_timeout": ("float", False),
-        "open_files": ("int", False),
-    },
+    "limits": dict.fromkeys(LIMIT_RULES, ("limit", False)),
     "wasm": {"packages": ("names", False)},
 }
 
 
-def _kind_problem(kind: str, value: object) -> str | None:
-    """What is wrong with ``value`` for ``kind``, or ``None``."""
+def _kind_problem(kind: str, where: str, value: object) -> str | None:
+    """What is wrong with ``value`` at ``where`` (``table.key``), or ``None``."""
+    if kind == "limit":
+        table, _, key = where.partition(".")
+        return limit_problem(key, value, where=table)
     if kind == "str":
-        return None if isinstance(value, str) else f"expected a string, got {value!r}"
-    if kind == "names":
+        ok = isinstance(value, str)
+        expected = "a string"
+    else:
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-        return None if ok else f"expected a list of strings, got {value!r}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return f"expected a number, got {value!r}"
-    if value != value or value in (float("inf"), float("-inf")):
-        return f"expected a finite number, got {value!r}"
-    if kind == "int" and isinstance(value, float) and not value.is_integer():
-        return f"expected a whole number, got {value!r}"
-    if value < 0:
-        return "must not be negative"
-    return None
-
-
-# Limits where 0 would mean "no limit" to a backend: a manifest may lower the
-# host's caps, never switch them off.
-_POSITIVE = frozenset({"workers", "timeout", "memory_mb", "max_message_mb", "open_files"})
+        expected = "a list of strings"
+    if ok:
+        return None
+    text = repr(value)
+    return f"{where}: expected {expected}, got {text if len(text) <= 60 else text[:55] + '...'}"
 
 
 def _problems(data: Mapping[str, Any]) -> list[str]:
@@ -157,11 +148,9 @@ def _problems(data: Mapping[str, Any]) -> list[str]:
                 if required and table in data:
                     problems.append(f"required key {table}.{key} is missing")
                 continue
-            problem = _kind_problem(kind, section[key])
-            if problem is None and table == "limits" and key in _POSITIVE and section[key] <= 0:
-                problem = "must be greater than zero"
+            problem = _kind_problem(kind, f"{table}.{key}", section[key])
             if problem is not None:
-                problems.append(f"{table}.{key}: {problem}")
+                problems.append(problem)
     if problems:
         return problems
     plugin = data["plugin"]
@@ -181,22 +170,19 @@ def _problems(data: Mapping[str, Any]) -> list[str]:
 
 def parse_manifest(data: Mapping[str, Any], *, path: str, plugin: str | None = None) -> Manifest:
     """Validate manifest ``data`` read from ``path``; every problem is reported at once."""
-    problems = _problems(data)
+    problems = [clip(p, 300) for p in _problems(data)]  # a hostile value must not make a huge reason
     if problems:
         raise ManifestError(
-            f"invalid manifest {path}: " + "; ".join(problems), plugin=plugin, path=path, problems=problems
+            clip(f"invalid manifest {path}: " + "; ".join(problems)), plugin=plugin, path=path, problems=problems
         )
     section = data["plugin"]
-    limits: dict[str, Any] = {
-        k: (int(v) if _SCHEMA["limits"][k][0] == "int" else float(v)) for k, v in data.get("limits", {}).items()
-    }
     return Manifest(
         plugin=PluginSection(
             requires=section["requires"],
             hooks=tuple(section["hooks"]),
             isolation=section.get("isolation", "inprocess"),
         ),
-        limits=Limits(**limits),
+        limits=Limits.checked(data.get("limits")),
         wasm=WasmSection(packages=tuple(data.get("wasm", {}).get("packages", ()))),
     )
 
@@ -205,7 +191,14 @@ def load_manifest(path: str | Path, *, plugin: str | None = None) -> Manifest:
     """Read and validate the manifest file at ``path``."""
     path = str(path)
     try:
-        data = _toml.load(path)
+        data = _toml.load(path, max_bytes=MANIFEST_MAX_BYTES)
+    except _toml.TooLarge as exc:
+        raise ManifestError(
+            f"manifest {path} is larger than {MANIFEST_MAX_BYTES // 1024} KiB ({exc}); it was not read",
+            plugin=plugin,
+            path=path,
+            problems=[str(exc)],
+        ) from None
     except FileNotFoundError:
         raise ManifestError(f"no manifest at {path}", plugin=plugin, path=path) from None
     except (OSError, UnicodeDecodeError, _toml.TOMLDecodeError) as exc:

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigError
-from .backends.base import DEFAULT_LIMITS, ISOLATION_LEVELS, Limits
+from .config import DEFAULT_LIMITS, ISOLATION_LEVELS, LIMIT_RULES, Limits, limit_problem
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -37,6 +37,12 @@ class Policy:
         plugin_limits: Per-plugin limits, which win over everything.
         wasm_interpreter: Path of the ``python.wasm`` to use for sandboxed
             plugins instead of the bundled one.
+        wasm_packages: Distributions (or their top-level packages) that any
+            sandboxed plugin may have mounted through its manifest's
+            ``[wasm] packages``, beyond its own distribution's dependencies.
+        dists: Plugin name -> the distribution that owns it.  A name listed
+            here is only ever loaded from that distribution; a name two
+            distributions declare loads from neither unless it is listed.
     """
 
     # A plain class: it is built on every host start, where generating a
@@ -44,12 +50,14 @@ class Policy:
     __slots__ = (
         "allow",
         "disabled",
+        "dists",
         "isolation",
         "limits",
         "min_isolation",
         "plugin_limits",
         "trusted",
         "wasm_interpreter",
+        "wasm_packages",
     )
 
     disabled: frozenset[str]
@@ -60,6 +68,8 @@ class Policy:
     limits: Limits
     plugin_limits: Mapping[str, Limits]
     wasm_interpreter: str | None
+    wasm_packages: frozenset[str]
+    dists: Mapping[str, str]
 
     def __init__(
         self,
@@ -72,19 +82,28 @@ class Policy:
         limits: Limits | None = None,
         plugin_limits: Mapping[str, Limits] | None = None,
         wasm_interpreter: str | None = None,
+        wasm_packages: Iterable[str] = (),
+        dists: Mapping[str, str] | None = None,
     ) -> None:
         _check_level("min_isolation", min_isolation)
         for plugin, level in (isolation or {}).items():
             _check_level(f"isolation for plugin {plugin!r}", level)
+        limits = Limits.checked(limits, where="policy.limits")
+        plugin_limits = {
+            plugin: Limits.checked(own, where=f"policy.plugin_limits.{plugin}")
+            for plugin, own in (plugin_limits or {}).items()
+        }
         values = {
             "disabled": frozenset(disabled),
             "allow": None if allow is None else frozenset(allow),
             "isolation": dict(isolation or {}),
             "min_isolation": min_isolation,
             "trusted": frozenset(trusted),
-            "limits": limits or Limits(),
-            "plugin_limits": dict(plugin_limits or {}),
+            "limits": limits,
+            "plugin_limits": plugin_limits,
             "wasm_interpreter": wasm_interpreter,
+            "wasm_packages": frozenset(wasm_packages),
+            "dists": dict(dists or {}),
         }
         for name, value in values.items():
             object.__setattr__(self, name, value)
@@ -129,19 +148,46 @@ class Policy:
 
         from . import _toml
 
+        data = dict(data)
+        # Limits go through the one check every limit goes through (config.Limits.checked),
+        # so a policy file and a manifest refuse the same values in the same words.
+        limits = data.pop("limits", None)
+        plugin_limits = data.pop("plugin_limits", None)
         try:
-            return cls(**_toml.converter().structure(dict(data), _policy_fields()))
+            fields: dict[str, Any] = _toml.converter().structure(data, _policy_fields())
         except cattrs.BaseValidationError as exc:
             raise ConfigError("invalid policy: " + "; ".join(_toml.problems(exc, "policy")), path=source) from None
+        problems = [] if limits is None else Limits.problems(limits, where="policy.limits")
+        if plugin_limits is not None and not isinstance(plugin_limits, dict):
+            problems.append(f"policy.plugin_limits: expected a table of tables, got {type(plugin_limits).__name__}")
+            plugin_limits = None
+        for plugin, own in (plugin_limits or {}).items():
+            problems += Limits.problems(own, where=f"policy.plugin_limits.{plugin}")
+        if problems:
+            raise ConfigError("invalid policy: " + "; ".join(problems), path=source)
+        if limits is not None:
+            fields["limits"] = Limits.checked(limits)
+        if plugin_limits is not None:
+            fields["plugin_limits"] = {plugin: Limits.checked(own) for plugin, own in plugin_limits.items()}
+        try:
+            return cls(**fields)
+        except ConfigError as exc:
+            raise ConfigError(exc.message, path=source) from None
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"invalid policy: {exc}", path=source) from None
 
-    def refusal(self, name: str) -> str | None:
-        """Why policy keeps plugin ``name`` from loading, or ``None``."""
+    def refusal(self, name: str, dist: str | None = None) -> str | None:
+        """Why policy keeps plugin ``name`` (from distribution ``dist``) from loading, or ``None``."""
         if name in self.disabled:
             return "disabled by the host's policy"
         if self.allow is not None and name not in self.allow:
             return "not in the host's allow-list"
+        owner = self.dists.get(name)
+        if dist is not None and owner is not None:
+            from ._metadata import normalize
+
+            if normalize(dist) != normalize(owner):
+                return f"the host's policy gives plugin name {name!r} to distribution {owner!r}, not {dist!r}"
         return None
 
     def isolation_for(self, name: str, requested: str) -> str:
@@ -154,28 +200,33 @@ class Policy:
     def limits_for(self, name: str, hints: Mapping[str, Any]) -> Limits:
         """Resolved limits for plugin ``name`` whose manifest hints ``hints``.
 
-        A manifest may ask for less memory, time, message size or open files than the
-        host grants (its policy, else the SDK's defaults), never more; only
-        ``plugin_limits`` can grant a plugin more.
+        A manifest can only narrow what the host grants (its policy's
+        ``limits``, else the SDK's defaults), field by field: fewer
+        ``workers``, less ``memory_mb``, ``timeout``, ``max_message_mb`` and
+        ``open_files``, and a sooner ``recycle_after`` / ``idle_timeout``
+        (there 0, "never", is the widest value: a manifest may set one where
+        the host has none, never lift the host's).  Only ``plugin_limits``,
+        the host's own word on one plugin, can grant more.
         """
-        # Hints are validated with the manifest; still, only a positive, finite
-        # value can lower a cap (0 or NaN would switch it off).
-        usable: dict[str, Any] = {
-            k: v for k, v in hints.items() if isinstance(v, (int, float)) and 0 < v < float("inf")
-        }
-        manifest = Limits(**usable)
-        capped = {}
-        for field in ("memory_mb", "timeout", "max_message_mb", "open_files"):
-            asked = getattr(manifest, field)
-            cap = getattr(self.limits, field)
-            if cap is None:
-                cap = getattr(DEFAULT_LIMITS, field)
-            if asked is not None and cap is not None:
-                capped[field] = min(asked, cap)
-        if capped:
-            manifest = manifest._replace(**capped)
+        # Hints were validated with the manifest; still, an invalid one (0 or NaN
+        # would switch a cap off) is dropped rather than trusted.
+        asked = {k: v for k, v in hints.items() if k in LIMIT_RULES and limit_problem(k, v) is None}
+        granted = self.limits.merged(DEFAULT_LIMITS)
+        narrowed = {k: _narrower(k, v, getattr(granted, k)) for k, v in asked.items() if v is not None}
         own = self.plugin_limits.get(name, Limits())
-        return own.merged(manifest, self.limits, DEFAULT_LIMITS)
+        return own.merged(Limits(**narrowed), granted)
+
+
+def _narrower(field: str, asked: Any, cap: Any) -> Any:
+    """The narrower of a manifest's ``asked`` and the host's ``cap`` for ``field``."""
+    if cap is None:
+        return asked
+    if field in ("recycle_after", "idle_timeout"):  # 0 is "never": the widest
+        if cap == 0:
+            return asked
+        if asked == 0:
+            return cap
+    return min(asked, cap)
 
 
 def _policy_fields() -> type:

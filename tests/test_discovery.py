@@ -99,12 +99,14 @@ class TestDiscover:
             assert fragment in found[name][1], (name, found[name][1])
 
     def test_duplicate_name(self, site: Path) -> None:
-        """Two distributions claiming one plugin name: the second is failed, the first kept."""
+        """Two distributions claiming one plugin name: neither gets it (directory order decides nothing)."""
         install_plugin(site, "upper", UPPER, dist="aaa-upper", module="aaa_upper")
         install_plugin(site, "upper", UPPER, dist="bbb-upper", module="bbb_upper")
         found = statuses(site, use_index=False)
-        assert "available" == found["upper"][0]
-        assert "already taken" in found["upper (bbb-upper)"][1]
+        assert "upper" not in found
+        for name in ("upper (aaa-upper)", "upper (bbb-upper)"):
+            assert "failed" == found[name][0]
+            assert "'aaa-upper', 'bbb-upper'" in found[name][1]
 
     def test_sorted_by_name(self, site: Path) -> None:
         """Candidates come back sorted by plugin name, whatever the install order."""
@@ -204,3 +206,15 @@ class TestIndexWatchesMissingManifests:
         assert "failed" == discover(SPEC, path=[str(site)])[0].status
         (pkg / "pluginsdk.toml").write_text('[plugin]\nrequires = "textkit>=1"\nhooks = ["transform"]\n')
         assert "available" == discover(SPEC, path=[str(site)])[0].status
+
+
+def test_oversized_entry_points_spoil_one_dist(site: Path) -> None:
+    """An entry_points.txt over 1 MiB is not parsed: its distribution is failed, the others found."""
+    install_plugin(site, "upper", UPPER)
+    install_plugin(site, "huge", UPPER)
+    padding = "# " + "x" * 100 + "\n"
+    text = "[textkit.plugins]\nhuge = textkit_huge\n" + padding * 11_000
+    (site / "textkit_huge-1.0.dist-info" / "entry_points.txt").write_text(text)
+    found = statuses(site, use_index=False)
+    assert "available" == found["upper"][0]
+    assert ("failed", "entry_points.txt of textkit-huge is over 1048576 bytes") == found["<textkit-huge>"]

@@ -47,10 +47,10 @@ class TestLoadManifest:
             ('[plugin]\nhooks = ["t"]\n', "requires"),
             ('[plugin]\nrequires = "textkit>=1"\nhooks = ["t"]\ncolour = "red"\n', "colour"),
             ('[plugin]\nrequires = "textkit>=1"\nhooks = ["t"]\n[limits]\nworkers = "two"\n', "workers"),
-            ('[plugin]\nrequires = "textkit>=1"\nhooks = ["t"]\n[limits]\ntimeout = -1\n', "negative"),
+            ('[plugin]\nrequires = "textkit>=1"\nhooks = ["t"]\n[limits]\ntimeout = -1\n', "timeout: -1 is not"),
             ('[plugin]\nrequires = "textkit>=1"\nhooks = ["not a name"]\n', "identifiers"),
             ('[plugin]\nrequires = "textkit>=1"\nhooks = ["t"]\n[limits]\nwrkers = 2\n', "wrkers"),
-            ('[plugin]\nrequires = "textkit>=1"\nhooks = ["t"]\n[limits]\nworkers = 2.5\n', "whole number"),
+            ('[plugin]\nrequires = "textkit>=1"\nhooks = ["t"]\n[limits]\nworkers = 2.5\n', "workers: 2.5 is not"),
             ('[plugin]\nrequires = "textkit[extra]>=1"\nhooks = ["t"]\n', "only a spec name"),
             ("[plugin\n", "cannot read"),
             ("", "plugin"),
@@ -75,19 +75,22 @@ class TestLimitHints:
     @pytest.mark.parametrize(
         ("line", "fragment"),
         [
-            ("timeout = nan", "finite"),
-            ("timeout = inf", "finite"),
-            ("memory_mb = 0", "greater than zero"),
-            ("max_message_mb = 0", "greater than zero"),
-            ("workers = 0", "greater than zero"),
-            ("open_files = 0", "greater than zero"),
+            ("timeout = nan", "limits.timeout: nan is not allowed; expected a finite number > 0"),
+            ("timeout = inf", "limits.timeout: inf is not allowed; expected a finite number > 0"),
+            ("memory_mb = 0", "limits.memory_mb: 0 is not allowed; expected a whole number > 0"),
+            ("max_message_mb = 0", "limits.max_message_mb: 0 is not allowed; expected a finite number > 0"),
+            ("workers = 0", "limits.workers: 0 is not allowed; expected a whole number > 0"),
+            ("open_files = 0", "limits.open_files: 0 is not allowed; expected a whole number > 0"),
+            ("workers = true", "limits.workers: True is not allowed; expected a whole number > 0"),
+            ("recycle_after = -1", "limits.recycle_after: -1 is not allowed; expected a whole number >= 0 (0: never)"),
         ],
     )
     def test_hints_cannot_switch_limits_off(self, tmp_path: Path, line: str, fragment: str) -> None:
         """A manifest cannot turn a cap off with 0, NaN or infinity."""
         path = write(tmp_path, f'[plugin]\nrequires = "textkit>=1"\nhooks = ["t"]\n[limits]\n{line}\n')
-        with pytest.raises(ManifestError, match=fragment):
+        with pytest.raises(ManifestError) as info:
             load_manifest(path)
+        assert fragment in str(info.value)
 
     def test_open_files_hint_is_capped_by_the_host(self, tmp_path: Path) -> None:
         """``open_files`` is read from [limits], and the host's policy (else the SDK default) caps it."""

@@ -15,62 +15,15 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
+# The configuration vocabulary lives in ..config; re-exported for code that imports it from here.
+from ..config import DEFAULT_LIMITS, ISOLATION_LEVELS, Incident, Limits
+
 if TYPE_CHECKING:
     import logging
 
     from ..spec import HookSpec
 
-__all__ = ["ISOLATION_LEVELS", "Backend", "Incident", "Limits", "PluginTarget"]
-
-#: Isolation levels, weakest first.  Policy may raise a plugin's level, never lower it.
-ISOLATION_LEVELS: tuple[str, ...] = ("inprocess", "process", "wasm")
-
-
-# Value classes on the host's start-up path are named tuples, not attrs classes
-# or dataclasses: importing attrs, or generating a dataclass's methods, costs
-# about a millisecond each, and a warm host start has a budget of ten.
-class Limits(NamedTuple):
-    """Resource limits for one plugin; ``None`` means "use the default".
-
-    Attributes:
-        workers: Worker processes (``process``) or warm instances (``wasm``).
-        timeout: Seconds one call may run before the worker is replaced.
-        memory_mb: Memory cap per worker or instance, in MiB.
-        max_message_mb: Largest single message accepted from the plugin, in MiB.
-        recycle_after: Replace a worker after this many calls (``0``: never).
-        idle_timeout: Shut idle workers down after this many seconds (``0``: never).
-        open_files: Files (and directories) one worker or instance may hold open
-            at once; opening one more fails in the plugin with ``EMFILE``.
-    """
-
-    workers: int | None = None
-    timeout: float | None = None
-    memory_mb: int | None = None
-    max_message_mb: float | None = None
-    recycle_after: int | None = None
-    idle_timeout: float | None = None
-    open_files: int | None = None
-
-    def merged(self, *fallbacks: Limits) -> Limits:
-        """These limits, with each unset field taken from the first fallback that sets it."""
-        values = self._asdict()
-        for fb in fallbacks:
-            for key, value in fb._asdict().items():
-                if values[key] is None:
-                    values[key] = value
-        return Limits(**values)
-
-
-#: What a backend uses when neither the host nor the plugin says otherwise.
-DEFAULT_LIMITS = Limits(
-    workers=1,
-    timeout=30.0,
-    memory_mb=1024,
-    max_message_mb=64.0,
-    recycle_after=0,
-    idle_timeout=0.0,
-    open_files=256,
-)
+__all__ = ["DEFAULT_LIMITS", "ISOLATION_LEVELS", "Backend", "Incident", "Limits", "PluginTarget"]
 
 
 class PluginTarget(NamedTuple):
@@ -101,23 +54,6 @@ class PluginTarget(NamedTuple):
     limits: Limits
     spec: HookSpec
     options: Mapping[str, Any] = {}  # a named tuple field: shared, never mutated
-
-
-class Incident(NamedTuple):
-    """Something that went wrong in a loaded plugin and that the backend recovered from.
-
-    Attributes:
-        kind: ``crashed``, ``timeout``, ``resource`` (a cap was hit) or
-            ``replaced`` (a worker was replaced for garbling its channel).
-        hook: The hook being called when it happened, if any.
-        detail: What happened, in words (the error's message).
-        time: When it happened (``time.time()``).
-    """
-
-    kind: str
-    hook: str | None
-    detail: str
-    time: float
 
 
 #: Incidents a backend remembers; older ones are dropped (their count is kept).

@@ -26,7 +26,6 @@ after the call; see :mod:`pluginsdk._wasm.gate`).  A guest asleep
 
 from __future__ import annotations
 
-import importlib.machinery
 import logging
 import os
 import shutil
@@ -130,25 +129,27 @@ class WasmBackend(PooledBackend):
         dirs = [(t.package_dir, f"/plugin/{top}")]
         packages = {top: f"/plugin/{top}"}
         modules: dict[str, str] = {}
-        search = [t.path_entry, *t.options.get("sys_path", sys.path)]
-        for dep in t.options.get("wasm_packages") or ():
-            spec = importlib.machinery.PathFinder.find_spec(dep, search)
-            if spec is None:
-                raise PluginLoadError(f"[wasm] packages lists {dep!r}, which is not installed", plugin=t.name)
-            if spec.submodule_search_locations:
-                dirs.append((next(iter(spec.submodule_search_locations)), f"/deps/{dep}"))
+        from .._deps import wasm_package_dirs
+
+        # The manifest only asks; the host's dependency closure and policy decide (see _deps).
+        for dep, host_path, single_file in wasm_package_dirs(
+            t.name,
+            t.dist,
+            t.options.get("wasm_packages") or (),
+            t.options.get("wasm_allowed") or (),
+            [t.path_entry, *t.options.get("sys_path", sys.path)],
+            group=t.spec.group,
+        ):
+            if not single_file:
+                dirs.append((host_path, f"/deps/{dep}"))
                 packages[dep] = f"/deps/{dep}"
-            elif spec.origin and spec.origin.endswith(".py"):
-                # A single-file module: only that file is copied into a private dir.
-                if self._staging is None:
-                    self._staging = tempfile.mkdtemp(prefix="pluginsdk-wasm-deps-")
-                    dirs.append((self._staging, "/deps-files"))
-                shutil.copyfile(spec.origin, os.path.join(self._staging, f"{dep}.py"))
-                modules[dep] = f"/deps-files/{dep}.py"
-            else:
-                raise PluginLoadError(
-                    f"[wasm] packages lists {dep!r}, a C extension, which cannot run in the sandbox", plugin=t.name
-                )
+                continue
+            # A single-file module: only that file is copied into a private dir.
+            if self._staging is None:
+                self._staging = tempfile.mkdtemp(prefix="pluginsdk-wasm-deps-")
+                dirs.append((self._staging, "/deps-files"))
+            shutil.copyfile(host_path, os.path.join(self._staging, f"{dep}.py"))
+            modules[dep] = f"/deps-files/{dep}.py"
         extra = [str(p) for p in t.options.get("wasm_paths") or ()]
         sys_path = []
         for i, path in enumerate(extra):

@@ -1,0 +1,51 @@
+"""``BackendOptions``: the host's settings for a backend (see :mod:`pluginsdk.config`, which exports it)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ._errors import ConfigError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["BackendOptions"]
+
+
+class BackendOptions(NamedTuple):
+    """The host's settings for a backend, beyond the plugin's own target.
+
+    Attributes:
+        sys_path: The import path the plugin should see (default: the host's ``sys.path``).
+        python: Interpreter for worker processes (default: ``sys.executable``).
+        wasm_interpreter: A ``python.wasm`` to use instead of the bundled one.
+        wasm_packages: Top-level packages the plugin's manifest asks to have
+            mounted in the sandbox (``[wasm] packages``).
+        wasm_allowed: Distributions or top-level packages the host's policy lets
+            any sandboxed plugin have mounted, beyond its own dependencies.
+        wasm_paths: Directories the host mounts in the sandbox (``/paths/N``).
+        wasm_spin: Seconds a sandbox call spins before it sleeps (default: the backend's).
+        prewarm: Start every worker or instance now, not as calls arrive.
+    """
+
+    sys_path: tuple[str, ...] | None = None
+    python: str | None = None
+    wasm_interpreter: str | None = None
+    wasm_packages: tuple[str, ...] = ()
+    wasm_allowed: tuple[str, ...] = ()
+    wasm_paths: tuple[str, ...] = ()
+    wasm_spin: float | None = None
+    prewarm: bool = False
+
+    @classmethod
+    def from_mapping(cls, options: Mapping[str, object]) -> BackendOptions:
+        """Options from the untyped mapping ``PluginTarget.options`` used to be; unknown keys are errors."""
+        unknown = options.keys() - cls._fields
+        if unknown:
+            raise ConfigError(f"unknown backend option(s): {', '.join(sorted(unknown))}")
+        values = dict(options)
+        for key in ("sys_path", "wasm_packages", "wasm_allowed", "wasm_paths"):
+            if values.get(key) is not None:
+                values[key] = tuple(str(v) for v in values[key])  # type: ignore[attr-defined]
+        return cls(**values)  # type: ignore[arg-type]
