@@ -31,7 +31,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from .backends.base import Incident, Limits
+    from .config import Incident, Limits
     from .host import Host, PluginInfo
     from .policy import Policy
     from .spec import HookSpec, hookspec
@@ -67,8 +67,8 @@ _LAZY = {
     "HookSpec": ".spec",
     "hookspec": ".spec",
     "Policy": ".policy",
-    "Limits": ".backends.base",
-    "Incident": ".backends.base",
+    "Limits": ".config",
+    "Incident": ".config",
 }
 
 

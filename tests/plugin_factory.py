@@ -85,3 +85,32 @@ def install_plain_dist(site: Path, dist: str, version: str = "1.0") -> Path:
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
     (info / "RECORD").write_text(f"{info.name}/METADATA,,\n{info.name}/RECORD,,\n")
     return info
+
+
+def add_requires(site: Path, dist: str, version: str, requires: list[str]) -> None:
+    """Give installed ``dist`` ``Requires-Dist`` lines, as an installer writes them (RECORD kept true)."""
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    lines = "".join(f"Requires-Dist: {r}\n" for r in requires)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n{lines}")
+    record = [
+        _record_line(site, p) if p.parent == info and p.name != "RECORD" else line
+        for line in (info / "RECORD").read_text().splitlines()
+        for p in [site / line.split(",")[0]]
+    ]
+    (info / "RECORD").write_text("\n".join(record) + "\n")
+
+
+def install_library(site: Path, dist: str, top: str, source: str, *, requires: tuple[str, ...] = ()) -> Path:
+    """A plain (non-plugin) distribution with one top-level package, as an installer leaves it."""
+    pkg = site / top
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(source)
+    info = site / f"{dist.replace('-', '_')}-1.0.dist-info"
+    info.mkdir()
+    meta = "".join(f"Requires-Dist: {r}\n" for r in requires)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n{meta}")
+    (info / "top_level.txt").write_text(top + "\n")
+    lines = [_record_line(site, p) for p in sorted(pkg.rglob("*")) if p.is_file()]
+    lines += [_record_line(site, p) for p in sorted(info.iterdir())]
+    (info / "RECORD").write_text("\n".join([*lines, f"{info.name}/RECORD,,"]) + "\n")
+    return pkg

@@ -20,7 +20,7 @@ import pytest
 from pluginsdk import Host, Limits, PluginLoadError, Policy
 from pluginsdk.discovery import discover
 
-from .plugin_factory import _record_line, install_plugin
+from .plugin_factory import add_requires, install_library, install_plugin
 from .textkit import SPEC
 
 TESTS = Path(__file__).parent
@@ -193,35 +193,6 @@ class TestTerminalEscapes:
         assert 1 == result.returncode
         assert "\x1b" not in result.stdout + result.stderr
         assert "\\x1b]0;pwned" in result.stderr
-
-
-def add_requires(site: Path, dist: str, version: str, requires: list[str]) -> None:
-    """Give installed ``dist`` ``Requires-Dist`` lines, as an installer writes them (RECORD kept true)."""
-    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
-    lines = "".join(f"Requires-Dist: {r}\n" for r in requires)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n{lines}")
-    record = [
-        _record_line(site, p) if p.parent == info and p.name != "RECORD" else line
-        for line in (info / "RECORD").read_text().splitlines()
-        for p in [site / line.split(",")[0]]
-    ]
-    (info / "RECORD").write_text("\n".join(record) + "\n")
-
-
-def install_library(site: Path, dist: str, top: str, source: str, *, requires: tuple[str, ...] = ()) -> Path:
-    """A plain (non-plugin) distribution with one top-level package, as an installer leaves it."""
-    pkg = site / top
-    pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text(source)
-    info = site / f"{dist.replace('-', '_')}-1.0.dist-info"
-    info.mkdir()
-    meta = "".join(f"Requires-Dist: {r}\n" for r in requires)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n{meta}")
-    (info / "top_level.txt").write_text(top + "\n")
-    lines = [_record_line(site, p) for p in sorted(pkg.rglob("*")) if p.is_file()]
-    lines += [_record_line(site, p) for p in sorted(info.iterdir())]
-    (info / "RECORD").write_text("\n".join([*lines, f"{info.name}/RECORD,,"]) + "\n")
-    return pkg
 
 
 # -- case 1: what a sandbox may see is decided by the host ---------------------------------

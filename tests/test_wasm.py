@@ -861,13 +861,11 @@ class TestHost:
         """``[wasm] packages`` makes a pure-Python dependency importable; undeclared ones stay invisible."""
         from pluginsdk import Host, PluginHookError
 
+        from .plugin_factory import add_requires, install_library
         from .textkit import SPEC as TEXTKIT
 
-        helper = site / "wasmdep_helper"
-        helper.mkdir()
-        (helper / "__init__.py").write_text("def shout(s):\n    return s.upper() + '!!'\n")
-        (site / "wasmdep_hidden").mkdir()
-        (site / "wasmdep_hidden" / "__init__.py").write_text("")
+        install_library(site, "wasmdep-helper", "wasmdep_helper", "def shout(s):\n    return s.upper() + '!!'\n")
+        install_library(site, "wasmdep-hidden", "wasmdep_hidden", "")
         manifest = """
         [plugin]
         requires = "textkit>=1.0,<2"
@@ -888,6 +886,7 @@ class TestHost:
             return wasmdep_helper.shout(text)
         """
         install_plugin(site, "dep", source, manifest=manifest)
+        add_requires(site, "textkit-dep", "1.0", ["wasmdep-helper", "wasmdep-hidden"])
         with Host(TEXTKIT, path=[str(site)]) as host:
             assert ["HEY!!"] == host.hook.transform(text="hey")
             with pytest.raises(PluginHookError, match="ModuleNotFoundError"):

@@ -23,7 +23,7 @@ from pathlib import Path
 import attrs
 
 from .._errors import BackendUnavailable
-from .._index import cache_dir
+from .._paths import cache_dir
 
 __all__ = ["BUNDLED_SHA256", "Interpreter", "locate", "unavailable_reason", "wasm_cache_dir"]
 

@@ -14,8 +14,8 @@ deadlock the child; ``forkserver`` would be safe but brings multiprocessing's
 pickling machinery and a server process of its own, for no gain over
 exec'ing an interpreter directly (~40-60 ms a worker here, paid once, off
 the call path).  ``-I`` keeps the host's ``PYTHON*`` variables and user site
-out; the host's ``sys.path`` (or ``options["sys_path"]``) is put in front of
-the worker's so it sees what the host sees.  ``options["python"]`` overrides
+out; the host's ``sys.path`` (or ``BackendOptions.sys_path``) is put in front of
+the worker's so it sees what the host sees.  ``BackendOptions.python`` overrides
 the interpreter (default ``sys.executable``).  Workers get a new session so
 a terminal's Ctrl-C reaches only the host.
 
@@ -48,6 +48,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import codec
+from ..config import BackendOptions, Limits
 from ..guest import protocol as P
 from .base import PluginTarget
 from .worker import Worker
@@ -75,12 +76,17 @@ class ProcessWorker(Worker):
     """One worker process and the host's end of its channel."""
 
     def __init__(
-        self, target: PluginTarget, max_message: int, hello: Callable[[Sequence[str]], dict[str, Any]]
+        self,
+        target: PluginTarget,
+        options: BackendOptions,
+        limits: Limits,
+        max_message: int,
+        hello: Callable[[Sequence[str]], dict[str, Any]],
     ) -> None:
         super().__init__()
         self.plugin = target.name
-        path = _unique([target.path_entry, *target.options.get("sys_path", sys.path), _PKG_ROOT])
-        python = target.options.get("python") or sys.executable
+        path = _unique([target.path_entry, *(options.sys_path or sys.path), _PKG_ROOT])
+        python = options.python or sys.executable
         to_guest_r, self.wfd = os.pipe()
         self._rfd, to_host_w = os.pipe()
         try:
@@ -93,8 +99,8 @@ class ProcessWorker(Worker):
                     _BOOT.format(path=path),
                     str(to_guest_r),
                     str(to_host_w),
-                    str(target.limits.memory_mb or 0),
-                    str(target.limits.open_files or 0),
+                    str(limits.memory_mb or 0),  # None only for a cap switched off by the host's own code
+                    str(limits.open_files or 0),
                 ],
                 pass_fds=(to_guest_r, to_host_w),
                 stdin=subprocess.DEVNULL,

@@ -31,9 +31,10 @@ from typing import Any, ClassVar
 
 from .. import codec
 from .._errors import PluginError, PluginLoadError, PluginTimeout
+from ..config import DEFAULT_LIMITS, BackendOptions, Limits
 from ..guest import protocol as P
 from . import pool as _pool
-from .base import DEFAULT_LIMITS, Backend, PluginTarget
+from .base import Backend, PluginTarget
 from .pool import Pool, StartFailed
 from .replies import Replies
 from .worker import Worker
@@ -71,10 +72,14 @@ class PooledBackend(Backend):
 
     def __init__(self, target: PluginTarget, *, log: logging.Logger) -> None:
         super().__init__(target, log=log)
-        limits = target.limits.merged(DEFAULT_LIMITS)  # every default applied here, in one place
-        self._timeout = float(limits.timeout or DEFAULT_LIMITS.timeout or 30.0)
-        self._max_message = int(float(limits.max_message_mb or 64.0) * 2**20)
+        # Every default applied here, in one place; a target built by hand is checked as a policy is.
+        limits = Limits.checked(target.limits.merged(DEFAULT_LIMITS), where=f"plugin {target.name!r}: limits")
+        assert limits.timeout is not None and limits.max_message_mb is not None and limits.workers is not None
+        self._timeout = float(limits.timeout)
+        self._max_message = int(limits.max_message_mb * 2**20)
         self.limits = limits
+        options = target.options
+        self.options = options if isinstance(options, BackendOptions) else BackendOptions.from_mapping(options)
         self.replies = Replies(
             target.name,
             timeout=self._timeout,
@@ -86,10 +91,10 @@ class PooledBackend(Backend):
         self.pool = Pool(
             name=target.name,
             log=log,
-            size=max(1, int(limits.workers or 1)),
+            size=limits.workers,
             timeout=self._timeout,
-            recycle_after=int(limits.recycle_after or 0),
-            idle_timeout=float(limits.idle_timeout or 0.0),
+            recycle_after=int(limits.recycle_after or 0),  # 0: never
+            idle_timeout=float(limits.idle_timeout or 0.0),  # 0: never
             spawn=self._new_worker,
             handshake=self._handshake,
             record_incident=lambda kind, detail: self.record_incident(kind, detail),
@@ -147,7 +152,7 @@ class PooledBackend(Backend):
             pool = self.pool
             pool.start_watchdog()  # first: it also enforces the handshake deadline
             # ``prewarm`` (the host's option, never a manifest's): the whole pool now, started in parallel.
-            count = pool.size if self.target.options.get("prewarm") else 1
+            count = pool.size if self.options.prewarm else 1
             workers = [w for w in (pool.try_take() for _ in range(count)) if w is not None]
             ready: list[Worker] = []
             try:

@@ -31,4 +31,4 @@ class ProcessBackend(PooledBackend):
     isolation: ClassVar[str] = "process"
 
     def _new_worker(self) -> Worker:
-        return ProcessWorker(self.target, self.max_message, self.hello)
+        return ProcessWorker(self.target, self.options, self.limits, self.max_message, self.hello)

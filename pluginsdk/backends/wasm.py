@@ -11,7 +11,7 @@ msgpack, attrs/cattrs and pluginsdk's guest side), their
 bytecode (``/pycache``), the plugin's package (``/plugin/NAME``), the
 pure-Python packages its manifest lists under ``[wasm] packages``
 (``/deps/NAME``) and any directories the host passes as
-``options["wasm_paths"]`` (``/paths/N``).  No host environment variables,
+``BackendOptions.wasm_paths`` (``/paths/N``).  No host environment variables,
 no sockets, no subprocesses, nothing else of the file system.
 
 Limits: ``memory_mb`` caps the instance's linear memory (allocations past it
@@ -90,7 +90,7 @@ class WasmBackend(PooledBackend):
     def _prepare(self) -> None:
         """Check the plugin can run here, compile or load the interpreter, build the mounts."""
         name = self.target.name
-        reason = self.unavailable_reason_for(self.target)
+        reason = self.unavailable_reason({"wasm_interpreter": self.options.wasm_interpreter})
         if reason is not None:
             from .._errors import BackendUnavailable
 
@@ -106,19 +106,12 @@ class WasmBackend(PooledBackend):
                 from .._wasm.setup import prepare
 
                 try:
-                    sandbox = prepare(self.target.options.get("wasm_interpreter"))
+                    sandbox = prepare(self.options.wasm_interpreter)
                 except PluginError as exc:
                     exc.plugin = name
                     raise
                 self._mounts = self._build_mounts()
                 self._sandbox = sandbox
-
-    @staticmethod
-    def unavailable_reason_for(target: PluginTarget) -> str | None:
-        """:meth:`unavailable_reason`, honouring the target's own interpreter option."""
-        from .._wasm.interpreter import unavailable_reason
-
-        return unavailable_reason(target.options.get("wasm_interpreter"))
 
     def _build_mounts(self) -> Any:
         """The plugin's package, its declared pure-Python packages and extra paths, read-only."""
@@ -135,9 +128,9 @@ class WasmBackend(PooledBackend):
         for dep, host_path, single_file in wasm_package_dirs(
             t.name,
             t.dist,
-            t.options.get("wasm_packages") or (),
-            t.options.get("wasm_allowed") or (),
-            [t.path_entry, *t.options.get("sys_path", sys.path)],
+            self.options.wasm_packages,
+            self.options.wasm_allowed,
+            [t.path_entry, *(self.options.sys_path or sys.path)],
             group=t.spec.group,
         ):
             if not single_file:
@@ -150,7 +143,7 @@ class WasmBackend(PooledBackend):
                 dirs.append((self._staging, "/deps-files"))
             shutil.copyfile(host_path, os.path.join(self._staging, f"{dep}.py"))
             modules[dep] = f"/deps-files/{dep}.py"
-        extra = [str(p) for p in t.options.get("wasm_paths") or ()]
+        extra = list(self.options.wasm_paths)
         sys_path = []
         for i, path in enumerate(extra):
             dirs.append((path, f"/paths/{i}"))
@@ -182,10 +175,10 @@ class WasmBackend(PooledBackend):
                 self.hello(self._guest_path),
                 self._mounts,
                 max_message=self.max_message,
-                memory_mb=int(self.target.limits.memory_mb or 0),
-                open_files=int(self.target.limits.open_files or 0),
+                memory_mb=int(self.limits.memory_mb or 0),
+                open_files=int(self.limits.open_files or 0),
                 log=self._plugin_log,
-                spin=float(self.target.options.get("wasm_spin", DEFAULT_SPIN)),
+                spin=DEFAULT_SPIN if self.options.wasm_spin is None else self.options.wasm_spin,
             )
         except PluginError:
             raise
