@@ -13,6 +13,7 @@ from ._errors import (
     BackendUnavailable,
     CodecError,
     ConfigError,
+    HookCallError,
     IncompatiblePlugin,
     ManifestError,
     PluginCrashed,
@@ -22,6 +23,7 @@ from ._errors import (
     PluginResourceError,
     PluginTimeout,
     SpecError,
+    UnknownPlugin,
 )
 from ._markers import hookimpl
 
@@ -39,6 +41,7 @@ __all__ = [
     "BackendUnavailable",
     "CodecError",
     "ConfigError",
+    "HookCallError",
     "HookSpec",
     "Host",
     "Incident",
@@ -54,6 +57,7 @@ __all__ = [
     "PluginTimeout",
     "Policy",
     "SpecError",
+    "UnknownPlugin",
     "__version__",
     "hookimpl",
     "hookspec",
