@@ -18,7 +18,7 @@ from typing import Any
 
 import pluggy
 
-from ._errors import PluginError, PluginHookError
+from ._errors import PluginError, PluginHookError, exception_text, type_name
 from ._markers import PROJECT, hookimpl
 
 _Args = tuple[Any, ...]
@@ -144,21 +144,34 @@ def attribute(exc: BaseException, hook_name: str, methods: Sequence[pluggy.HookI
 
 
 def hook_error(plugin: str, hook: str, exc: BaseException) -> PluginHookError:
-    """The ``PluginHookError`` for ``exc``, raised in ``plugin``'s implementation of ``hook``."""
-    import traceback
+    """The ``PluginHookError`` for ``exc``, raised in ``plugin``'s implementation of ``hook``.
 
+    Never raises itself: plugin exceptions whose ``str()`` fails, or whose
+    class has odd names, are described as such (issue 11, case 11).
+    """
     return PluginHookError(
         plugin=plugin,
         hook=hook,
-        exc_type=_qualname(type(exc)),
-        exc_message=str(exc),
-        traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        exc_type=type_name(type(exc)),
+        exc_message=exception_text(exc),
+        traceback=format_traceback(exc),
     )
 
 
-def _qualname(cls: type) -> str:
-    module = cls.__module__
-    return cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
+def format_traceback(exc: BaseException) -> str:
+    """The formatted traceback of ``exc``; frames only if formatting it fails."""
+    import traceback
+
+    try:
+        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:  # the exception's class resists the traceback module: keep the frames
+        lines = ["Traceback (most recent call last):\n"]
+        tb = exc.__traceback__
+        while tb is not None:
+            code = tb.tb_frame.f_code
+            lines.append(f'  File "{code.co_filename}", line {tb.tb_lineno}, in {code.co_name}\n')
+            tb = tb.tb_next
+        return "".join(lines) + f"{type_name(type(exc))}: {exception_text(exc)}\n"
 
 
 class SDKHookCaller(pluggy.HookCaller):

@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 import pluggy
 
 from . import _dispatch
-from ._errors import BackendUnavailable, IncompatiblePlugin, PluginError, PluginLoadError
+from ._errors import (
+    BackendUnavailable,
+    IncompatiblePlugin,
+    PluginError,
+    PluginLoadError,
+    UnknownPlugin,
+    exception_text,
+    type_name,
+)
 from ._markers import PROJECT
 from .backends.base import BACKENDS, ISOLATION_LEVELS, Backend, Incident, PluginTarget
 from .discovery import AVAILABLE, FAILED, INCOMPATIBLE, Candidate, discover
@@ -356,10 +364,10 @@ class Host:
                 if isinstance(exc, PluginError):
                     error = exc
                 else:  # a bug in a backend is still one plugin's failure
-                    import traceback
-
                     error = PluginLoadError(
-                        f"{type(exc).__name__}: {exc}", plugin=plugin.candidate.name, traceback=traceback.format_exc()
+                        f"{type_name(type(exc))}: {exception_text(exc)}",
+                        plugin=plugin.candidate.name,
+                        traceback=_dispatch.format_traceback(exc),
                     )
                 self._fail(plugin, error)
                 if self.strict or self._closed:

@@ -57,6 +57,36 @@ def transform(text):
     raise Oops("cannot transform " + text)
 """
 
+# Exceptions that resist being described: issue 11, case 11.
+ODD_EXCEPTIONS = """
+from pluginsdk import hookimpl
+
+class Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("str exploded")
+
+class Unrepresentable(Exception):
+    def __repr__(self):
+        raise RuntimeError("repr exploded")
+
+class Moduleless(Exception):
+    pass
+
+Moduleless.__module__ = 42
+
+class Meta(type):
+    def __getattribute__(cls, name):
+        if name == "__qualname__":
+            raise RuntimeError("no qualname")
+        return super().__getattribute__(name)
+
+Nameless = Meta("Nameless", (Exception,), {"__module__": __name__})
+
+@hookimpl
+def transform(text):
+    raise {"str": Unprintable, "repr": Unrepresentable, "module": Moduleless, "qualname": Nameless}[text]("boom")
+"""
+
 
 def host_for(site: Path, **kw: object) -> Host:
     return Host(SPEC, path=[str(site)], **kw)  # type: ignore[arg-type]
@@ -224,6 +254,44 @@ class TestBrokenPlugins:
                 assert isinstance(err.__cause__, ValueError)
                 assert "raise Oops" in err.traceback
                 assert isinstance(err, PluginError)
+
+
+    @pytest.mark.parametrize(
+        ("kind", "exc_type", "exc_message"),
+        [
+            ("str", "textkit_odd.Unprintable", "<str() of textkit_odd.Unprintable failed: RuntimeError: str exploded>"),
+            ("repr", "textkit_odd.Unrepresentable", "boom"),
+            ("module", "Moduleless", "boom"),
+            ("qualname", "textkit_odd.Nameless", "boom"),
+        ],
+    )
+    def test_exception_that_resists_description(self, site: Path, kind: str, exc_type: str, exc_message: str) -> None:
+        """An exception whose str() or repr() raises, or whose class names are odd, still arrives as PluginHookError."""
+        install_plugin(site, "odd", ODD_EXCEPTIONS)
+        with host_for(site) as host:
+            for _ in range(2):  # lazy first call, then straight through pluggy
+                with pytest.raises(PluginHookError) as info:
+                    host.hook.transform(text=kind)
+                err = info.value
+                assert ("odd", "transform", exc_type, exc_message) == (err.plugin, err.hook, err.exc_type, err.exc_message)
+                assert "Traceback" in err.traceback
+                assert type(err.__cause__).__name__ in exc_type
+                assert exc_type in str(err)
+
+    def test_module_body_raising_an_unprintable_exception_fails_that_plugin(self, site: Path) -> None:
+        """A module body raising an exception whose str() raises fails that plugin, with a reason saying so."""
+        install_plugin(
+            site,
+            "unprintable",
+            "class Unprintable(Exception):\n    def __str__(self):\n        raise RuntimeError('str exploded')\n"
+            "raise Unprintable()\n",
+        )
+        install_plugin(site, "upper", UPPER)
+        with host_for(site) as host:
+            assert ["HI"] == host.hook.transform(text="hi")
+            info = host.plugin("unprintable")
+        assert "failed" == info.status
+        assert "str() of textkit_unprintable.Unprintable failed: RuntimeError: str exploded" in info.reason
 
 
 class TestPolicy:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import importlib
 import threading
-import traceback
 from collections.abc import Sequence
 from typing import Any
 
 import pluggy
 
-from .._errors import PluginLoadError
+from .._dispatch import format_traceback
+from .._errors import PluginLoadError, exception_text, type_name
 from .._markers import PROJECT
 from .base import Backend
 
@@ -98,9 +98,10 @@ class InProcessBackend(Backend):
             if isinstance(exc, KeyboardInterrupt):
                 raise
             raise PluginLoadError(
-                f"import of {t.module}{':' + t.attr if t.attr else ''} failed: {type(exc).__name__}: {exc}",
+                f"import of {t.module}{':' + t.attr if t.attr else ''} failed: "
+                f"{type_name(type(exc))}: {exception_text(exc)}",
                 plugin=t.name,
-                traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+                traceback=format_traceback(exc),
             ) from None
         self.plugin_object = obj
         self.impls = collect_impls(t.spec.namespace(), obj, t.name, list(t.hooks))
