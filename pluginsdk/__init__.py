@@ -32,6 +32,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from ._dispatch import PluginResult
     from .backends.base import Incident, Limits
     from .host import Host, PluginInfo
     from .policy import Policy
@@ -54,6 +55,7 @@ __all__ = [
     "PluginInfo",
     "PluginLoadError",
     "PluginResourceError",
+    "PluginResult",
     "PluginTimeout",
     "Policy",
     "SpecError",
@@ -66,6 +68,7 @@ __all__ = [
 _LAZY = {
     "Host": ".host",
     "PluginInfo": ".host",
+    "PluginResult": "._dispatch",
     "HookSpec": ".spec",
     "hookspec": ".spec",
     "Policy": ".policy",

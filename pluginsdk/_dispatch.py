@@ -14,11 +14,12 @@ from __future__ import annotations
 import keyword
 import operator
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from time import perf_counter
+from typing import Any, NamedTuple
 
 import pluggy
 
-from ._errors import PluginError, PluginHookError, exception_text, type_name
+from ._errors import HookCallError, PluginError, PluginHookError, exception_text, type_name
 from ._markers import PROJECT, hookimpl
 
 _Args = tuple[Any, ...]
@@ -143,7 +144,7 @@ def attribute(exc: BaseException, hook_name: str, methods: Sequence[pluggy.HookI
     return None if plugin is None else hook_error(plugin, hook_name, exc)
 
 
-def hook_error(plugin: str, hook: str, exc: BaseException) -> PluginHookError:
+def hook_error(plugin: str, hook: str, exc: BaseException, *, index: int | None = None) -> PluginHookError:
     """The ``PluginHookError`` for ``exc``, raised in ``plugin``'s implementation of ``hook``.
 
     Never raises itself: plugin exceptions whose ``str()`` fails, or whose
@@ -155,6 +156,7 @@ def hook_error(plugin: str, hook: str, exc: BaseException) -> PluginHookError:
         exc_type=type_name(type(exc)),
         exc_message=exception_text(exc),
         traceback=format_traceback(exc),
+        index=index,
     )
 
 
@@ -174,6 +176,33 @@ def format_traceback(exc: BaseException) -> str:
         return "".join(lines) + f"{type_name(type(exc))}: {exception_text(exc)}\n"
 
 
+class PluginResult(NamedTuple):
+    """One plugin's outcome of a hook call, from :meth:`SDKHookCaller.results`.
+
+    Attributes:
+        plugin: The plugin's name.
+        value: What its implementation returned (for
+            :meth:`~SDKHookCaller.map_results`, a list: one value per item);
+            ``None`` if it failed.
+        error: The :class:`~pluginsdk.PluginError` it failed with (a
+            :class:`~pluginsdk.PluginHookError` if its code raised, or
+            :class:`~pluginsdk.PluginCrashed`, :class:`~pluginsdk.PluginTimeout`...),
+            or ``None`` if it succeeded.
+        seconds: Wall time of its call, boundary crossing included (and, on a
+            hook's first call, loading the plugin).
+    """
+
+    plugin: str
+    value: Any
+    error: PluginError | None
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """Whether the plugin answered without failing."""
+        return self.error is None
+
+
 class SDKHookCaller(pluggy.HookCaller):
     """pluggy's hook caller, plus plugin attribution of errors, batches and per-plugin calls.
 
@@ -181,14 +210,18 @@ class SDKHookCaller(pluggy.HookCaller):
     call computed once, and one ``try`` around dispatch: exceptions raised by
     plugin code reach callers as ``PluginHookError`` without an extra frame
     on the normal path (the implementation that raised is found afterwards,
-    from the traceback).
+    from the traceback).  Arguments must be exactly the spec's, at every
+    isolation level: one set comparison, in place of pluggy's own check,
+    sends any other call to :meth:`_check_arguments`, which raises
+    :class:`~pluginsdk.HookCallError`.
     """
 
-    __slots__ = ("_defaults", "_firstresult")
+    __slots__ = ("_argset", "_defaults", "_firstresult")
 
     def __init__(self, name: str, hook_execute: Any) -> None:
         self._defaults: dict[str, object] = {}
         self._firstresult = False
+        self._argset: frozenset[str] = frozenset()
         super().__init__(name, hook_execute)
 
     def set_specification(self, specmodule_or_class: Any, spec_opts: Any) -> None:
@@ -196,12 +229,40 @@ class SDKHookCaller(pluggy.HookCaller):
         assert self.spec is not None
         self._defaults = dict(getattr(self.spec, "kwargdefaults", None) or {})
         self._firstresult = bool(self.spec.opts.get("firstresult"))
+        self._argset = frozenset((*self.spec.argnames, *self.spec.kwargnames))
+
+    def _check_arguments(self, kwargs: Mapping[str, object], index: int | None = None) -> None:
+        """Raise :class:`~pluginsdk.HookCallError` unless ``kwargs`` fit the spec.
+
+        Only reached when the argument names differ from the spec's: the
+        call may still be right, if it omits arguments the spec gives defaults.
+        """
+        spec = self.spec
+        if spec is None:
+            return
+        missing = [a for a in spec.argnames if a not in kwargs]
+        unexpected = [k for k in kwargs if k not in self._argset]
+        if missing or unexpected:
+            raise HookCallError(
+                hook=self.name,
+                argnames=(*spec.argnames, *spec.kwargnames),
+                missing=missing,
+                unexpected=unexpected,
+                index=index,
+            )
+
+    def _call_error(self, kwargs: Mapping[str, object], index: int | None = None) -> HookCallError:
+        """The error for an implementation needing an argument the call omitted (a defaulted one)."""
+        spec_args = (*self.spec.argnames, *self.spec.kwargnames) if self.spec is not None else tuple(kwargs)
+        missing = [a for a in spec_args if a not in kwargs]
+        return HookCallError(hook=self.name, argnames=spec_args, missing=missing, index=index)
 
     def __call__(self, **kwargs: object) -> Any:
         assert self._call_history is None, "Cannot directly call a historic hook - use call_historic instead."
         if self._defaults:
             kwargs = {**self._defaults, **kwargs}
-        self._verify_all_args_are_provided(kwargs)
+        if kwargs.keys() != self._argset:
+            self._check_arguments(kwargs)
         impls = self._hookimpls.copy()  # plugins may register others while being called
         try:
             return self._hookexec(self.name, impls, kwargs, self._firstresult)
@@ -209,20 +270,31 @@ class SDKHookCaller(pluggy.HookCaller):
             raise
         except Exception as exc:
             error = attribute(exc, self.name, impls)
-            if error is None:
-                raise
-            raise error from exc
+            if error is not None:
+                raise error from exc
+            if isinstance(exc, pluggy.HookCallError):
+                raise self._call_error(kwargs) from exc
+            raise
 
-    def call_historic(self, *args: Any, **kwargs: Any) -> None:
+    def call_historic(
+        self,
+        result_callback: Callable[[Any], None] | None = None,
+        kwargs: Mapping[str, object] | None = None,
+    ) -> None:
+        kwargs = kwargs or {}
+        if kwargs.keys() != self._argset:
+            self._check_arguments(kwargs)
         try:
-            super().call_historic(*args, **kwargs)
+            super().call_historic(result_callback, kwargs)
         except PluginError:
             raise
         except Exception as exc:
             error = attribute(exc, self.name, self._hookimpls)
-            if error is None:
-                raise
-            raise error from exc
+            if error is not None:
+                raise error from exc
+            if isinstance(exc, pluggy.HookCallError):
+                raise self._call_error(kwargs) from exc
+            raise
 
     def _impls_in_call_order(self) -> list[pluggy.HookImpl]:
         impls = self.get_hookimpls()
@@ -241,6 +313,31 @@ class SDKHookCaller(pluggy.HookCaller):
                 raise
             raise error from exc
 
+    def _checked(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``kwargs`` with the spec's defaults, once checked against the spec."""
+        if self._defaults:
+            kwargs = {**self._defaults, **kwargs}
+        if kwargs.keys() != self._argset:
+            self._check_arguments(kwargs)
+        return kwargs
+
+    def _checked_items(self, items: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """A batch's items with the spec's defaults, each checked against the spec."""
+        checked: list[Mapping[str, Any]] = (
+            [{**self._defaults, **item} for item in items] if self._defaults else list(items)
+        )
+        argset = self._argset
+        for index, item in enumerate(checked):
+            if item.keys() != argset:
+                self._check_arguments(item, index)
+        return checked
+
+    def _impl_args(self, impl: pluggy.HookImpl, kwargs: Mapping[str, Any]) -> tuple[Any, ...]:
+        try:
+            return tuple(kwargs[a] for a in impl.argnames)
+        except KeyError:  # an argument the spec gives a default, omitted by the call
+            raise self._call_error(kwargs) from None
+
     def map(self, items: Sequence[Mapping[str, Any]]) -> list[Any]:
         """Call the hook once per mapping of arguments; results in order.
 
@@ -248,17 +345,14 @@ class SDKHookCaller(pluggy.HookCaller):
         (a list, or one value for ``firstresult`` hooks).  Plugins in worker
         processes or sandboxes receive all items in one crossing.
         """
-        items = [{**self._defaults, **item} for item in items] if self._defaults else list(items)
+        items = self._checked_items(items)
         firstresult = self._firstresult
         results: list[Any] = [None] * len(items) if firstresult else [[] for _ in items]
         pending = list(range(len(items)))
         for impl in self._impls_in_call_order():
             if not pending:
                 break
-            try:
-                args = _arg_tuples(items, pending, impl.argnames)
-            except KeyError as exc:
-                raise TypeError(f"hook {self.name!r}: an item lacks argument {exc.args[0]!r}") from None
+            args = self._item_args(impl, items, pending)
             batch = getattr(impl.function, _BATCH_ATTR, None)
             if batch is not None:
                 out = self._run(impl, batch, args)
@@ -275,20 +369,93 @@ class SDKHookCaller(pluggy.HookCaller):
                 pending = [i for i in pending if results[i] is None]
         return results
 
+    def _item_args(self, impl: pluggy.HookImpl, items: Sequence[Mapping[str, Any]], indices: list[int]) -> list[_Args]:
+        try:
+            return _arg_tuples(items, indices, impl.argnames)
+        except KeyError:  # an argument the spec gives a default, omitted by some item
+            index = next(i for i in indices if not all(a in items[i] for a in impl.argnames))
+            raise self._call_error(items[index], index) from None
+
     def by_plugin(self, **kwargs: Any) -> dict[str, Any]:
-        """Call the hook; return each plugin's non-``None`` result by plugin name."""
+        """Call the hook; return each plugin's non-``None`` result by plugin name.
+
+        Every plugin is called, ``firstresult`` hooks included; the first
+        failure is raised.  :meth:`results` reports failures instead.
+        """
         out: dict[str, Any] = {}
-        if self._defaults:
-            kwargs = {**self._defaults, **kwargs}
+        kwargs = self._checked(kwargs)
         for impl in self._impls_in_call_order():
-            try:
-                args = tuple(kwargs[a] for a in impl.argnames)
-            except KeyError as exc:
-                raise TypeError(f"hook {self.name!r}: missing argument {exc.args[0]!r}") from None
-            value = self._run(impl, impl.function, *args)
+            value = self._run(impl, impl.function, *self._impl_args(impl, kwargs))
             if value is not None:
                 out[impl.plugin_name] = value
         return out
+
+    def results(self, **kwargs: Any) -> list[PluginResult]:
+        """Call every plugin's implementation once; each one's value, error and time.
+
+        One :class:`PluginResult` per implementation, in call order (as
+        :meth:`get_hookimpls` reversed, ``tryfirst`` first).  A plugin that
+        fails does not stop the others and is not raised: its result carries
+        the error.  Every plugin is called, ``firstresult`` hooks included,
+        and every value is kept, ``None`` too.  A plugin the host gave up
+        loading answers ``None`` this once, as in a plain call, and is gone
+        from later calls (:meth:`~pluginsdk.Host.plugins` says why).
+
+        Raises:
+            HookCallError: The arguments are not the spec's (before any plugin runs).
+            PluginError: The hook has wrapper implementations.
+        """
+        kwargs = self._checked(kwargs)
+        out = []
+        for impl in self._impls_in_call_order():
+            args = self._impl_args(impl, kwargs)
+            start = perf_counter()
+            try:
+                value, error = impl.function(*args), None
+            except PluginError as exc:
+                value, error = None, exc
+            except Exception as exc:
+                value, error = None, _caught(impl.plugin_name, self.name, exc)
+            out.append(PluginResult(impl.plugin_name, value, error, perf_counter() - start))
+        return out
+
+    def map_results(self, items: Sequence[Mapping[str, Any]]) -> list[PluginResult]:
+        """:meth:`results` for a batch: each plugin gets every item, in one crossing if it is isolated.
+
+        One :class:`PluginResult` per implementation, in call order, whose
+        ``value`` is a list with one value per item (``None`` included).
+        A plugin failing on one item fails for the whole batch: its ``error``
+        says which item (``index``), and ``seconds`` is its time for the batch.
+        """
+        items = self._checked_items(items)
+        indices = list(range(len(items)))
+        out = []
+        for impl in self._impls_in_call_order():
+            args = self._item_args(impl, items, indices)
+            batch = getattr(impl.function, _BATCH_ATTR, None)
+            values: list[Any] = []
+            start = perf_counter()
+            try:
+                if batch is not None:
+                    values = batch(args)
+                else:
+                    for a in args:
+                        values.append(impl.function(*a))
+                error = None
+            except PluginError as exc:
+                error = exc
+            except Exception as exc:
+                error = _caught(impl.plugin_name, self.name, exc, index=len(values))
+            seconds = perf_counter() - start
+            out.append(PluginResult(impl.plugin_name, None if error else values, error, seconds))
+        return out
+
+
+def _caught(plugin: str, hook: str, exc: BaseException, index: int | None = None) -> PluginHookError:
+    """The ``PluginHookError`` for an exception from ``plugin``'s code, chained to it as if raised from it."""
+    error = hook_error(plugin, hook, exc, index=index)
+    error.__cause__ = exc
+    return error
 
 
 def _arg_tuples(items: Sequence[Mapping[str, Any]], indices: list[int], names: tuple[str, ...]) -> list[_Args]:
@@ -326,9 +493,13 @@ def lazy_caller_class(load_pending: Callable[[str], None]) -> type[SDKHookCaller
             self._activate()
             return SDKHookCaller.__call__(self, **kwargs)
 
-        def call_historic(self, *args: Any, **kwargs: Any) -> None:
+        def call_historic(
+            self,
+            result_callback: Callable[[Any], None] | None = None,
+            kwargs: Mapping[str, object] | None = None,
+        ) -> None:
             self._activate()
-            SDKHookCaller.call_historic(self, *args, **kwargs)
+            SDKHookCaller.call_historic(self, result_callback, kwargs)
 
         def map(self, items: Sequence[Mapping[str, Any]]) -> list[Any]:
             self._activate()
@@ -337,5 +508,13 @@ def lazy_caller_class(load_pending: Callable[[str], None]) -> type[SDKHookCaller
         def by_plugin(self, **kwargs: Any) -> dict[str, Any]:
             self._activate()
             return SDKHookCaller.by_plugin(self, **kwargs)
+
+        def results(self, **kwargs: Any) -> list[PluginResult]:
+            self._activate()
+            return SDKHookCaller.results(self, **kwargs)
+
+        def map_results(self, items: Sequence[Mapping[str, Any]]) -> list[PluginResult]:
+            self._activate()
+            return SDKHookCaller.map_results(self, items)
 
     return LazyHookCaller

@@ -149,8 +149,8 @@ class UnknownPlugin(PluginError, KeyError):
         self.known = known
 
 
-def _close_matches(name: str, known: Sequence[str]) -> list[str]:
-    if not isinstance(name, str):
+def _close_matches(name: object, known: Sequence[str]) -> list[str]:
+    if not isinstance(name, str):  # a lookup with a non-string key
         return []
     import difflib  # only on this error's path
 

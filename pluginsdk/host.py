@@ -209,17 +209,22 @@ class Host:
         return [self._info(p) for p in self._plugins.values()]
 
     def plugin(self, name: str) -> PluginInfo:
-        """The plugin called ``name``; ``KeyError`` if there is none."""
-        return self._info(self._plugins[name])
+        """The plugin called ``name``, whatever its status.
+
+        Raises :class:`~pluginsdk.UnknownPlugin` (a ``KeyError``) if the host
+        found no plugin of that name; its message lists those it has.
+        """
+        return self._info(self._get(name))
 
     def load(self, name: str) -> PluginInfo:
         """Load plugin ``name`` now rather than on its first call.
 
         Raises, naming the plugin and the reason, when it cannot be loaded:
         :class:`~pluginsdk.IncompatiblePlugin`, :class:`~pluginsdk.BackendUnavailable`,
-        or :class:`~pluginsdk.PluginLoadError` (failed, or disabled by policy).
+        or :class:`~pluginsdk.PluginLoadError` (failed, or disabled by policy);
+        :class:`~pluginsdk.UnknownPlugin` if there is no such plugin.
         """
-        plugin = self._plugins[name]
+        plugin = self._get(name)
         if plugin.status == AVAILABLE:
             self._ensure_started(plugin)
         if plugin.status not in (AVAILABLE, LOADED):
@@ -421,6 +426,12 @@ class Host:
                 self._fail(plugin, PluginLoadError(reason, plugin=plugin.candidate.name))
 
     # -- helpers ------------------------------------------------------------
+
+    def _get(self, name: str) -> _Plugin:
+        try:
+            return self._plugins[name]
+        except (KeyError, TypeError):  # TypeError: an unhashable name
+            raise UnknownPlugin(name, known=list(self._plugins)) from None
 
     def _info(self, plugin: _Plugin) -> PluginInfo:
         cand = plugin.candidate

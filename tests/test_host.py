@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pluginsdk import (
+    HookCallError,
     HookSpec,
     Host,
     PluginError,
@@ -273,7 +274,8 @@ class TestBrokenPlugins:
                 with pytest.raises(PluginHookError) as info:
                     host.hook.transform(text=kind)
                 err = info.value
-                assert ("odd", "transform", exc_type, exc_message) == (err.plugin, err.hook, err.exc_type, err.exc_message)
+                got = (err.plugin, err.hook, err.exc_type, err.exc_message)
+                assert ("odd", "transform", exc_type, exc_message) == got
                 assert "Traceback" in err.traceback
                 assert type(err.__cause__).__name__ in exc_type
                 assert exc_type in str(err)
@@ -452,7 +454,7 @@ class TestMapArguments:
             assert [["pong"], ["pong"]] == host.hook.ping.map([{}, {}])
 
     def test_missing_argument(self, site: Path) -> None:
-        """An item without one of the hook's arguments is a TypeError naming it."""
+        """An item without one of the hook's arguments is a HookCallError (a TypeError) naming it and the item."""
         install_plugin(
             site,
             "adder",
@@ -460,8 +462,16 @@ class TestMapArguments:
             group="mathkit.plugins",
             manifest='[plugin]\nrequires = "mathkit>=1"\nhooks = ["add"]\n',
         )
-        with Host(MATH, path=[str(site)]) as host, pytest.raises(TypeError, match="lacks argument 'b'"):
-            host.hook.add.map([{"a": 1}])
+        with Host(MATH, path=[str(site)]) as host, pytest.raises(TypeError, match=r"item 1\): missing 'b'") as info:
+            host.hook.add.map([{"a": 1, "b": 2}, {"a": 1}])
+        assert isinstance(info.value, HookCallError)
+        assert ("add", ("a", "b"), ("b",), (), 1) == (
+            info.value.hook,
+            info.value.argnames,
+            info.value.missing,
+            info.value.unexpected,
+            info.value.index,
+        )
 
 
 class TestLifetime:

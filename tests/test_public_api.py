@@ -6,11 +6,16 @@ import copy
 import pickle
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 import pluginsdk
-from pluginsdk import _errors
+from pluginsdk import Host, _errors
+
+from .plugin_factory import install_plugin
+from .textkit import SPEC
 
 # One instance of every PluginError subclass, each field set to something other than its default.
 SAMPLES: list[pluginsdk.PluginError] = [
@@ -108,3 +113,222 @@ class TestExceptionText:
         Odd = Meta("Odd", (Exception,), {"__module__": "plugin.mod"})
         assert NoModule.__qualname__ == _errors.type_name(NoModule)
         assert "plugin.mod.Odd" == _errors.type_name(Odd)
+
+
+UPPER = """
+from pluginsdk import hookimpl
+
+@hookimpl
+def transform(text):
+    return text.upper()
+"""
+FLAKY = """
+from pluginsdk import hookimpl
+
+@hookimpl
+def transform(text):
+    if text.startswith("bad"):
+        raise ValueError("cannot take " + text)
+    return text[::-1]
+"""
+SILENT = """
+from pluginsdk import hookimpl
+
+@hookimpl
+def transform(text):
+    return None
+"""
+GUESS_FR = """
+from pluginsdk import hookimpl
+
+@hookimpl(tryfirst=True)
+def detect_language(text):
+    return "fr" if "bonjour" in text else None
+"""
+GUESS_EN = """
+from pluginsdk import hookimpl
+
+@hookimpl
+def detect_language(text):
+    return "en"
+"""
+
+
+def host_for(site: Path, **kw: Any) -> Host:
+    return Host(SPEC, path=[str(site)], **kw)
+
+
+class TestWrongArguments:
+    @pytest.mark.parametrize(
+        ("kwargs", "missing", "unexpected"),
+        [
+            ({"txt": 1}, ("text",), ("txt",)),
+            ({}, ("text",), ()),
+            ({"text": "x", "colour": "red"}, (), ("colour",)),
+        ],
+    )
+    def test_call(
+        self, site: Path, kwargs: dict[str, Any], missing: tuple[str, ...], unexpected: tuple[str, ...]
+    ) -> None:
+        """A call with other arguments than the spec's raises HookCallError naming the hook and the spec's arguments."""
+        install_plugin(site, "upper", UPPER)
+        with host_for(site) as host:
+            for _ in range(2):  # the first call (lazy) and a later one (straight through pluggy)
+                with pytest.raises(pluginsdk.HookCallError) as info:
+                    host.hook.transform(**kwargs)
+                err = info.value
+                assert ("transform", ("text",), missing, unexpected, None) == (
+                    err.hook,
+                    err.argnames,
+                    err.missing,
+                    err.unexpected,
+                    err.index,
+                )
+                assert "hook 'transform' called with wrong arguments" in str(err)
+                assert "(the spec's arguments: text)" in str(err)
+                assert ["X"] == host.hook.transform(text="x")
+
+    def test_every_calling_form(self, site: Path) -> None:
+        """by_plugin, results, map and map_results refuse wrong arguments the same way; batches name the item."""
+        install_plugin(site, "upper", UPPER)
+        with host_for(site) as host:
+            hook = host.hook.transform
+            for call in (lambda: hook.by_plugin(txt="x"), lambda: hook.results(txt="x")):
+                with pytest.raises(pluginsdk.HookCallError, match="missing 'text'; unexpected 'txt'"):
+                    call()
+            for batch in (hook.map, hook.map_results):
+                with pytest.raises(pluginsdk.HookCallError, match=r"\(batch item 1\): unexpected 'extra'") as info:
+                    batch([{"text": "a"}, {"text": "b", "extra": 1}])
+                assert 1 == info.value.index
+
+    def test_isolated_plugin_is_not_even_started(self, site: Path) -> None:
+        """The arguments are checked before dispatch: a worker-process plugin is not started by a wrong call."""
+        install_plugin(site, "upper", UPPER, isolation="process")
+        with host_for(site) as host:
+            with pytest.raises(pluginsdk.HookCallError, match="missing 'text'"):
+                host.hook.transform(txt="x")
+            assert ("available", "") == (host.plugin("upper").status, host.plugin("upper").runtime)
+
+    def test_hook_without_plugins(self, site: Path) -> None:
+        """No plugin implements the hook: a wrong call is refused all the same (pluggy would return [])."""
+        with host_for(site) as host:
+            with pytest.raises(pluginsdk.HookCallError):
+                host.hook.transform(txt="x")
+            assert [] == host.hook.transform(text="x")
+
+
+class TestUnknownPlugin:
+    def test_did_you_mean(self, site: Path) -> None:
+        """host.plugin and host.load name the plugins there are, and the close ones."""
+        for name in ("upper", "lower", "reverse"):
+            install_plugin(site, name, UPPER)
+        with host_for(site) as host:
+            for lookup in (host.plugin, host.load):
+                with pytest.raises(pluginsdk.UnknownPlugin) as info:
+                    lookup("uper")
+                assert (
+                    "plugin 'uper': no such plugin; the host has: lower, reverse, upper (did you mean 'upper'?)"
+                    == str(info.value)
+                )
+                assert ("uper", ("lower", "reverse", "upper")) == (info.value.plugin, info.value.known)
+            with pytest.raises(KeyError):  # what it raised before, still caught as such
+                host.plugin("zzz")
+            with pytest.raises(pluginsdk.UnknownPlugin) as far:
+                host.plugin("zzz")
+            assert "did you mean" not in str(far.value)
+
+    def test_no_plugins_at_all(self, site: Path) -> None:
+        """A host with no plugins says so."""
+        with host_for(site) as host, pytest.raises(pluginsdk.UnknownPlugin, match="found no plugins at all"):
+            host.plugin("upper")
+
+    def test_long_lists_are_cut(self, site: Path) -> None:
+        """Past twenty names, the message counts the rest."""
+        for i in range(25):
+            install_plugin(site, f"p{i:02d}", UPPER)
+        with host_for(site) as host, pytest.raises(pluginsdk.UnknownPlugin, match=r"p19 and 5 more$"):
+            host.plugin("nosuch")
+
+
+class TestResults:
+    def test_values_errors_and_times_in_call_order(self, site: Path) -> None:
+        """One PluginResult per plugin, in pluggy's call order; a failing plugin is reported, not raised."""
+        install_plugin(site, "a_upper", UPPER)
+        install_plugin(site, "b_flaky", FLAKY)
+        install_plugin(site, "c_silent", SILENT)
+        with host_for(site) as host:
+            order = [impl.plugin_name for impl in reversed(host.hook.transform.get_hookimpls())]
+            good = host.hook.transform.results(text="ab")
+            bad = host.hook.transform.results(text="bad")
+        assert order == [r.plugin for r in good] == [r.plugin for r in bad]
+        assert {"a_upper": ("AB", None), "b_flaky": ("ba", None), "c_silent": (None, None)} == {
+            r.plugin: (r.value, r.error) for r in good
+        }
+        assert all(r.ok and r.seconds > 0 for r in good)
+        failed = {r.plugin: r for r in bad}
+        assert ("BAD", True) == (failed["a_upper"].value, failed["a_upper"].ok)
+        err = failed["b_flaky"].error
+        assert isinstance(err, pluginsdk.PluginHookError)
+        assert ("b_flaky", "transform", "ValueError", "cannot take bad") == (
+            err.plugin,
+            err.hook,
+            err.exc_type,
+            err.exc_message,
+        )
+        assert isinstance(err.__cause__, ValueError)
+        assert (None, False) == (failed["b_flaky"].value, failed["b_flaky"].ok)
+
+    def test_firstresult_hook_reports_every_plugin(self, site: Path) -> None:
+        """On a firstresult hook every plugin still answers, tryfirst first, None kept."""
+        install_plugin(site, "en", GUESS_EN, hooks=("detect_language",))
+        install_plugin(site, "fr", GUESS_FR, hooks=("detect_language",))
+        with host_for(site) as host:
+            assert "en" == host.hook.detect_language(text="hello")
+            got = host.hook.detect_language.results(text="hello")
+        assert [("fr", None), ("en", "en")] == [(r.plugin, r.value) for r in got]
+
+    def test_worker_process_plugin(self, site: Path) -> None:
+        """An isolated plugin's result and failure arrive the same way, with its crossing timed."""
+        install_plugin(site, "upper", UPPER)
+        install_plugin(site, "flaky", FLAKY, isolation="process")
+        with host_for(site) as host:
+            good = {r.plugin: r for r in host.hook.transform.results(text="ab")}
+            bad = {r.plugin: r for r in host.hook.transform.results(text="bad")}
+            info = host.plugin("flaky")
+        assert ("process", "loaded") == (info.isolation, info.status)
+        assert info.runtime.startswith("process")
+        assert ("ba", None) == (good["flaky"].value, good["flaky"].error)
+        assert ("BAD", None) == (bad["upper"].value, bad["upper"].error)
+        err = bad["flaky"].error
+        assert isinstance(err, pluginsdk.PluginHookError)
+        assert ("flaky", "ValueError", "cannot take bad") == (err.plugin, err.exc_type, err.exc_message)
+        assert bad["flaky"].seconds > 0
+
+    def test_map_results(self, site: Path) -> None:
+        """The batch form: a list of values per plugin; a failure names the item; isolated plugins cross once."""
+        install_plugin(site, "upper", UPPER)
+        install_plugin(site, "flaky", FLAKY)
+        install_plugin(site, "remote", FLAKY, isolation="process")
+        items = [{"text": "ab"}, {"text": "bad"}, {"text": "cd"}]
+        with host_for(site) as host:
+            ok = {r.plugin: r for r in host.hook.transform.map_results(items[::2])}
+            mixed = {r.plugin: r for r in host.hook.transform.map_results(items)}
+        assert {"upper": ["AB", "CD"], "flaky": ["ba", "dc"], "remote": ["ba", "dc"]} == {
+            name: r.value for name, r in ok.items()
+        }
+        assert (["AB", "BAD", "CD"], None) == (mixed["upper"].value, mixed["upper"].error)
+        for name in ("flaky", "remote"):
+            err = mixed[name].error
+            assert isinstance(err, pluginsdk.PluginHookError), name
+            assert (None, name, 1, "ValueError") == (mixed[name].value, err.plugin, err.index, err.exc_type)
+
+    def test_exported_lazily(self) -> None:
+        """pluginsdk.PluginResult is in __all__; importing pluginsdk does not import the host side for it."""
+        script = (
+            "import sys, pluginsdk\n"
+            "print('PluginResult' in pluginsdk.__all__, 'pluginsdk._dispatch' in sys.modules)\n"
+            "from pluginsdk._dispatch import PluginResult\n"
+            "print(pluginsdk.PluginResult is PluginResult)\n"
+        )
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+        assert ["True False", "True"] == out.splitlines()
