@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import pluginsdk
-from pluginsdk import Host, _errors
+from pluginsdk import HookSpec, Host, _errors, hookspec
 
 from .plugin_factory import install_plugin
 from .textkit import SPEC
@@ -332,3 +332,30 @@ class TestResults:
         )
         out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
         assert ["True False", "True"] == out.splitlines()
+
+
+class EventHooks:
+    @hookspec(historic=True)
+    def started(self, when: str) -> str:  # type: ignore[empty-body]
+        """Tell plugins the host started."""
+
+
+EVENTS = HookSpec("eventkit", version="1.0", hooks=EventHooks)
+
+
+class TestHistoric:
+    def test_call_historic_checks_arguments_and_answers(self, site: Path) -> None:
+        """call_historic refuses wrong arguments like a plain call, and hands results to the callback."""
+        install_plugin(
+            site,
+            "listener",
+            "from pluginsdk import hookimpl\n@hookimpl\ndef started(when):\n    return 'heard ' + when\n",
+            group="eventkit.plugins",
+            manifest='[plugin]\nrequires = "eventkit>=1"\nhooks = ["started"]\n',
+        )
+        with Host(EVENTS, path=[str(site)]) as host:
+            with pytest.raises(pluginsdk.HookCallError, match="unexpected 'wen'"):
+                host.hook.started.call_historic(kwargs={"wen": "now"})
+            heard: list[str] = []
+            host.hook.started.call_historic(heard.append, kwargs={"when": "now"})
+        assert ["heard now"] == heard
