@@ -482,15 +482,18 @@ def lazy_caller_class(load_pending: Callable[[str], None]) -> type[SDKHookCaller
     :class:`SDKHookCaller`: later calls pay nothing for laziness.
     """
 
+    def activate(caller: SDKHookCaller) -> None:
+        # A function, not a method: a bound method taken before the switch
+        # (``pool.submit(hook.results, ...)``) may run after it, when the
+        # instance no longer has the lazy class's attributes.
+        load_pending(caller.name)
+        caller.__class__ = SDKHookCaller
+
     class LazyHookCaller(SDKHookCaller):
         __slots__ = ()
 
-        def _activate(self) -> None:
-            load_pending(self.name)
-            self.__class__ = SDKHookCaller  # type: ignore[assignment]
-
         def __call__(self, **kwargs: object) -> Any:
-            self._activate()
+            activate(self)
             return SDKHookCaller.__call__(self, **kwargs)
 
         def call_historic(
@@ -498,23 +501,23 @@ def lazy_caller_class(load_pending: Callable[[str], None]) -> type[SDKHookCaller
             result_callback: Callable[[Any], None] | None = None,
             kwargs: Mapping[str, object] | None = None,
         ) -> None:
-            self._activate()
+            activate(self)
             SDKHookCaller.call_historic(self, result_callback, kwargs)
 
         def map(self, items: Sequence[Mapping[str, Any]]) -> list[Any]:
-            self._activate()
+            activate(self)
             return SDKHookCaller.map(self, items)
 
         def by_plugin(self, **kwargs: Any) -> dict[str, Any]:
-            self._activate()
+            activate(self)
             return SDKHookCaller.by_plugin(self, **kwargs)
 
         def results(self, **kwargs: Any) -> list[PluginResult]:
-            self._activate()
+            activate(self)
             return SDKHookCaller.results(self, **kwargs)
 
         def map_results(self, items: Sequence[Mapping[str, Any]]) -> list[PluginResult]:
-            self._activate()
+            activate(self)
             return SDKHookCaller.map_results(self, items)
 
     return LazyHookCaller

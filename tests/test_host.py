@@ -122,6 +122,23 @@ class TestLazyLoading:
             two.hook.detect_language(text="x")  # loads b first in the second host
             assert one.hook.transform(text="ab") == two.hook.transform(text="ab")
 
+    def test_methods_bound_before_the_first_call_still_work_after_it(self, site: Path) -> None:
+        """A method bound while the hook was lazy (say, handed to a thread pool) runs after another call loaded it."""
+        install_plugin(site, "upper", UPPER)
+        with host_for(site) as host:
+            hook = host.hook.transform
+            bound = [
+                (hook.__call__, {"text": "a"}, ["A"]),
+                (hook.by_plugin, {"text": "a"}, {"upper": "A"}),
+                (hook.map, [{"text": "a"}], [["A"]]),
+            ]
+            results, map_results = hook.results, hook.map_results
+            assert ["X"] == hook(text="x")
+            for method, arg, expected in bound:
+                assert expected == (method(arg) if isinstance(arg, list) else method(**arg))
+            assert [("upper", "A")] == [(r.plugin, r.value) for r in results(text="a")]
+            assert [("upper", ["A"])] == [(r.plugin, r.value) for r in map_results([{"text": "a"}])]
+
     def test_explicit_load(self, site: Path) -> None:
         """Host.load imports a plugin before its first call."""
         install_plugin(site, "upper", UPPER)
