@@ -15,12 +15,15 @@ import keyword
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from time import perf_counter
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pluggy
 
 from ._errors import HookCallError, PluginError, PluginHookError, exception_text, type_name
 from ._markers import PROJECT, hookimpl
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
 
 _Args = tuple[Any, ...]
 _BATCH_ATTR = "__pluginsdk_batch__"
@@ -390,7 +393,7 @@ class SDKHookCaller(pluggy.HookCaller):
                 out[impl.plugin_name] = value
         return out
 
-    def results(self, **kwargs: Any) -> list[PluginResult]:
+    def results(self, executor: Executor | None = None, /, **kwargs: Any) -> list[PluginResult]:
         """Call every plugin's implementation once; each one's value, error and time.
 
         One :class:`PluginResult` per implementation, in call order (as
@@ -401,54 +404,71 @@ class SDKHookCaller(pluggy.HookCaller):
         loading answers ``None`` this once, as in a plain call, and is gone
         from later calls (:meth:`~pluginsdk.Host.plugins` says why).
 
+        With an ``executor`` (a :class:`concurrent.futures.Executor`), each
+        plugin's call is submitted to it, so plugins run at once: plugins in
+        worker processes or the sandbox mostly wait on another process.  The
+        results are still in call order, and ``seconds`` excludes the time a
+        call waited for the executor.  It is positional-only, so no hook
+        argument's name can clash with it.
+
         Raises:
             HookCallError: The arguments are not the spec's (before any plugin runs).
             PluginError: The hook has wrapper implementations.
         """
         kwargs = self._checked(kwargs)
-        out = []
-        for impl in self._impls_in_call_order():
-            args = self._impl_args(impl, kwargs)
-            start = perf_counter()
-            try:
-                value, error = impl.function(*args), None
-            except PluginError as exc:
-                value, error = None, exc
-            except Exception as exc:
-                value, error = None, _caught(impl.plugin_name, self.name, exc)
-            out.append(PluginResult(impl.plugin_name, value, error, perf_counter() - start))
-        return out
+        calls = [(impl, self._impl_args(impl, kwargs)) for impl in self._impls_in_call_order()]
+        return _gather(executor, self._result, calls)
 
-    def map_results(self, items: Sequence[Mapping[str, Any]]) -> list[PluginResult]:
+    def map_results(self, items: Sequence[Mapping[str, Any]], executor: Executor | None = None) -> list[PluginResult]:
         """:meth:`results` for a batch: each plugin gets every item, in one crossing if it is isolated.
 
         One :class:`PluginResult` per implementation, in call order, whose
         ``value`` is a list with one value per item (``None`` included).
         A plugin failing on one item fails for the whole batch: its ``error``
         says which item (``index``), and ``seconds`` is its time for the batch.
+        ``executor`` is as for :meth:`results`.
         """
         items = self._checked_items(items)
         indices = list(range(len(items)))
-        out = []
-        for impl in self._impls_in_call_order():
-            args = self._item_args(impl, items, indices)
-            batch = getattr(impl.function, _BATCH_ATTR, None)
-            values: list[Any] = []
-            start = perf_counter()
-            try:
-                if batch is not None:
-                    values = batch(args)
-                else:
-                    for a in args:
-                        values.append(impl.function(*a))
-                error = None
-            except PluginError as exc:
-                error = exc
-            except Exception as exc:
-                error = _caught(impl.plugin_name, self.name, exc, index=len(values))
-            seconds = perf_counter() - start
-            out.append(PluginResult(impl.plugin_name, None if error else values, error, seconds))
-        return out
+        calls = [(impl, self._item_args(impl, items, indices)) for impl in self._impls_in_call_order()]
+        return _gather(executor, self._batch_result, calls)
+
+    def _result(self, impl: pluggy.HookImpl, args: _Args) -> PluginResult:
+        start = perf_counter()
+        try:
+            value, error = impl.function(*args), None
+        except PluginError as exc:
+            value, error = None, exc
+        except Exception as exc:
+            value, error = None, _caught(impl.plugin_name, self.name, exc)
+        return PluginResult(impl.plugin_name, value, error, perf_counter() - start)
+
+    def _batch_result(self, impl: pluggy.HookImpl, args: list[_Args]) -> PluginResult:
+        batch = getattr(impl.function, _BATCH_ATTR, None)
+        values: list[Any] = []
+        start = perf_counter()
+        try:
+            if batch is not None:
+                values = batch(args)
+            else:
+                for a in args:
+                    values.append(impl.function(*a))
+            error = None
+        except PluginError as exc:
+            error = exc
+        except Exception as exc:  # in-process: the item that raised is the next one
+            error = _caught(impl.plugin_name, self.name, exc, index=len(values))
+        return PluginResult(impl.plugin_name, None if error else values, error, perf_counter() - start)
+
+
+def _gather(
+    executor: Executor | None, run: Callable[[pluggy.HookImpl, Any], PluginResult], calls: list[tuple[Any, Any]]
+) -> list[PluginResult]:
+    """``run`` on each ``(impl, args)``, in order; at once through ``executor`` if there is one."""
+    if executor is None:
+        return [run(impl, args) for impl, args in calls]
+    futures = [executor.submit(run, impl, args) for impl, args in calls]
+    return [f.result() for f in futures]
 
 
 def _caught(plugin: str, hook: str, exc: BaseException, index: int | None = None) -> PluginHookError:
@@ -512,12 +532,14 @@ def lazy_caller_class(load_pending: Callable[[str], None]) -> type[SDKHookCaller
             activate(self)
             return SDKHookCaller.by_plugin(self, **kwargs)
 
-        def results(self, **kwargs: Any) -> list[PluginResult]:
+        def results(self, executor: Executor | None = None, /, **kwargs: Any) -> list[PluginResult]:
             activate(self)
-            return SDKHookCaller.results(self, **kwargs)
+            return SDKHookCaller.results(self, executor, **kwargs)
 
-        def map_results(self, items: Sequence[Mapping[str, Any]]) -> list[PluginResult]:
+        def map_results(
+            self, items: Sequence[Mapping[str, Any]], executor: Executor | None = None
+        ) -> list[PluginResult]:
             activate(self)
-            return SDKHookCaller.map_results(self, items)
+            return SDKHookCaller.map_results(self, items, executor)
 
     return LazyHookCaller

@@ -6,6 +6,7 @@ import copy
 import pickle
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -322,6 +323,34 @@ class TestResults:
             assert isinstance(err, pluginsdk.PluginHookError), name
             assert (None, name, 1, "ValueError") == (mixed[name].value, err.plugin, err.index, err.exc_type)
 
+    def test_executor_runs_plugins_at_once(self, site: Path) -> None:
+        """With an executor every plugin's call runs at once (two plugins meet at a barrier); order is kept."""
+        (site / "meeting.py").write_text("import threading\nbarrier = threading.Barrier(2, timeout=20)\n")
+        meet = (
+            "import meeting\nfrom pluginsdk import hookimpl\n"
+            "@hookimpl\ndef transform(text):\n    meeting.barrier.wait()\n    return __name__ + ':' + text\n"
+        )
+        install_plugin(site, "one", meet)
+        install_plugin(site, "two", meet)
+        with host_for(site) as host, ThreadPoolExecutor(2) as pool:
+            order = [impl.plugin_name for impl in reversed(host.hook.transform.get_hookimpls())]
+            got = host.hook.transform.results(pool, text="x")
+            batch = host.hook.transform.map_results([{"text": "y"}], pool)
+        assert [(name, f"textkit_{name}:x", None) for name in order] == [(r.plugin, r.value, r.error) for r in got]
+        assert [(name, [f"textkit_{name}:y"]) for name in order] == [(r.plugin, r.value) for r in batch]
+
+    def test_executor_is_positional_only(self, site: Path) -> None:
+        """A hook argument may be called ``executor``: results() passes it to the plugins."""
+        install_plugin(
+            site,
+            "runner",
+            "from pluginsdk import hookimpl\n@hookimpl\ndef run(executor):\n    return executor * 2\n",
+            group="runkit.plugins",
+            manifest='[plugin]\nrequires = "runkit>=1"\nhooks = ["run"]\n',
+        )
+        with Host(RUNS, path=[str(site)]) as host:
+            assert [("runner", 42)] == [(r.plugin, r.value) for r in host.hook.run.results(executor=21)]
+
     def test_exported_lazily(self) -> None:
         """pluginsdk.PluginResult is in __all__; importing pluginsdk does not import the host side for it."""
         script = (
@@ -332,6 +361,15 @@ class TestResults:
         )
         out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
         assert ["True False", "True"] == out.splitlines()
+
+
+class RunHooks:
+    @hookspec
+    def run(self, executor: int) -> int:  # type: ignore[empty-body]
+        """A hook whose argument has the name of results()' positional-only parameter."""
+
+
+RUNS = HookSpec("runkit", version="1.0", hooks=RunHooks)
 
 
 class EventHooks:
