@@ -235,30 +235,23 @@ class SDKHookCaller(pluggy.HookCaller):
         self._argset = frozenset((*self.spec.argnames, *self.spec.kwargnames))
 
     def _check_arguments(self, kwargs: Mapping[str, object], index: int | None = None) -> None:
-        """Raise :class:`~pluginsdk.HookCallError` unless ``kwargs`` fit the spec.
+        """Raise :class:`~pluginsdk.HookCallError`: ``kwargs`` are not the spec's arguments.
 
-        Only reached when the argument names differ from the spec's: the
-        call may still be right, if it omits arguments the spec gives defaults.
+        Every argument is required once the spec's defaults are merged in
+        (pluggy 1.7 and later read them), as an isolated plugin is always
+        handed all of them.
         """
         spec = self.spec
         if spec is None:
             return
-        missing = [a for a in spec.argnames if a not in kwargs]
-        unexpected = [k for k in kwargs if k not in self._argset]
-        if missing or unexpected:
-            raise HookCallError(
-                hook=self.name,
-                argnames=(*spec.argnames, *spec.kwargnames),
-                missing=missing,
-                unexpected=unexpected,
-                index=index,
-            )
-
-    def _call_error(self, kwargs: Mapping[str, object], index: int | None = None) -> HookCallError:
-        """The error for an implementation needing an argument the call omitted (a defaulted one)."""
-        spec_args = (*self.spec.argnames, *self.spec.kwargnames) if self.spec is not None else tuple(kwargs)
-        missing = [a for a in spec_args if a not in kwargs]
-        return HookCallError(hook=self.name, argnames=spec_args, missing=missing, index=index)
+        argnames = (*spec.argnames, *spec.kwargnames)
+        raise HookCallError(
+            hook=self.name,
+            argnames=argnames,
+            missing=[a for a in argnames if a not in kwargs],
+            unexpected=[k for k in kwargs if k not in self._argset],
+            index=index,
+        )
 
     def __call__(self, **kwargs: object) -> Any:
         assert self._call_history is None, "Cannot directly call a historic hook - use call_historic instead."
@@ -273,18 +266,16 @@ class SDKHookCaller(pluggy.HookCaller):
             raise
         except Exception as exc:
             error = attribute(exc, self.name, impls)
-            if error is not None:
-                raise error from exc
-            if isinstance(exc, pluggy.HookCallError):
-                raise self._call_error(kwargs) from exc
-            raise
+            if error is None:
+                raise
+            raise error from exc
 
     def call_historic(
         self,
         result_callback: Callable[[Any], None] | None = None,
         kwargs: Mapping[str, object] | None = None,
     ) -> None:
-        kwargs = kwargs or {}
+        kwargs = {**self._defaults, **kwargs} if kwargs else dict(self._defaults)
         if kwargs.keys() != self._argset:
             self._check_arguments(kwargs)
         try:
@@ -293,11 +284,9 @@ class SDKHookCaller(pluggy.HookCaller):
             raise
         except Exception as exc:
             error = attribute(exc, self.name, self._hookimpls)
-            if error is not None:
-                raise error from exc
-            if isinstance(exc, pluggy.HookCallError):
-                raise self._call_error(kwargs) from exc
-            raise
+            if error is None:
+                raise
+            raise error from exc
 
     def _impls_in_call_order(self) -> list[pluggy.HookImpl]:
         impls = self.get_hookimpls()
@@ -335,12 +324,6 @@ class SDKHookCaller(pluggy.HookCaller):
                 self._check_arguments(item, index)
         return checked
 
-    def _impl_args(self, impl: pluggy.HookImpl, kwargs: Mapping[str, Any]) -> tuple[Any, ...]:
-        try:
-            return tuple(kwargs[a] for a in impl.argnames)
-        except KeyError:  # an argument the spec gives a default, omitted by the call
-            raise self._call_error(kwargs) from None
-
     def map(self, items: Sequence[Mapping[str, Any]]) -> list[Any]:
         """Call the hook once per mapping of arguments; results in order.
 
@@ -355,7 +338,7 @@ class SDKHookCaller(pluggy.HookCaller):
         for impl in self._impls_in_call_order():
             if not pending:
                 break
-            args = self._item_args(impl, items, pending)
+            args = _arg_tuples(items, pending, impl.argnames)
             batch = getattr(impl.function, _BATCH_ATTR, None)
             if batch is not None:
                 out = self._run(impl, batch, args)
@@ -372,13 +355,6 @@ class SDKHookCaller(pluggy.HookCaller):
                 pending = [i for i in pending if results[i] is None]
         return results
 
-    def _item_args(self, impl: pluggy.HookImpl, items: Sequence[Mapping[str, Any]], indices: list[int]) -> list[_Args]:
-        try:
-            return _arg_tuples(items, indices, impl.argnames)
-        except KeyError:  # an argument the spec gives a default, omitted by some item
-            index = next(i for i in indices if not all(a in items[i] for a in impl.argnames))
-            raise self._call_error(items[index], index) from None
-
     def by_plugin(self, **kwargs: Any) -> dict[str, Any]:
         """Call the hook; return each plugin's non-``None`` result by plugin name.
 
@@ -388,7 +364,7 @@ class SDKHookCaller(pluggy.HookCaller):
         out: dict[str, Any] = {}
         kwargs = self._checked(kwargs)
         for impl in self._impls_in_call_order():
-            value = self._run(impl, impl.function, *self._impl_args(impl, kwargs))
+            value = self._run(impl, impl.function, *tuple(kwargs[a] for a in impl.argnames))
             if value is not None:
                 out[impl.plugin_name] = value
         return out
@@ -416,7 +392,7 @@ class SDKHookCaller(pluggy.HookCaller):
             PluginError: The hook has wrapper implementations.
         """
         kwargs = self._checked(kwargs)
-        calls = [(impl, self._impl_args(impl, kwargs)) for impl in self._impls_in_call_order()]
+        calls = [(impl, tuple(kwargs[a] for a in impl.argnames)) for impl in self._impls_in_call_order()]
         return _gather(executor, self._result, calls)
 
     def map_results(self, items: Sequence[Mapping[str, Any]], executor: Executor | None = None) -> list[PluginResult]:
@@ -430,7 +406,7 @@ class SDKHookCaller(pluggy.HookCaller):
         """
         items = self._checked_items(items)
         indices = list(range(len(items)))
-        calls = [(impl, self._item_args(impl, items, indices)) for impl in self._impls_in_call_order()]
+        calls = [(impl, _arg_tuples(items, indices, impl.argnames)) for impl in self._impls_in_call_order()]
         return _gather(executor, self._batch_result, calls)
 
     def _result(self, impl: pluggy.HookImpl, args: _Args) -> PluginResult:

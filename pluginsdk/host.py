@@ -201,7 +201,11 @@ class Host:
 
     @property
     def hook(self) -> HookRelay:
-        """Call hooks here: ``host.hook.NAME(**kwargs)``, ``.map([...])``, ``.by_plugin(...)``."""
+        """Call hooks here: ``host.hook.NAME(**kwargs)``, ``.map([...])``, ``.by_plugin(...)``, ``.results(...)``.
+
+        A call must pass exactly the spec's arguments, or it raises
+        :class:`~pluginsdk.HookCallError` before any plugin runs.
+        """
         return self._pm.hook  # type: ignore[return-value]
 
     def plugins(self) -> list[PluginInfo]:

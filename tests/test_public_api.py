@@ -210,6 +210,25 @@ class TestWrongArguments:
                 host.hook.transform(txt="x")
             assert ("available", "") == (host.plugin("upper").status, host.plugin("upper").runtime)
 
+    def test_spec_defaults(self, site: Path) -> None:
+        """A defaulted spec argument may be omitted where pluggy reads spec defaults; elsewhere it is missing."""
+        install_plugin(
+            site,
+            "scaler",
+            "from pluginsdk import hookimpl\n@hookimpl\ndef scale(value, factor):\n    return value * factor\n",
+            group="scalekit.plugins",
+            manifest='[plugin]\nrequires = "scalekit>=1"\nisolation = "process"\nhooks = ["scale"]\n',
+        )
+        with Host(SCALES, path=[str(site)]) as host:
+            assert [6] == host.hook.scale(value=2, factor=3)
+            if getattr(host.hook.scale.spec, "kwargdefaults", None):  # pluggy 1.7 and later
+                assert [2] == host.hook.scale(value=2)
+            else:
+                with pytest.raises(pluginsdk.HookCallError, match="missing 'factor'"):
+                    host.hook.scale(value=2)
+            with pytest.raises(pluginsdk.HookCallError, match="unexpected 'size'"):
+                host.hook.scale(value=2, size=3)
+
     def test_hook_without_plugins(self, site: Path) -> None:
         """No plugin implements the hook: a wrong call is refused all the same (pluggy would return [])."""
         with host_for(site) as host:
@@ -361,6 +380,15 @@ class TestResults:
         )
         out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
         assert ["True False", "True"] == out.splitlines()
+
+
+class ScaleHooks:
+    @hookspec
+    def scale(self, value: int, factor: int = 1) -> int:  # type: ignore[empty-body]
+        """A hook with a defaulted argument (pluggy lets calls omit it)."""
+
+
+SCALES = HookSpec("scalekit", version="1.0", hooks=ScaleHooks)
 
 
 class RunHooks:
