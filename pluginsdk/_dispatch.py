@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pluggy
 
-from ._errors import HookCallError, PluginError, PluginHookError, exception_text, type_name
+from ._errors import HookCallError, PluginError, PluginHookError, exception_text, format_traceback, type_name
 from ._markers import PROJECT, hookimpl
 
 if TYPE_CHECKING:
@@ -161,22 +161,6 @@ def hook_error(plugin: str, hook: str, exc: BaseException, *, index: int | None 
         traceback=format_traceback(exc),
         index=index,
     )
-
-
-def format_traceback(exc: BaseException) -> str:
-    """The formatted traceback of ``exc``; frames only if formatting it fails."""
-    import traceback
-
-    try:
-        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    except Exception:  # the exception's class resists the traceback module: keep the frames
-        lines = ["Traceback (most recent call last):\n"]
-        tb = exc.__traceback__
-        while tb is not None:
-            code = tb.tb_frame.f_code
-            lines.append(f'  File "{code.co_filename}", line {tb.tb_lineno}, in {code.co_name}\n')
-            tb = tb.tb_next
-        return "".join(lines) + f"{type_name(type(exc))}: {exception_text(exc)}\n"
 
 
 class PluginResult(NamedTuple):

@@ -52,21 +52,19 @@ def type_name(cls: type) -> str:
     whose ``__qualname__`` is a property that raises: the error report must
     not fail on them.
     """
-    try:
-        qualname = cls.__qualname__
-        if not isinstance(qualname, str):
-            raise TypeError
-    except Exception:
-        qualname = getattr(cls, "__name__", None) or "<unnamed class>"
-        if not isinstance(qualname, str):
-            qualname = "<unnamed class>"
-    try:
-        module = cls.__module__
-    except Exception:
-        module = None
-    if not isinstance(module, str) or module in ("builtins", "__main__"):
+    qualname = _str_attr(cls, "__qualname__") or _str_attr(cls, "__name__") or "<unnamed class>"
+    module = _str_attr(cls, "__module__")
+    if module is None or module in ("builtins", "__main__"):
         return qualname
     return f"{module}.{qualname}"
+
+
+def _str_attr(cls: type, name: str) -> str | None:
+    try:
+        value = getattr(cls, name)
+    except Exception:
+        return None
+    return value if isinstance(value, str) else None
 
 
 def exception_text(exc: BaseException) -> str:
@@ -79,6 +77,22 @@ def exception_text(exc: BaseException) -> str:
         except Exception:  # the failure's own str() failed too
             why = type_name(type(failure))
         return f"<str() of {type_name(type(exc))} failed: {why}>"
+
+
+def format_traceback(exc: BaseException) -> str:
+    """The formatted traceback of ``exc``; frames only if formatting it fails; never raises."""
+    import traceback  # only when there is an error to report
+
+    try:
+        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:  # the exception's class resists the traceback module: keep the frames
+        lines = ["Traceback (most recent call last):\n"]
+        tb = exc.__traceback__
+        while tb is not None:
+            code = tb.tb_frame.f_code
+            lines.append(f'  File "{code.co_filename}", line {tb.tb_lineno}, in {code.co_name}\n')
+            tb = tb.tb_next
+        return "".join(lines) + f"{type_name(type(exc))}: {exception_text(exc)}\n"
 
 
 class SpecError(PluginError):

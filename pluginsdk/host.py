@@ -19,6 +19,7 @@ from ._errors import (
     PluginLoadError,
     UnknownPlugin,
     exception_text,
+    format_traceback,
     type_name,
 )
 from ._markers import PROJECT
@@ -376,7 +377,7 @@ class Host:
                     error = PluginLoadError(
                         f"{type_name(type(exc))}: {exception_text(exc)}",
                         plugin=plugin.candidate.name,
-                        traceback=_dispatch.format_traceback(exc),
+                        traceback=format_traceback(exc),
                     )
                 self._fail(plugin, error)
                 if self.strict or self._closed:

@@ -9,8 +9,7 @@ from typing import Any
 
 import pluggy
 
-from .._dispatch import format_traceback
-from .._errors import PluginLoadError, exception_text, type_name
+from .._errors import PluginLoadError, exception_text, format_traceback, type_name
 from .._markers import PROJECT
 from .base import Backend
 
