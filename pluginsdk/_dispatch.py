@@ -360,9 +360,10 @@ class SDKHookCaller(pluggy.HookCaller):
         :meth:`get_hookimpls` reversed, ``tryfirst`` first).  A plugin that
         fails does not stop the others and is not raised: its result carries
         the error.  Every plugin is called, ``firstresult`` hooks included,
-        and every value is kept, ``None`` too.  A plugin the host gave up
-        loading answers ``None`` this once, as in a plain call, and is gone
-        from later calls (:meth:`~pluginsdk.Host.plugins` says why).
+        and every value is kept, ``None`` too.  A plugin the host could not
+        load is left out, as from a plain call (an isolated one answers
+        ``None`` on the call that tried to start it); :meth:`~pluginsdk.Host.plugins`
+        says why.
 
         With an ``executor`` (a :class:`concurrent.futures.Executor`), each
         plugin's call is submitted to it, so plugins run at once: plugins in
