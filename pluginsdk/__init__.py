@@ -13,6 +13,7 @@ from ._errors import (
     BackendUnavailable,
     CodecError,
     ConfigError,
+    HookCallError,
     IncompatiblePlugin,
     ManifestError,
     PluginCrashed,
@@ -23,6 +24,7 @@ from ._errors import (
     PluginResourceError,
     PluginTimeout,
     SpecError,
+    UnknownPlugin,
 )
 from ._markers import hookimpl
 
@@ -31,6 +33,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from ._dispatch import PluginResult
     from .config import Incident, Limits
     from .host import Host, PluginInfo
     from .policy import Policy
@@ -40,6 +43,7 @@ __all__ = [
     "BackendUnavailable",
     "CodecError",
     "ConfigError",
+    "HookCallError",
     "HookSpec",
     "Host",
     "Incident",
@@ -53,9 +57,11 @@ __all__ = [
     "PluginLoadError",
     "PluginProtocolError",
     "PluginResourceError",
+    "PluginResult",
     "PluginTimeout",
     "Policy",
     "SpecError",
+    "UnknownPlugin",
     "__version__",
     "hookimpl",
     "hookspec",
@@ -64,6 +70,7 @@ __all__ = [
 _LAZY = {
     "Host": ".host",
     "PluginInfo": ".host",
+    "PluginResult": "._dispatch",
     "HookSpec": ".spec",
     "hookspec": ".spec",
     "Policy": ".policy",

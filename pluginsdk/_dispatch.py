@@ -14,12 +14,16 @@ from __future__ import annotations
 import keyword
 import operator
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pluggy
 
-from ._errors import PluginError, PluginHookError
+from ._errors import HookCallError, PluginError, PluginHookError, exception_text, format_traceback, type_name
 from ._markers import PROJECT, hookimpl
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
 
 _Args = tuple[Any, ...]
 _BATCH_ATTR = "__pluginsdk_batch__"
@@ -143,22 +147,47 @@ def attribute(exc: BaseException, hook_name: str, methods: Sequence[pluggy.HookI
     return None if plugin is None else hook_error(plugin, hook_name, exc)
 
 
-def hook_error(plugin: str, hook: str, exc: BaseException) -> PluginHookError:
-    """The ``PluginHookError`` for ``exc``, raised in ``plugin``'s implementation of ``hook``."""
-    import traceback
+def hook_error(plugin: str, hook: str, exc: BaseException, *, index: int | None = None) -> PluginHookError:
+    """The ``PluginHookError`` for ``exc``, raised in ``plugin``'s implementation of ``hook``.
 
+    Never raises itself: plugin exceptions whose ``str()`` fails, or whose
+    class has odd names, are described as such (issue 11, case 11).
+    """
     return PluginHookError(
         plugin=plugin,
         hook=hook,
-        exc_type=_qualname(type(exc)),
-        exc_message=str(exc),
-        traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        exc_type=type_name(type(exc)),
+        exc_message=exception_text(exc),
+        traceback=format_traceback(exc),
+        index=index,
     )
 
 
-def _qualname(cls: type) -> str:
-    module = cls.__module__
-    return cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
+class PluginResult(NamedTuple):
+    """One plugin's outcome of a hook call, from :meth:`SDKHookCaller.results`.
+
+    Attributes:
+        plugin: The plugin's name.
+        value: What its implementation returned (for
+            :meth:`~SDKHookCaller.map_results`, a list: one value per item);
+            ``None`` if it failed.
+        error: The :class:`~pluginsdk.PluginError` it failed with (a
+            :class:`~pluginsdk.PluginHookError` if its code raised, or
+            :class:`~pluginsdk.PluginCrashed`, :class:`~pluginsdk.PluginTimeout`...),
+            or ``None`` if it succeeded.
+        seconds: Wall time of its call, boundary crossing included (and, on a
+            hook's first call, loading the plugin).
+    """
+
+    plugin: str
+    value: Any
+    error: PluginError | None
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """Whether the plugin answered without failing."""
+        return self.error is None
 
 
 class SDKHookCaller(pluggy.HookCaller):
@@ -168,14 +197,18 @@ class SDKHookCaller(pluggy.HookCaller):
     call computed once, and one ``try`` around dispatch: exceptions raised by
     plugin code reach callers as ``PluginHookError`` without an extra frame
     on the normal path (the implementation that raised is found afterwards,
-    from the traceback).
+    from the traceback).  Arguments must be exactly the spec's, at every
+    isolation level: one set comparison, in place of pluggy's own check,
+    sends any other call to :meth:`_check_arguments`, which raises
+    :class:`~pluginsdk.HookCallError`.
     """
 
-    __slots__ = ("_defaults", "_firstresult")
+    __slots__ = ("_argset", "_defaults", "_firstresult")
 
     def __init__(self, name: str, hook_execute: Any) -> None:
         self._defaults: dict[str, object] = {}
         self._firstresult = False
+        self._argset: frozenset[str] = frozenset()
         super().__init__(name, hook_execute)
 
     def set_specification(self, specmodule_or_class: Any, spec_opts: Any) -> None:
@@ -183,12 +216,33 @@ class SDKHookCaller(pluggy.HookCaller):
         assert self.spec is not None
         self._defaults = dict(getattr(self.spec, "kwargdefaults", None) or {})
         self._firstresult = bool(self.spec.opts.get("firstresult"))
+        self._argset = frozenset((*self.spec.argnames, *self.spec.kwargnames))
+
+    def _check_arguments(self, kwargs: Mapping[str, object], index: int | None = None) -> None:
+        """Raise :class:`~pluginsdk.HookCallError`: ``kwargs`` are not the spec's arguments.
+
+        Every argument is required once the spec's defaults are merged in
+        (pluggy 1.7 and later read them), as an isolated plugin is always
+        handed all of them.
+        """
+        spec = self.spec
+        if spec is None:
+            return
+        argnames = (*spec.argnames, *spec.kwargnames)
+        raise HookCallError(
+            hook=self.name,
+            argnames=argnames,
+            missing=[a for a in argnames if a not in kwargs],
+            unexpected=[k for k in kwargs if k not in self._argset],
+            index=index,
+        )
 
     def __call__(self, **kwargs: object) -> Any:
         assert self._call_history is None, "Cannot directly call a historic hook - use call_historic instead."
         if self._defaults:
             kwargs = {**self._defaults, **kwargs}
-        self._verify_all_args_are_provided(kwargs)
+        if kwargs.keys() != self._argset:
+            self._check_arguments(kwargs)
         impls = self._hookimpls.copy()  # plugins may register others while being called
         try:
             return self._hookexec(self.name, impls, kwargs, self._firstresult)
@@ -200,9 +254,16 @@ class SDKHookCaller(pluggy.HookCaller):
                 raise
             raise error from exc
 
-    def call_historic(self, *args: Any, **kwargs: Any) -> None:
+    def call_historic(
+        self,
+        result_callback: Callable[[Any], None] | None = None,
+        kwargs: Mapping[str, object] | None = None,
+    ) -> None:
+        kwargs = {**self._defaults, **kwargs} if kwargs else dict(self._defaults)
+        if kwargs.keys() != self._argset:
+            self._check_arguments(kwargs)
         try:
-            super().call_historic(*args, **kwargs)
+            super().call_historic(result_callback, kwargs)
         except PluginError:
             raise
         except Exception as exc:
@@ -228,6 +289,25 @@ class SDKHookCaller(pluggy.HookCaller):
                 raise
             raise error from exc
 
+    def _checked(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``kwargs`` with the spec's defaults, once checked against the spec."""
+        if self._defaults:
+            kwargs = {**self._defaults, **kwargs}
+        if kwargs.keys() != self._argset:
+            self._check_arguments(kwargs)
+        return kwargs
+
+    def _checked_items(self, items: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """A batch's items with the spec's defaults, each checked against the spec."""
+        checked: list[Mapping[str, Any]] = (
+            [{**self._defaults, **item} for item in items] if self._defaults else list(items)
+        )
+        argset = self._argset
+        for index, item in enumerate(checked):
+            if item.keys() != argset:
+                self._check_arguments(item, index)
+        return checked
+
     def map(self, items: Sequence[Mapping[str, Any]]) -> list[Any]:
         """Call the hook once per mapping of arguments; results in order.
 
@@ -235,17 +315,14 @@ class SDKHookCaller(pluggy.HookCaller):
         (a list, or one value for ``firstresult`` hooks).  Plugins in worker
         processes or sandboxes receive all items in one crossing.
         """
-        items = [{**self._defaults, **item} for item in items] if self._defaults else list(items)
+        items = self._checked_items(items)
         firstresult = self._firstresult
         results: list[Any] = [None] * len(items) if firstresult else [[] for _ in items]
         pending = list(range(len(items)))
         for impl in self._impls_in_call_order():
             if not pending:
                 break
-            try:
-                args = _arg_tuples(items, pending, impl.argnames)
-            except KeyError as exc:
-                raise TypeError(f"hook {self.name!r}: an item lacks argument {exc.args[0]!r}") from None
+            args = _arg_tuples(items, pending, impl.argnames)
             batch = getattr(impl.function, _BATCH_ATTR, None)
             if batch is not None:
                 out = self._run(impl, batch, args)
@@ -263,19 +340,103 @@ class SDKHookCaller(pluggy.HookCaller):
         return results
 
     def by_plugin(self, **kwargs: Any) -> dict[str, Any]:
-        """Call the hook; return each plugin's non-``None`` result by plugin name."""
+        """Call the hook; return each plugin's non-``None`` result by plugin name.
+
+        Every plugin is called, ``firstresult`` hooks included; the first
+        failure is raised.  :meth:`results` reports failures instead.
+        """
         out: dict[str, Any] = {}
-        if self._defaults:
-            kwargs = {**self._defaults, **kwargs}
+        kwargs = self._checked(kwargs)
         for impl in self._impls_in_call_order():
-            try:
-                args = tuple(kwargs[a] for a in impl.argnames)
-            except KeyError as exc:
-                raise TypeError(f"hook {self.name!r}: missing argument {exc.args[0]!r}") from None
-            value = self._run(impl, impl.function, *args)
+            value = self._run(impl, impl.function, *tuple(kwargs[a] for a in impl.argnames))
             if value is not None:
                 out[impl.plugin_name] = value
         return out
+
+    def results(self, executor: Executor | None = None, /, **kwargs: Any) -> list[PluginResult]:
+        """Call every plugin's implementation once; each one's value, error and time.
+
+        One :class:`PluginResult` per implementation, in call order (as
+        :meth:`get_hookimpls` reversed, ``tryfirst`` first).  A plugin that
+        fails does not stop the others and is not raised: its result carries
+        the error.  Every plugin is called, ``firstresult`` hooks included,
+        and every value is kept, ``None`` too.  A plugin the host could not
+        load is left out, as from a plain call (an isolated one answers
+        ``None`` on the call that tried to start it); :meth:`~pluginsdk.Host.plugins`
+        says why.
+
+        With an ``executor`` (a :class:`concurrent.futures.Executor`), each
+        plugin's call is submitted to it, so plugins run at once: plugins in
+        worker processes or the sandbox mostly wait on another process.  The
+        results are still in call order, and ``seconds`` excludes the time a
+        call waited for the executor.  It is positional-only, so no hook
+        argument's name can clash with it.
+
+        Raises:
+            HookCallError: The arguments are not the spec's (before any plugin runs).
+            PluginError: The hook has wrapper implementations.
+        """
+        kwargs = self._checked(kwargs)
+        calls = [(impl, tuple(kwargs[a] for a in impl.argnames)) for impl in self._impls_in_call_order()]
+        return _gather(executor, self._result, calls)
+
+    def map_results(self, items: Sequence[Mapping[str, Any]], executor: Executor | None = None) -> list[PluginResult]:
+        """:meth:`results` for a batch: each plugin gets every item, in one crossing if it is isolated.
+
+        One :class:`PluginResult` per implementation, in call order, whose
+        ``value`` is a list with one value per item (``None`` included).
+        A plugin failing on one item fails for the whole batch: its ``error``
+        says which item (``index``), and ``seconds`` is its time for the batch.
+        ``executor`` is as for :meth:`results`.
+        """
+        items = self._checked_items(items)
+        indices = list(range(len(items)))
+        calls = [(impl, _arg_tuples(items, indices, impl.argnames)) for impl in self._impls_in_call_order()]
+        return _gather(executor, self._batch_result, calls)
+
+    def _result(self, impl: pluggy.HookImpl, args: _Args) -> PluginResult:
+        start = perf_counter()
+        try:
+            value, error = impl.function(*args), None
+        except PluginError as exc:
+            value, error = None, exc
+        except Exception as exc:
+            value, error = None, _caught(impl.plugin_name, self.name, exc)
+        return PluginResult(impl.plugin_name, value, error, perf_counter() - start)
+
+    def _batch_result(self, impl: pluggy.HookImpl, args: list[_Args]) -> PluginResult:
+        batch = getattr(impl.function, _BATCH_ATTR, None)
+        values: list[Any] = []
+        start = perf_counter()
+        try:
+            if batch is not None:
+                values = batch(args)
+            else:
+                for a in args:
+                    values.append(impl.function(*a))
+            error = None
+        except PluginError as exc:
+            error = exc
+        except Exception as exc:  # in-process: the item that raised is the next one
+            error = _caught(impl.plugin_name, self.name, exc, index=len(values))
+        return PluginResult(impl.plugin_name, None if error else values, error, perf_counter() - start)
+
+
+def _gather(
+    executor: Executor | None, run: Callable[[pluggy.HookImpl, Any], PluginResult], calls: list[tuple[Any, Any]]
+) -> list[PluginResult]:
+    """``run`` on each ``(impl, args)``, in order; at once through ``executor`` if there is one."""
+    if executor is None:
+        return [run(impl, args) for impl, args in calls]
+    futures = [executor.submit(run, impl, args) for impl, args in calls]
+    return [f.result() for f in futures]
+
+
+def _caught(plugin: str, hook: str, exc: BaseException, index: int | None = None) -> PluginHookError:
+    """The ``PluginHookError`` for an exception from ``plugin``'s code, chained to it as if raised from it."""
+    error = hook_error(plugin, hook, exc, index=index)
+    error.__cause__ = exc
+    return error
 
 
 def _arg_tuples(items: Sequence[Mapping[str, Any]], indices: list[int], names: tuple[str, ...]) -> list[_Args]:
@@ -302,27 +463,44 @@ def lazy_caller_class(load_pending: Callable[[str], None]) -> type[SDKHookCaller
     :class:`SDKHookCaller`: later calls pay nothing for laziness.
     """
 
+    def activate(caller: SDKHookCaller) -> None:
+        # A function, not a method: a bound method taken before the switch
+        # (``pool.submit(hook.results, ...)``) may run after it, when the
+        # instance no longer has the lazy class's attributes.
+        load_pending(caller.name)
+        caller.__class__ = SDKHookCaller
+
     class LazyHookCaller(SDKHookCaller):
         __slots__ = ()
 
-        def _activate(self) -> None:
-            load_pending(self.name)
-            self.__class__ = SDKHookCaller  # type: ignore[assignment]
-
         def __call__(self, **kwargs: object) -> Any:
-            self._activate()
+            activate(self)
             return SDKHookCaller.__call__(self, **kwargs)
 
-        def call_historic(self, *args: Any, **kwargs: Any) -> None:
-            self._activate()
-            SDKHookCaller.call_historic(self, *args, **kwargs)
+        def call_historic(
+            self,
+            result_callback: Callable[[Any], None] | None = None,
+            kwargs: Mapping[str, object] | None = None,
+        ) -> None:
+            activate(self)
+            SDKHookCaller.call_historic(self, result_callback, kwargs)
 
         def map(self, items: Sequence[Mapping[str, Any]]) -> list[Any]:
-            self._activate()
+            activate(self)
             return SDKHookCaller.map(self, items)
 
         def by_plugin(self, **kwargs: Any) -> dict[str, Any]:
-            self._activate()
+            activate(self)
             return SDKHookCaller.by_plugin(self, **kwargs)
+
+        def results(self, executor: Executor | None = None, /, **kwargs: Any) -> list[PluginResult]:
+            activate(self)
+            return SDKHookCaller.results(self, executor, **kwargs)
+
+        def map_results(
+            self, items: Sequence[Mapping[str, Any]], executor: Executor | None = None
+        ) -> list[PluginResult]:
+            activate(self)
+            return SDKHookCaller.map_results(self, items, executor)
 
     return LazyHookCaller

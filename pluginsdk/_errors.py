@@ -2,6 +2,11 @@
 
 Guest-safe: this module imports nothing but the standard library, because the
 worker loop and the sandboxed runner raise some of these too.
+
+Every error survives pickling with all its attributes (a host may hand them
+to ``multiprocessing`` or ``concurrent.futures``): :meth:`PluginError.__reduce__`
+rebuilds the instance without calling ``__init__``, whose keyword-only
+signatures the default exception pickling cannot replay.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from typing import Any
 
 
 class PluginError(Exception):
@@ -28,6 +34,65 @@ class PluginError(Exception):
         if self.plugin is None:
             return self.message
         return f"plugin {self.plugin!r}: {self.message}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # ``args`` and every attribute, restored as they are: no __init__ replay.
+        return (_rebuild, (type(self), self.args), self.__dict__.copy())
+
+
+def _rebuild(cls: type[PluginError], args: tuple[Any, ...]) -> PluginError:
+    """Unpickle a :class:`PluginError`: the instance, with ``args``; pickle then restores its attributes."""
+    return cls.__new__(cls, *args)
+
+
+def type_name(cls: type) -> str:
+    """``module.Qualname`` of an exception class, for messages; never raises.
+
+    Plugin code may define classes whose ``__module__`` is not a string or
+    whose ``__qualname__`` is a property that raises: the error report must
+    not fail on them.
+    """
+    qualname = _str_attr(cls, "__qualname__") or _str_attr(cls, "__name__") or "<unnamed class>"
+    module = _str_attr(cls, "__module__")
+    if module is None or module in ("builtins", "__main__"):
+        return qualname
+    return f"{module}.{qualname}"
+
+
+def _str_attr(cls: type, name: str) -> str | None:
+    try:
+        value = getattr(cls, name)
+    except Exception:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def exception_text(exc: BaseException) -> str:
+    """``str(exc)``, or a note saying that it failed (and how); never raises."""
+    try:
+        return str(exc)
+    except Exception as failure:
+        try:
+            why = f"{type_name(type(failure))}: {failure}"
+        except Exception:  # the failure's own str() failed too
+            why = type_name(type(failure))
+        return f"<str() of {type_name(type(exc))} failed: {why}>"
+
+
+def format_traceback(exc: BaseException) -> str:
+    """The formatted traceback of ``exc``; frames only if formatting it fails; never raises."""
+    import traceback  # only when there is an error to report
+
+    try:
+        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:  # the exception's class resists the traceback module: keep the frames
+        lines = ["Traceback (most recent call last):\n"]
+        tb = exc.__traceback__
+        while tb is not None:
+            code = tb.tb_frame.f_code
+            lines.append(f'  File "{code.co_filename}", line {tb.tb_lineno}, in {code.co_name}\n')
+            tb = tb.tb_next
+        return "".join(lines) + f"{type_name(type(exc))}: {exception_text(exc)}\n"
 
 
 class SpecError(PluginError):
@@ -69,6 +134,41 @@ class ManifestError(PluginError):
 
 class IncompatiblePlugin(PluginError):
     """A plugin's manifest does not match the host's spec (name or version)."""
+
+
+class UnknownPlugin(PluginError, KeyError):
+    """The host has no plugin of that name (also a ``KeyError``, as a lookup miss).
+
+    Attributes:
+        plugin: The name asked for.
+        known: The names of the plugins the host has, sorted.
+    """
+
+    #: Names listed in the message at most; the rest are counted.
+    LISTED = 20
+
+    def __init__(self, plugin: str, known: Sequence[str] = ()) -> None:
+        known = tuple(sorted(known))
+        if not known:
+            message = "no such plugin; the host found no plugins at all"
+        else:
+            listed = ", ".join(known[: self.LISTED])
+            if len(known) > self.LISTED:
+                listed += f" and {len(known) - self.LISTED} more"
+            message = f"no such plugin; the host has: {listed}"
+            close = _close_matches(plugin, known)
+            if close:
+                message += f" (did you mean {' or '.join(repr(n) for n in close)}?)"
+        super().__init__(message, plugin=plugin)
+        self.known = known
+
+
+def _close_matches(name: object, known: Sequence[str]) -> list[str]:
+    if not isinstance(name, str):  # a lookup with a non-string key
+        return []
+    import difflib  # only on this error's path
+
+    return difflib.get_close_matches(name, known, n=3)
 
 
 class PluginLoadError(PluginError):
@@ -119,6 +219,48 @@ class PluginHookError(PluginError):
         self.exc_type = exc_type
         self.exc_message = exc_message
         self.traceback = traceback
+        self.index = index
+
+
+class HookCallError(PluginError, TypeError):
+    """A hook was called with the wrong arguments (also a ``TypeError``, as a bad call is).
+
+    Raised before any plugin runs, whatever the isolation level: every call
+    passes exactly the spec's arguments (pluggy would only warn about a
+    missing one, and ignore an unknown one).
+
+    Attributes:
+        hook: The hook called.
+        argnames: The spec's arguments, in order.
+        missing: The spec's arguments the call lacked.
+        unexpected: Arguments the call passed that the spec does not have.
+        index: In a batch (``map``), the position of the item concerned.
+    """
+
+    def __init__(
+        self,
+        *,
+        hook: str,
+        argnames: Sequence[str],
+        missing: Sequence[str] = (),
+        unexpected: Sequence[str] = (),
+        index: int | None = None,
+    ) -> None:
+        problems = []
+        if missing:
+            problems.append(f"missing {', '.join(map(repr, missing))}")
+        if unexpected:
+            problems.append(f"unexpected {', '.join(map(repr, unexpected))}")
+        where = f" (batch item {index})" if index is not None else ""
+        expected = ", ".join(argnames) or "no arguments"
+        super().__init__(
+            f"hook {hook!r} called with wrong arguments{where}: {'; '.join(problems) or 'mismatch'}"
+            f" (the spec's arguments: {expected})"
+        )
+        self.hook = hook
+        self.argnames = tuple(argnames)
+        self.missing = tuple(missing)
+        self.unexpected = tuple(unexpected)
         self.index = index
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import TypeVar
+    from typing import TypeVar, overload
 
     _F = TypeVar("_F", bound=Callable[..., object])
 
@@ -24,11 +24,44 @@ IMPL_ATTR = f"{PROJECT}_impl"
 class HookimplMarker:
     """Marks functions as hook implementations (pluggy's marker, without pluggy).
 
+    Use it bare (``@hookimpl``) or with options (``@hookimpl(tryfirst=True)``);
+    either way the function is returned unchanged, its type included.
+
     Attributes:
         project_name: The pluggy project the marks belong to.
     """
 
     project_name = PROJECT
+
+    # The overloads exist for type checkers only: at run time this module
+    # imports nothing, ``typing`` included (see the module docstring).
+    if TYPE_CHECKING:
+
+        @overload
+        def __call__(
+            self,
+            function: _F,
+            *,
+            hookwrapper: bool = ...,
+            optionalhook: bool = ...,
+            tryfirst: bool = ...,
+            trylast: bool = ...,
+            specname: str | None = ...,
+            wrapper: bool = ...,
+        ) -> _F: ...
+
+        @overload
+        def __call__(
+            self,
+            function: None = ...,
+            *,
+            hookwrapper: bool = ...,
+            optionalhook: bool = ...,
+            tryfirst: bool = ...,
+            trylast: bool = ...,
+            specname: str | None = ...,
+            wrapper: bool = ...,
+        ) -> Callable[[_F], _F]: ...
 
     def __call__(
         self,
@@ -41,6 +74,16 @@ class HookimplMarker:
         specname: str | None = None,
         wrapper: bool = False,
     ) -> _F | Callable[[_F], _F]:
+        """Mark ``function``, or return a decorator marking functions with these options.
+
+        The options are pluggy's: ``tryfirst``/``trylast`` move the
+        implementation to the front or back of the call order; ``specname``
+        implements the hook of that name under another function name;
+        ``optionalhook`` tolerates a hook the spec lacks; ``wrapper`` and
+        ``hookwrapper`` mark wrappers (refused when the plugin loads, as
+        wrappers cannot cross an isolation boundary).
+        """
+
         def mark(func: _F) -> _F:
             opts = {
                 "wrapper": wrapper,

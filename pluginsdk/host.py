@@ -12,9 +12,19 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 import pluggy
 
 from . import _dispatch
-from ._errors import BackendUnavailable, IncompatiblePlugin, PluginError, PluginLoadError
+from ._errors import (
+    BackendUnavailable,
+    IncompatiblePlugin,
+    PluginError,
+    PluginLoadError,
+    UnknownPlugin,
+    exception_text,
+    format_traceback,
+    type_name,
+)
 from ._markers import PROJECT
-from .backends.base import BACKENDS, ISOLATION_LEVELS, Backend, Incident, PluginTarget
+from ._resolve import backend_class, isolation_unavailable
+from .backends.base import ISOLATION_LEVELS, Backend, Incident, PluginTarget
 from .discovery import AVAILABLE, FAILED, INCOMPATIBLE, Candidate, discover
 from .policy import Policy
 
@@ -166,12 +176,13 @@ class Host:
         self.strict = strict
         self._force = force_isolation
         self._path = None if path is None else [str(p) for p in path]
+        self._prewarm = prewarm
         self._closed = False
         self._dispatch_lock = _thread.allocate_lock()
         self._plugins: dict[str, _Plugin] = {}
         # In-process plugins not imported yet, by hook: a hook's first call loads them.
         self._pending: dict[str, list[_Plugin]] = {}
-        for cand in discover(spec, path=self._path, use_index=use_index):
+        for cand in discover(spec, path=self._path, use_index=use_index, dists=policy.dists):
             self._admit(cand)
 
         self._pm = pluggy.PluginManager(PROJECT)
@@ -193,7 +204,11 @@ class Host:
 
     @property
     def hook(self) -> HookRelay:
-        """Call hooks here: ``host.hook.NAME(**kwargs)``, ``.map([...])``, ``.by_plugin(...)``."""
+        """Call hooks here: ``host.hook.NAME(**kwargs)``, ``.map([...])``, ``.by_plugin(...)``, ``.results(...)``.
+
+        A call must pass exactly the spec's arguments, or it raises
+        :class:`~pluginsdk.HookCallError` before any plugin runs.
+        """
         return self._pm.hook  # type: ignore[return-value]
 
     def plugins(self) -> list[PluginInfo]:
@@ -201,17 +216,22 @@ class Host:
         return [self._info(p) for p in self._plugins.values()]
 
     def plugin(self, name: str) -> PluginInfo:
-        """The plugin called ``name``; ``KeyError`` if there is none."""
-        return self._info(self._plugins[name])
+        """The plugin called ``name``, whatever its status.
+
+        Raises :class:`~pluginsdk.UnknownPlugin` (a ``KeyError``) if the host
+        found no plugin of that name; its message lists those it has.
+        """
+        return self._info(self._get(name))
 
     def load(self, name: str) -> PluginInfo:
         """Load plugin ``name`` now rather than on its first call.
 
         Raises, naming the plugin and the reason, when it cannot be loaded:
         :class:`~pluginsdk.IncompatiblePlugin`, :class:`~pluginsdk.BackendUnavailable`,
-        or :class:`~pluginsdk.PluginLoadError` (failed, or disabled by policy).
+        or :class:`~pluginsdk.PluginLoadError` (failed, or disabled by policy);
+        :class:`~pluginsdk.UnknownPlugin` if there is no such plugin.
         """
-        plugin = self._plugins[name]
+        plugin = self._get(name)
         if plugin.status == AVAILABLE:
             self._ensure_started(plugin)
         if plugin.status not in (AVAILABLE, LOADED):
@@ -253,14 +273,14 @@ class Host:
             if cand.status == FAILED and self.strict:
                 raise PluginLoadError(cand.reason, plugin=name)
             return
-        refusal = self.policy.refusal(name)
+        refusal = self.policy.refusal(name, cand.dist)
         assert cand.isolation is not None
         isolation = self._force or self.policy.isolation_for(name, cand.isolation)
         if refusal is not None:
             self._plugins[name] = _Plugin(cand, isolation, DISABLED, refusal)
             return
         if isolation != "inprocess":
-            why = _backend_unavailable(isolation, self.policy.wasm_interpreter)
+            why = isolation_unavailable(isolation, wasm_interpreter=self.policy.wasm_interpreter)
             if why is not None:
                 self._plugins[name] = _Plugin(cand, isolation, UNAVAILABLE, why)
                 if self.strict:
@@ -317,7 +337,7 @@ class Host:
                 "wasm_interpreter": self.policy.wasm_interpreter,
                 "wasm_packages": list(cand.wasm_packages),
                 "wasm_allowed": sorted(self.policy.wasm_packages),
-                "prewarm": True,
+                "prewarm": self._prewarm,  # the host's choice: otherwise workers start as calls need them
             },
         )
 
@@ -336,7 +356,7 @@ class Host:
             assert plugin.isolation is not None
             backend = None
             try:
-                backend = _backend_class(plugin.isolation)(self._target(plugin), log=self._log(plugin.candidate.name))
+                backend = backend_class(plugin.isolation)(self._target(plugin), log=self._log(plugin.candidate.name))
                 backend.start()
                 if self._closed:  # closed while this plugin was starting: nothing may outlive close()
                     raise PluginError("the host was closed while the plugin started", plugin=plugin.candidate.name)
@@ -357,10 +377,10 @@ class Host:
                 if isinstance(exc, PluginError):
                     error = exc
                 else:  # a bug in a backend is still one plugin's failure
-                    import traceback
-
                     error = PluginLoadError(
-                        f"{type(exc).__name__}: {exc}", plugin=plugin.candidate.name, traceback=traceback.format_exc()
+                        f"{type_name(type(exc))}: {exception_text(exc)}",
+                        plugin=plugin.candidate.name,
+                        traceback=format_traceback(exc),
                     )
                 self._fail(plugin, error)
                 if self.strict or self._closed:
@@ -415,6 +435,12 @@ class Host:
 
     # -- helpers ------------------------------------------------------------
 
+    def _get(self, name: str) -> _Plugin:
+        try:
+            return self._plugins[name]
+        except (KeyError, TypeError):  # TypeError: an unhashable name
+            raise UnknownPlugin(name, known=list(self._plugins)) from None
+
     def _info(self, plugin: _Plugin) -> PluginInfo:
         cand = plugin.candidate
         backend = plugin.backend
@@ -439,30 +465,3 @@ class Host:
         import logging
 
         return logging.getLogger("pluginsdk" if plugin is None else f"pluginsdk.plugin.{plugin}")
-
-
-def _backend_class(isolation: str) -> type[Backend]:
-    import importlib
-
-    module, _, cls = BACKENDS[isolation].partition(":")
-    found: type[Backend] = getattr(importlib.import_module(module), cls)
-    return found
-
-
-# (level, interpreter) -> reason: checked once per process, as a missing extra or
-# interpreter does not appear while it runs, and the wasm check costs tens of ms.
-_availability: dict[tuple[str, str | None], str | None] = {}
-
-
-def _backend_unavailable(isolation: str, wasm_interpreter: str | None = None) -> str | None:
-    key = (isolation, wasm_interpreter)
-    if key not in _availability:
-        import importlib.util
-
-        module = BACKENDS[isolation].partition(":")[0]
-        if importlib.util.find_spec(module) is None:
-            reason: str | None = f"the {isolation!r} isolation backend is not available in this version of pluginsdk"
-        else:
-            reason = _backend_class(isolation).unavailable_reason({"wasm_interpreter": wasm_interpreter})
-        _availability[key] = reason
-    return _availability[key]

@@ -31,8 +31,6 @@ Fixtures: ``pluginsdk_spec``, ``pluginsdk_plugins``, ``isolation``,
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -40,7 +38,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
-from .backends.base import BACKENDS, ISOLATION_LEVELS
+from .backends.base import ISOLATION_LEVELS
 
 if TYPE_CHECKING:
     from .host import Host
@@ -57,32 +55,20 @@ _RUNNABLE = ("available", "loaded")
 
 def isolation_unavailable(level: str) -> str | None:
     """Why isolation ``level`` cannot run on this machine, or ``None`` if it can."""
-    if level not in BACKENDS:
-        raise ValueError(f"unknown isolation level {level!r} (expected one of {', '.join(ISOLATION_LEVELS)})")
-    module, _, cls = BACKENDS[level].partition(":")
-    if importlib.util.find_spec(module) is None:
-        return f"this pluginsdk has no {level!r} backend"
-    backend: Any = getattr(importlib.import_module(module), cls)
-    reason: str | None = backend.unavailable_reason()
-    return reason
+    from . import _resolve
+
+    return _resolve.isolation_unavailable(level)
 
 
 def load_spec(ref: str) -> HookSpec:
-    """Import the ``HookSpec`` named by ``module:ATTRIBUTE``."""
-    from .spec import HookSpec
+    """Import the ``HookSpec`` named by ``module:ATTRIBUTE`` (a usage error for pytest if it cannot)."""
+    from . import _resolve
+    from ._errors import ConfigError
 
-    module, sep, attr = ref.partition(":")
-    if not sep or not module or not attr:
-        raise pytest.UsageError(f"pluginsdk spec must look like 'module:ATTRIBUTE', not {ref!r}")
     try:
-        obj: Any = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise pytest.UsageError(f"cannot load pluginsdk spec {ref!r}: {exc} (is the host installed?)") from None
-    if not isinstance(obj, HookSpec):
-        raise pytest.UsageError(f"pluginsdk spec {ref!r} is a {type(obj).__name__}, not a HookSpec")
-    return obj
+        return _resolve.load_spec(ref)
+    except ConfigError as exc:
+        raise pytest.UsageError(f"pluginsdk: {exc.message} (is the host installed?)") from None
 
 
 # -- pytest hooks ------------------------------------------------------------

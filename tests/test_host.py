@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pluginsdk import (
+    HookCallError,
     HookSpec,
     Host,
     PluginError,
@@ -57,6 +58,36 @@ def transform(text):
     raise Oops("cannot transform " + text)
 """
 
+# Exceptions that resist being described: issue 11, case 11.
+ODD_EXCEPTIONS = """
+from pluginsdk import hookimpl
+
+class Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("str exploded")
+
+class Unrepresentable(Exception):
+    def __repr__(self):
+        raise RuntimeError("repr exploded")
+
+class Moduleless(Exception):
+    pass
+
+Moduleless.__module__ = 42
+
+class Meta(type):
+    def __getattribute__(cls, name):
+        if name == "__qualname__":
+            raise RuntimeError("no qualname")
+        return super().__getattribute__(name)
+
+Nameless = Meta("Nameless", (Exception,), {"__module__": __name__})
+
+@hookimpl
+def transform(text):
+    raise {"str": Unprintable, "repr": Unrepresentable, "module": Moduleless, "qualname": Nameless}[text]("boom")
+"""
+
 
 def host_for(site: Path, **kw: object) -> Host:
     return Host(SPEC, path=[str(site)], **kw)  # type: ignore[arg-type]
@@ -90,6 +121,23 @@ class TestLazyLoading:
         with host_for(site) as one, host_for(site) as two:
             two.hook.detect_language(text="x")  # loads b first in the second host
             assert one.hook.transform(text="ab") == two.hook.transform(text="ab")
+
+    def test_methods_bound_before_the_first_call_still_work_after_it(self, site: Path) -> None:
+        """A method bound while the hook was lazy (say, handed to a thread pool) runs after another call loaded it."""
+        install_plugin(site, "upper", UPPER)
+        with host_for(site) as host:
+            hook = host.hook.transform
+            bound = [
+                (hook.__call__, {"text": "a"}, ["A"]),
+                (hook.by_plugin, {"text": "a"}, {"upper": "A"}),
+                (hook.map, [{"text": "a"}], [["A"]]),
+            ]
+            results, map_results = hook.results, hook.map_results
+            assert ["X"] == hook(text="x")
+            for method, arg, expected in bound:
+                assert expected == (method(arg) if isinstance(arg, list) else method(**arg))
+            assert [("upper", "A")] == [(r.plugin, r.value) for r in results(text="a")]
+            assert [("upper", ["A"])] == [(r.plugin, r.value) for r in map_results([{"text": "a"}])]
 
     def test_explicit_load(self, site: Path) -> None:
         """Host.load imports a plugin before its first call."""
@@ -226,6 +274,45 @@ class TestBrokenPlugins:
                 assert isinstance(err, PluginError)
 
 
+    @pytest.mark.parametrize(
+        ("kind", "exc_type", "exc_message"),
+        [
+            ("str", "textkit_odd.Unprintable", "<str() of textkit_odd.Unprintable failed: RuntimeError: str exploded>"),
+            ("repr", "textkit_odd.Unrepresentable", "boom"),
+            ("module", "Moduleless", "boom"),
+            ("qualname", "textkit_odd.Nameless", "boom"),
+        ],
+    )
+    def test_exception_that_resists_description(self, site: Path, kind: str, exc_type: str, exc_message: str) -> None:
+        """An exception whose str() or repr() raises, or whose class names are odd, still arrives as PluginHookError."""
+        install_plugin(site, "odd", ODD_EXCEPTIONS)
+        with host_for(site) as host:
+            for _ in range(2):  # lazy first call, then straight through pluggy
+                with pytest.raises(PluginHookError) as info:
+                    host.hook.transform(text=kind)
+                err = info.value
+                got = (err.plugin, err.hook, err.exc_type, err.exc_message)
+                assert ("odd", "transform", exc_type, exc_message) == got
+                assert "Traceback" in err.traceback
+                assert type(err.__cause__).__name__ in exc_type
+                assert exc_type in str(err)
+
+    def test_module_body_raising_an_unprintable_exception_fails_that_plugin(self, site: Path) -> None:
+        """A module body raising an exception whose str() raises fails that plugin, with a reason saying so."""
+        install_plugin(
+            site,
+            "unprintable",
+            "class Unprintable(Exception):\n    def __str__(self):\n        raise RuntimeError('str exploded')\n"
+            "raise Unprintable()\n",
+        )
+        install_plugin(site, "upper", UPPER)
+        with host_for(site) as host:
+            assert ["HI"] == host.hook.transform(text="hi")
+            info = host.plugin("unprintable")
+        assert "failed" == info.status
+        assert "str() of textkit_unprintable.Unprintable failed: RuntimeError: str exploded" in info.reason
+
+
 class TestPolicy:
     def test_disabled_and_allow_list(self, site: Path) -> None:
         """Disabled plugins and plugins outside the allow-list are never loaded."""
@@ -253,7 +340,7 @@ class TestPolicy:
 
         policy = Policy(limits=Limits(memory_mb=512, timeout=10.0), plugin_limits={"big": Limits(memory_mb=2048)})
         small = policy.limits_for("small", {"memory_mb": 4096, "timeout": 2.0, "workers": 3})
-        assert (512, 2.0, 3) == (small.memory_mb, small.timeout, small.workers)
+        assert (512, 2.0, 1) == (small.memory_mb, small.timeout, small.workers)  # workers: capped by the default
         assert 2048 == policy.limits_for("big", {"memory_mb": 64}).memory_mb
         assert 64.0 == policy.limits_for("x", {}).max_message_mb
         # Without a host cap the SDK's defaults cap manifests; bad hints are ignored.
@@ -384,7 +471,7 @@ class TestMapArguments:
             assert [["pong"], ["pong"]] == host.hook.ping.map([{}, {}])
 
     def test_missing_argument(self, site: Path) -> None:
-        """An item without one of the hook's arguments is a TypeError naming it."""
+        """An item without one of the hook's arguments is a HookCallError (a TypeError) naming it and the item."""
         install_plugin(
             site,
             "adder",
@@ -392,8 +479,16 @@ class TestMapArguments:
             group="mathkit.plugins",
             manifest='[plugin]\nrequires = "mathkit>=1"\nhooks = ["add"]\n',
         )
-        with Host(MATH, path=[str(site)]) as host, pytest.raises(TypeError, match="lacks argument 'b'"):
-            host.hook.add.map([{"a": 1}])
+        with Host(MATH, path=[str(site)]) as host, pytest.raises(TypeError, match=r"item 1\): missing 'b'") as info:
+            host.hook.add.map([{"a": 1, "b": 2}, {"a": 1}])
+        assert isinstance(info.value, HookCallError)
+        assert ("add", ("a", "b"), ("b",), (), 1) == (
+            info.value.hook,
+            info.value.argnames,
+            info.value.missing,
+            info.value.unexpected,
+            info.value.index,
+        )
 
 
 class TestLifetime:

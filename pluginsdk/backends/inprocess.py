@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
 import threading
-import traceback
 from collections.abc import Sequence
 from typing import Any
 
 import pluggy
 
-from .._errors import PluginLoadError
+from .._errors import PluginLoadError, exception_text, format_traceback, type_name
 from .._markers import PROJECT
+from .._resolve import resolve
 from .base import Backend
 
 __all__ = ["InProcessBackend", "collect_impls"]
-
-
-def resolve_object(module: str, attr: str | None) -> Any:
-    """Import ``module`` and walk to ``attr`` (``a.b``), as an entry point would."""
-    obj: Any = importlib.import_module(module)
-    for part in (attr or "").split("."):
-        if part:
-            obj = getattr(obj, part)
-    return obj
 
 
 # One scratch manager per spec version validates every plugin loaded for it.
@@ -93,14 +83,15 @@ class InProcessBackend(Backend):
             return
         t = self.target
         try:
-            obj = resolve_object(t.module, t.attr)
+            obj = resolve(t.module, t.attr)
         except BaseException as exc:  # the plugin's module body may raise anything, even SystemExit
             if isinstance(exc, KeyboardInterrupt):
                 raise
             raise PluginLoadError(
-                f"import of {t.module}{':' + t.attr if t.attr else ''} failed: {type(exc).__name__}: {exc}",
+                f"import of {t.module}{':' + t.attr if t.attr else ''} failed: "
+                f"{type_name(type(exc))}: {exception_text(exc)}",
                 plugin=t.name,
-                traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+                traceback=format_traceback(exc),
             ) from None
         self.plugin_object = obj
         self.impls = collect_impls(t.spec.namespace(), obj, t.name, list(t.hooks))

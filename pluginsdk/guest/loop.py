@@ -21,7 +21,7 @@ import time
 from _collections_abc import Iterator  # collections.abc's own, without importing collections
 
 from .. import codec
-from .._errors import PluginError, PluginResourceError
+from .._errors import PluginError, PluginResourceError, exception_text, format_traceback, type_name
 from . import protocol as P
 from .impls import ArgumentError, Impl, LoadError, load_impls
 
@@ -43,46 +43,23 @@ _OK, _CALL, _BATCH, _BYE = P.OK, P.CALL, P.BATCH, P.BYE
 
 
 def _type_name(exc: BaseException) -> str:
-    cls = type(exc)
-    try:
-        return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    except Exception:  # a class with odd attributes still gets reported
-        return "<unnamed exception>"
-
-
-def _text(exc: BaseException) -> str:
-    """``str(exc)``, or why it could not be had (a plugin's ``__str__`` may raise)."""
-    try:
-        text = str(exc)
-    except BaseException as inner:
-        return f"<str() of {_type_name(exc)} failed: {_type_name(inner)}>"
-    return text if type(text) is str else f"<str() of {_type_name(exc)} returned no string>"
+    return type_name(type(exc))
 
 
 def _tb_text(exc: BaseException, skip: int = 0) -> str:
-    """Formatted traceback, without this module's own ``skip`` frames."""
-    tb = exc.__traceback__
+    """Formatted traceback, without this module's own ``skip`` frames; never raises."""
     for _ in range(skip):
+        tb = exc.__traceback__
         if tb is not None and tb.tb_next is not None:
-            tb = tb.tb_next
-    try:
-        import traceback
-
-        return "".join(traceback.format_exception(type(exc), exc, tb))
-    except BaseException:  # out of descriptors (the error being reported), a __str__ that raises...
-        lines = ["Traceback (most recent call last):\n"]
-        while tb is not None:
-            code = tb.tb_frame.f_code
-            lines.append(f'  File "{code.co_filename}", line {tb.tb_lineno}, in {code.co_name}\n')
-            tb = tb.tb_next
-        return "".join(lines) + f"{_type_name(exc)}: {_text(exc)}\n"
+            exc.__traceback__ = tb.tb_next
+    return format_traceback(exc)
 
 
 def _error_msg(rid: int, kind: str, exc: BaseException, index: int | None, skip: int) -> list[Any]:
     """The ERR frame describing ``exc`` (MemoryError counts as a resource error)."""
     if isinstance(exc, MemoryError):
         kind = P.RESOURCE
-    return P.error_frame(rid, kind, _type_name(exc), _text(exc), _tb_text(exc, skip), index)
+    return P.error_frame(rid, kind, _type_name(exc), exception_text(exc), _tb_text(exc, skip), index)
 
 
 def _rid(msg: list[Any]) -> int:

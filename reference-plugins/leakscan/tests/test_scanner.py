@@ -1,11 +1,19 @@
-"""Unit tests for batching input and for the progress bar."""
+"""Tests for batching input, the scanner over the installed plugins, and the progress bar."""
 
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
+import pytest
+from leakscan.cli import build_parser, make_host
 from leakscan.progress import Progress
-from leakscan.scanner import batches
+from leakscan.scanner import Scanner, batches
+from leakscan.spec import SPEC
+
+from pluginsdk import Host, Policy
+
+SAMPLE = Path(__file__).resolve().parents[2] / "demo" / "sample.log"
 
 
 class TestBatches:
@@ -17,6 +25,41 @@ class TestBatches:
     def test_empty_input_has_no_batches(self) -> None:
         """Nothing to scan, nothing to call."""
         assert [] == list(batches(io.StringIO(""), size=10))
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK's discovery index in a directory of the test's own."""
+    monkeypatch.setenv("PLUGINSDK_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.mark.usefixtures("cache")
+class TestScanner:
+    def test_plugins_at_once_change_nothing_but_speed(self) -> None:
+        """Calling the plugins at once finds what calling them in turn does, with the same per-plugin stats."""
+        text = SAMPLE.read_text()
+        nbatches = -(-len(text.splitlines()) // 3)
+        # The in-process and the worker-process plugins: the sandbox's start would only add time here.
+        with Host(SPEC, policy=Policy(disabled={"entropy"})) as host:
+            serial = Scanner(host, parallel=1).scan(batches(io.StringIO(text), size=3))
+            at_once = Scanner(host, parallel=4).scan(batches(io.StringIO(text), size=3))
+        assert serial.findings == at_once.findings
+        assert {"secrets", "pii"} == {f.plugin for f in at_once.findings}
+        for report in (serial, at_once):
+            stats = report.stats
+            assert {"secrets": nbatches, "pii": nbatches} == {name: s.calls for name, s in stats.items()}
+            assert [0, 0] == [s.errors for s in stats.values()]
+            assert all(s.seconds > 0 and s.findings > 0 for s in stats.values())
+            assert ("inprocess", "process") == (stats["secrets"].isolation, stats["pii"].isolation)
+
+    def test_disable_keeps_the_rest_of_the_policy(self, tmp_path: Path) -> None:
+        """``--disable`` adds to the policy file's disabled plugins and keeps its other settings."""
+        config = tmp_path / "host.toml"
+        config.write_text('[policy]\ndisabled = ["entropy"]\nmin_isolation = "process"\n')
+        args = build_parser().parse_args(["scan", "--policy", str(config), "--disable", "legacy"])
+        with make_host(args) as host:
+            policy = host.policy
+        assert (frozenset({"entropy", "legacy"}), "process") == (policy.disabled, policy.min_isolation)
 
 
 class _Tty(io.StringIO):

@@ -7,7 +7,6 @@ Exit status: 0 nothing found, 1 findings, 2 usage error or incomplete scan
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import stat
@@ -68,10 +67,7 @@ def make_host(args: argparse.Namespace) -> Host:
     """The SDK host for these options: policy file, disabled plugins, forced isolation."""
     policy = Policy.from_toml(args.policy) if args.policy else Policy()
     if args.disable:
-        # Same policy, more plugins disabled: every constructor argument is also an attribute.
-        values = {name: getattr(policy, name) for name in inspect.signature(Policy).parameters}
-        values["disabled"] = {*policy.disabled, *args.disable}
-        policy = Policy(**values)
+        policy = policy.replace(disabled={*policy.disabled, *args.disable})
     return Host(SPEC, policy=policy, force_isolation=args.isolation)
 
 
@@ -80,7 +76,7 @@ def print_plugins(host: Host, out: TextIO, *, describe: bool = False) -> None:
     descriptions: dict[str, str] = {}
     if describe:
         try:
-            descriptions = host.hook.describe.by_plugin()  # type: ignore[attr-defined]  # SDK extension of pluggy's HookCaller
+            descriptions = host.hook.describe.by_plugin()
         except PluginError as exc:
             print(f"leakscan: describe failed: {exc}", file=sys.stderr)
     rows = [("PLUGIN", "DISTRIBUTION", "ISOLATION", "STATUS", "DETAIL")]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from pluginsdk import Host, PluginError
+from pluginsdk import Host
 
 from .findings import SEVERITIES, Finding, accept
 
@@ -91,10 +90,11 @@ def _strip_eol(line: str) -> str:
 class Scanner:
     """Calls ``scan_lines`` of every loaded plugin on each batch.
 
-    Each plugin's calls are timed on their own, so the report can show what
-    each costs at its isolation level.  A plugin that fails on a batch is
-    reported, and the others still run.  ``parallel`` plugins are called at
-    once (1: one after another).
+    The SDK reports each plugin's result with its own error and time
+    (``host.hook.scan_lines.results``), so the report can show what each
+    costs at its isolation level; a plugin that fails on a batch is
+    reported, and the others still run.  ``parallel`` plugins are called
+    at once (1: one after another).
     """
 
     def __init__(self, host: Host, *, parallel: int = 4) -> None:
@@ -115,29 +115,26 @@ class Scanner:
         keep = frozenset(SEVERITIES[SEVERITIES.index(min_severity) :])
         report = Report()
         started = time.perf_counter()
+        hook = self.host.hook.scan_lines
         # Plugins in worker processes or the sandbox wait on another process, so
         # calling every plugin at once makes a batch cost the slowest plugin,
         # not the sum of them all.
         with ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="leakscan") as pool:
+            executor = pool if self.parallel > 1 else None
             for batch in source:
                 first, lines, _, _ = batch
-                callers = self._callers()
-                if self.parallel > 1:
-                    outcomes = list(pool.map(_timed, *zip(*callers), [lines] * len(callers)))
-                else:
-                    outcomes = [_timed(name, call, lines) for name, call in callers]
                 found: list[Finding] = []
-                for name, result, error, seconds in outcomes:
-                    stats = report.stats.setdefault(name, PluginStats(name))
-                    stats.seconds += seconds
+                for result in hook.results(executor, lines=lines):
+                    stats = report.stats.setdefault(result.plugin, PluginStats(result.plugin))
+                    stats.seconds += result.seconds
                     stats.calls += 1
-                    if error:
+                    if result.error is not None:
                         stats.errors += 1
-                        stats.first_error = stats.first_error or error
+                        stats.first_error = stats.first_error or str(result.error)
                         continue
-                    if result is None:  # pluggy's "no answer" (a plugin that failed to load answers nothing)
+                    if result.value is None:  # no answer (a plugin that failed to load answers nothing)
                         continue
-                    accepted, invalid = accept(result, lines, first, name)
+                    accepted, invalid = accept(result.value, lines, first, result.plugin)
                     accepted = [f for f in accepted if f.severity in keep]
                     stats.findings += len(accepted)
                     stats.invalid += invalid
@@ -157,32 +154,3 @@ class Scanner:
                 ran.errors = max(ran.errors, 1)
                 ran.first_error = ran.first_error or info.reason.splitlines()[0]
         return report
-
-    def _callers(self) -> list[tuple[str, Callable[[list[str]], object]]]:
-        """``(plugin name, call)`` for each implementation of ``scan_lines``, in call order.
-
-        Fetched for every batch: a plugin the SDK gave up on (crashed at
-        start, say) is unregistered and drops out.
-        """
-        # pluggy keeps implementations in reverse call order; an implementation
-        # may take fewer arguments than the spec offers (here: none or ``lines``).
-        return [
-            (impl.plugin_name, functools.partial(_call, impl.function, len(impl.argnames)))
-            for impl in reversed(self.host.hook.scan_lines.get_hookimpls())
-        ]
-
-
-def _timed(name: str, call: Callable[[list[str]], object], lines: list[str]) -> tuple[str, object, str, float]:
-    """``(name, result, error message or "", seconds)`` of one plugin's call."""
-    t0 = time.perf_counter()
-    try:
-        result, error = call(lines), ""
-    except PluginError as exc:
-        result, error = None, str(exc)
-    except Exception as exc:  # an in-process plugin's own exception
-        result, error = None, f"plugin {name!r}: {type(exc).__name__}: {exc}"
-    return name, result, error, time.perf_counter() - t0
-
-
-def _call(function: Callable[..., object], arity: int, lines: list[str]) -> object:
-    return function(lines) if arity else function()
