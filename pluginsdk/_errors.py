@@ -81,11 +81,11 @@ def exception_text(exc: BaseException) -> str:
 
 def format_traceback(exc: BaseException) -> str:
     """The formatted traceback of ``exc``; frames only if formatting it fails; never raises."""
-    import traceback  # only when there is an error to report
-
     try:
+        import traceback  # only when there is an error to report (and it may fail: out of descriptors)
+
         return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    except Exception:  # the exception's class resists the traceback module: keep the frames
+    except Exception:  # no traceback module, or a class that resists it: keep the frames
         lines = ["Traceback (most recent call last):\n"]
         tb = exc.__traceback__
         while tb is not None:

@@ -87,7 +87,7 @@ def isolation_unavailable(isolation: str, *, wasm_interpreter: str | None = None
     from .config import ISOLATION_LEVELS
 
     if isolation not in ISOLATION_LEVELS:
-        raise ValueError(f"isolation must be one of {', '.join(ISOLATION_LEVELS)}, not {isolation!r}")
+        raise ValueError(f"unknown isolation level {isolation!r} (expected one of {', '.join(ISOLATION_LEVELS)})")
     key = (isolation, wasm_interpreter)
     if key not in _availability:
         import importlib.util
