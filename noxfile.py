@@ -1,8 +1,15 @@
-"""Sessions for pluginsdk: tests, lint, typecheck, bench, demo."""
+"""Sessions for pluginsdk: tests, lint, typecheck, bench, demo.
+
+Nothing here runs at import beyond reading pyproject.toml and looking for
+interpreters (``nox -l`` stays cheap and changes nothing, PATH included).
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import nox
@@ -14,22 +21,35 @@ nox.options.sessions = ["tests", "lint", "typecheck"]
 ROOT = Path(__file__).parent
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 PYTHONS = nox.project.python_versions(PYPROJECT)
-
-
-def _pyenv_path() -> str:
-    """PATH with every pyenv-installed Python's bin dir, so nox finds python3.X."""
-    versions = Path.home() / ".pyenv" / "versions"
-    dirs = sorted(str(p / "bin") for p in versions.glob("3.*")) if versions.is_dir() else []
-    return os.pathsep.join([*dirs, os.environ.get("PATH", "")])
-
-
-os.environ["PATH"] = _pyenv_path()
+# The reference host's CLI is being rewritten; until then its one unused ignore is not this session's to fix.
+NOT_YET_TYPED = {"reference-plugins/leakscan/src/leakscan/cli.py"}
 
 
 def _install(session: nox.Session, *groups: str, extras: str = "wasm") -> None:
     session.install("-e", f".[{extras}]" if extras else ".")
     for group in groups:
         session.install(*nox.project.dependency_groups(PYPROJECT, group))
+
+
+def _find_python(version: str) -> tuple[str | None, str]:
+    """``python{version}``'s path (``None`` if there is none), and where it was looked for.
+
+    PATH first, skipping pyenv's shims (they fail for any version pyenv has not
+    selected), then the newest pyenv install of that version under
+    ``$PYENV_ROOT`` (default ``~/.pyenv``), read where it is: PATH is not changed.
+    """
+    exe = f"python{version}"
+    on_path = shutil.which(exe)
+    if on_path and Path(on_path).parent.name != "shims":
+        return on_path, "PATH"
+    root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    release = re.compile(rf"{re.escape(version)}\.(\d+)")  # 3.13.1, not 3.13-dev or 3.13.1t
+    found = ((release.fullmatch(p.name), p) for p in (root / "versions").glob(f"{version}.*"))
+    patches = [(int(m.group(1)), p) for m, p in found if m]
+    for _, install in sorted(patches, reverse=True):
+        if os.access(install / "bin" / exe, os.X_OK):
+            return str(install / "bin" / exe), str(install)
+    return None, f"PATH (pyenv shims skipped) and {root / 'versions' / (version + '.*')}"
 
 
 @nox.session
@@ -39,11 +59,35 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
 
 
-@nox.session(name="tests-all", python=PYTHONS, default=False)
+def _tests_on(version: str, python: str | None, where: str) -> Callable[[nox.Session], None]:
+    def run(session: nox.Session) -> None:
+        if python is None:
+            message = f"Python {version} not found: looked in {where}"
+            # CI must not pass because an interpreter is missing; a developer's machine may lack some.
+            if os.environ.get("CI"):
+                session.error(message)
+            session.skip(message)
+        session.log(f"Python {version}: {python} (from {where})")
+        _install(session, "test")
+        session.run("pytest", *session.posargs)
+
+    run.__doc__ = f"Run the test suite on Python {version} (from PATH or pyenv; skipped, or an error on CI, if absent)."
+    return run
+
+
+for _version in PYTHONS:
+    _python, _where = _find_python(_version)
+    # The interpreter's path, not its version: nox would search PATH only (older nox) for "3.13".
+    nox.session(name=f"tests-all-{_version}", python=_python or False, default=False)(
+        _tests_on(_version, _python, _where)
+    )
+
+
+@nox.session(name="tests-all", python=False, default=False)
 def tests_all(session: nox.Session) -> None:
-    """Run the test suite on each supported Python (pyenv's are put on PATH; missing ones are skipped)."""
-    _install(session, "test")
-    session.run("pytest", *session.posargs)
+    """Run the test suite on each supported Python that is installed (the tests-all-3.X sessions)."""
+    for version in PYTHONS:
+        session.notify(f"tests-all-{version}")
 
 
 @nox.session
@@ -56,9 +100,24 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """Type-check the package with mypy (strict, at the oldest supported Python)."""
+    """Type-check (mypy, strict, at the oldest supported Python) the SDK, the reference plugins and a baked plugin."""
     _install(session, "typecheck")
+    session.install("cookiecutter>=2.6")
     session.run("mypy")
+    # The reference host and plugins: their sources only (their tests use the untyped pytest kit fixtures).
+    # Errors in what they import but is not listed here (pluginsdk, checked above) are not repeated.
+    sources = sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("reference-plugins/*/src/**/*.py") if p.is_file())
+    session.run("mypy", "--follow-imports=silent", *(s for s in sources if s not in NOT_YET_TYPED))
+    # What the template makes, for leakscan and for another spec, code and tests alike.
+    out = Path(session.create_tmp()) / "baked"
+    shutil.rmtree(out, ignore_errors=True)
+    generic = ["spec_name=textkit", "plugin_name=echo", "hook_name=transform", "hook_args=text", "host_dist=textkit"]
+    bakes = {"leakscan-keywords": [], "textkit-echo": [*generic, "host_requirement=textkit", "isolation=process"]}
+    for slug, answers in bakes.items():
+        template = str(ROOT / "cookiecutter-template")
+        session.run("cookiecutter", "--no-input", "-o", str(out), template, *answers, silent=True)
+        with session.chdir(out / slug):
+            session.run("mypy", "--strict", "--python-version", "3.10", "src", "tests", env={"MYPYPATH": "src"})
 
 
 @nox.session(default=False)
@@ -80,7 +139,11 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def demo(session: nox.Session) -> None:
-    """The main job: the leakscan reference host running its plugins at every isolation level."""
+    """The main job: the leakscan reference host running its plugins at every isolation level.
+
+    Everything of this project comes from this checkout, by path: the SDK (distribution
+    pluginsdk-isolated), the host (pluginsdk-leakscan) and the plugins.
+    """
     _install(session)
     plugins = ("leakscan", "leakscan-secrets", "leakscan-pii", "leakscan-entropy", "leakscan-legacy")
     session.install(*(f"./reference-plugins/{name}" for name in plugins))

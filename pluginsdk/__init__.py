@@ -89,5 +89,5 @@ def __getattr__(name: str) -> Any:
     if name == "__version__":
         from importlib.metadata import version
 
-        return version("pluginsdk")
+        return version("pluginsdk-isolated")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

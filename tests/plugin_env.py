@@ -12,6 +12,7 @@ all, so discovery reads genuine installed metadata.
 from __future__ import annotations
 
 import os
+import re
 import site
 import subprocess
 import sys
@@ -22,7 +23,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "reference-plugins"
-REFERENCE_DISTS = ("leakscan", "leakscan-secrets", "leakscan-pii", "leakscan-entropy", "leakscan-legacy")
+# Directories under reference-plugins/; the host's is "leakscan", its distribution HOST_DIST.
+REFERENCE_PROJECTS = ("leakscan", "leakscan-secrets", "leakscan-pii", "leakscan-entropy", "leakscan-legacy")
+# Distribution names: "pluginsdk" and "leakscan" on PyPI are other people's projects.
+SDK_DIST = "pluginsdk-isolated"
+HOST_DIST = "pluginsdk-leakscan"
+# This project's distributions (the plugins' are named as their directories), and the SDK's and
+# host's old names "pluginsdk" and "leakscan": a stale install of those would shadow the new ones.
+OWN_DISTS = frozenset({SDK_DIST, HOST_DIST, *REFERENCE_PROJECTS, "pluginsdk"})
 
 _built: dict[str, Path] = {}
 
@@ -45,11 +53,13 @@ class Env:
         # interpreter takes seconds, and the per-test caches would redo it each time.
         self.cache = root / "pluginsdk-cache"
 
-    def pip_install(self, *args: str) -> None:
-        """Install into this venv with the outer pip: offline, no build isolation, no dependencies."""
+    def pip_install(self, *args: str, deps: bool = False) -> None:
+        """Install into this venv with the outer pip: offline, no build isolation, dependencies only if ``deps``."""
         cmd = [sys.executable, "-m", "pip", "--python", str(self.python), "install", "-q"]
-        cmd += ["--no-index", "--no-build-isolation", "--no-deps", *args]
-        result = subprocess.run(cmd, capture_output=True, text=True)
+        cmd += ["--no-index", "--no-build-isolation", *([] if deps else ["--no-deps"]), *args]
+        # No pip configuration either: a configured find-links or constraint file is not this checkout.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+        result = subprocess.run(cmd, capture_output=True, text=True, env={**env, "PIP_CONFIG_FILE": os.devnull})
         assert 0 == result.returncode, result.stderr
 
     def pip_uninstall(self, *dists: str) -> None:
@@ -89,6 +99,43 @@ def _outer_site_dirs() -> list[str]:
     return sorted(d for d in dirs if os.path.isdir(d))
 
 
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def dependencies_only(dest: Path) -> Path:
+    """``dest``: the outer environment's installed packages, less this project's own distributions.
+
+    Symlinks, nothing copied.  A venv that sees this directory through a ``.pth``
+    file finds every third-party dependency installed (pytest, pluggy, hatchling,
+    wasmtime...) and none of pluginsdk's own distributions, so those must come
+    from what the test installs.
+    """
+    from importlib.metadata import distributions
+
+    own: set[str] = set()
+    for dist in distributions():
+        if _canonical(dist.metadata["Name"] or "") in OWN_DISTS:
+            own.update(Path(str(f)).parts[0] for f in dist.files or ())
+    dest.mkdir(parents=True)
+    for site_dir in _outer_site_dirs():
+        for entry in sorted(Path(site_dir).iterdir()):
+            # A .pth here would not be processed from a path entry anyway; an editable install's is ours.
+            if entry.name in own or entry.suffix == ".pth" or os.path.lexists(dest / entry.name):
+                continue
+            (dest / entry.name).symlink_to(entry)
+    return dest
+
+
+def fresh_env(where: Path) -> Env:
+    """A new venv that sees the outer environment's third-party packages only (see :func:`dependencies_only`)."""
+    venv.create(where / "venv", with_pip=False)  # the outer pip drives it
+    env = Env(where / "venv")
+    purelib = env.run("python", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))").stdout.strip()
+    Path(purelib, "dependencies.pth").write_text(f"{dependencies_only(where / 'dependencies')}\n")
+    return env
+
+
 def leakscan_env(tmp_path_factory: pytest.TempPathFactory) -> Env:
     """The session's venv with pluginsdk, leakscan and the reference plugins (built on first use)."""
     cached = _built.get("leakscan")
@@ -101,7 +148,7 @@ def leakscan_env(tmp_path_factory: pytest.TempPathFactory) -> Env:
     # Dependencies (pluggy, attrs, pytest, wasmtime...) come from the outer environment, after the venv's own.
     Path(purelib, "outer.pth").write_text("\n".join(_outer_site_dirs()) + "\n")
     env.pip_install(str(ROOT))
-    env.pip_install(*(str(REFERENCE / d) for d in REFERENCE_DISTS))
+    env.pip_install(*(str(REFERENCE / d) for d in REFERENCE_PROJECTS))
     _built["leakscan"] = root
     return env
 

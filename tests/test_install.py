@@ -69,7 +69,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def pip(env: Path, *args: str) -> None:
     cmd = [sys.executable, "-m", "pip", "--python", str(env / "bin" / "python"), "install", "-q"]
     cmd += ["--no-index", "--no-build-isolation", "--no-deps"]
-    result = subprocess.run([*cmd, *args], capture_output=True, text=True)
+    # No pip configuration either: a configured find-links or constraint file is not this checkout.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    result = subprocess.run([*cmd, *args], capture_output=True, text=True, env={**clean, "PIP_CONFIG_FILE": os.devnull})
     assert 0 == result.returncode, result.stderr
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import os
+import re
+import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -12,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .plugin_env import ROOT, Env, leakscan_env, wasm_unavailable
+from .plugin_env import HOST_DIST, REFERENCE, ROOT, SDK_DIST, Env, fresh_env, leakscan_env, wasm_unavailable
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -194,6 +197,8 @@ class TestBakedPluginForAnotherSpec:
             hook_name="transform",
             hook_args="text",
             spec_import="textkit:SPEC",
+            host_dist="textkit",
+            host_requirement=str(host),
             isolation="process",
         )
         installed(project)
@@ -225,11 +230,149 @@ class TestPreGenValidation:
         err = capfd.readouterr().err
         assert (True, []) == (message in err, list(tmp_path.iterdir())), err
 
-    def test_unknown_isolation_is_rejected(self, tmp_path: Path) -> None:
-        """An isolation level outside the choices is refused before anything is written."""
-        with pytest.raises(ValueError, match="inprocess"):
-            bake(tmp_path, isolation="docker")
-        assert [] == list(tmp_path.iterdir())
+    @pytest.mark.parametrize(
+        ("answers", "message"),
+        [
+            pytest.param({"plugin_name": "k" * 300}, "plugin_name is 300 characters long", id="very-long-plugin-name"),
+            pytest.param({"project_slug": "k" * 101}, "project_slug is 101 characters long", id="long-distribution"),
+            pytest.param(
+                {"spec_name": "text-kit.", "host_dist": "text-kit"},
+                "spec_name 'text-kit.' is not a valid project name",
+                id="spec-name-ending-in-a-dot",
+            ),
+            pytest.param(
+                {"spec_name": "-text.kit", "host_dist": "text-kit"},
+                "spec_name '-text.kit' is not a valid project name",
+                id="spec-name-starting-with-a-dash",
+            ),
+            pytest.param({"isolation": "docker"}, "isolation 'docker' must be one of: inprocess", id="isolation"),
+            pytest.param({"spec_name": "textkit"}, "host_dist is empty: give the host's", id="host-not-named"),
+            pytest.param({"host_dist": "leakscan"}, "host_dist 'leakscan' is an unrelated project", id="foreign-host"),
+            pytest.param(
+                {"sdk_requirement": "pluginsdk[wasm]"},
+                "sdk_requirement 'pluginsdk[wasm]' names 'pluginsdk', not 'pluginsdk-isolated'",
+                id="foreign-sdk",
+            ),
+            pytest.param(
+                {"sdk_requirement": "/nonexistent/pluginsdk[wasm]"},
+                "sdk_requirement '/nonexistent/pluginsdk[wasm]': no project at /nonexistent/pluginsdk",
+                id="sdk-path-missing",
+            ),
+            pytest.param(
+                {"host_requirement": str(ROOT)},
+                f"host_requirement {str(ROOT)!r}: {ROOT} holds 'pluginsdk-isolated', not 'pluginsdk-leakscan'",
+                id="host-path-holds-another-project",
+            ),
+        ],
+    )
+    def test_cli_says_one_thing_without_a_traceback(
+        self, answers: dict[str, str], message: str, tmp_path: Path
+    ) -> None:
+        """From the command line, a bad answer gets one line from the pre-gen hook, no traceback, no project."""
+        out = tmp_path / "out"
+        args = [f"{key}={value}" for key, value in answers.items()]
+        result = subprocess.run(
+            [sys.executable, "-m", "cookiecutter", "--no-input", str(TEMPLATE), *args, "-o", str(out)],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        output = result.stdout + result.stderr
+        problems = [line for line in output.splitlines() if line.startswith("  - ")]
+        assert (1, 1, True, False, False) == (
+            result.returncode,
+            len(problems),
+            message in problems[0] if problems else False,
+            "Traceback" in output,
+            out.exists() and any(out.iterdir()),
+        ), output
+
+
+# Hosts whose spec names have dashes or dots: the template's default spec_import finds their spec.
+EDGE_HOSTS = {"text-kit": ("text_kit",), "text.kit": ("text", "kit")}
+
+
+@pytest.mark.slow
+class TestAcceptedAnswersPassCheck:
+    @pytest.mark.parametrize(
+        "answers",
+        [
+            pytest.param({"plugin_name": "k" * 64}, id="longest-plugin-name"),
+            pytest.param({"plugin_name": "k" * 64, "project_slug": "x" * 100}, id="longest-distribution-name"),
+            pytest.param({"spec_name": "text-kit"}, id="spec-name-with-a-dash"),
+            pytest.param({"spec_name": "text.kit"}, id="spec-name-with-a-dot"),
+        ],
+    )
+    def test_what_bakes_passes_check(self, answers: dict[str, str], tmp_path: Path, env: Env, installed: Any) -> None:
+        """Answers at the edges of what the pre-gen hook accepts give a project that ``pluginsdk check`` accepts."""
+        spec_name = answers.get("spec_name", "leakscan")
+        if spec_name in EDGE_HOSTS:
+            # A real host for that spec, with its spec where the template's default spec_import looks.
+            host = tmp_path / "host"
+            package = host.joinpath(*EDGE_HOSTS[spec_name])
+            package.mkdir(parents=True)
+            for level in [package, *package.parents][: len(EDGE_HOSTS[spec_name])]:
+                (level / "__init__.py").touch()
+            (package / "spec.py").write_text(TEXTKIT_SOURCE.replace('"textkit"', json.dumps(spec_name)))
+            (host / "pyproject.toml").write_text(
+                '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
+                '[project]\nname = "edge-host"\nversion = "1.1"\n'
+                f'[tool.hatch.build.targets.wheel]\npackages = ["{EDGE_HOSTS[spec_name][0]}"]\n'
+            )
+            installed(host)
+            answers = {
+                **answers,
+                "host_dist": "edge-host",
+                "host_requirement": str(host),
+                "hook_name": "transform",
+                "hook_args": "text",
+            }
+        project = bake(tmp_path / "out", **answers)
+        installed(project)
+        check = env.run("pluginsdk", "check", str(project))
+        assert (0, True) == (check.returncode, "plugin project is valid" in check.stdout), check.stdout + check.stderr
+
+
+def requirement_names(project: Path) -> set[str]:
+    """Every distribution a project's pyproject.toml requires, its extras' included, normalized."""
+    meta = tomllib.loads((project / "pyproject.toml").read_text())["project"]
+    requirements = [*meta["dependencies"], *(r for extra in meta["optional-dependencies"].values() for r in extra)]
+    names = (re.sub(r"[^A-Za-z0-9._-].*", "", r) for r in requirements)  # the name: up to extras or version
+    return {re.sub(r"[-_.]+", "-", name).lower() for name in names}
+
+
+@pytest.mark.slow
+class TestBakedProjectOffline:
+    def test_installs_tests_and_checks_with_no_index(self, tmp_path: Path) -> None:
+        """With default answers, the baked project's own install command works with no index at all.
+
+        The SDK and the host come from this checkout (the template's defaults), the
+        rest from the outer environment's third-party packages; the venv holds
+        nothing of pluginsdk's until this test installs it, so each name the
+        project requires must be one of ours and be satisfied by those paths.
+        """
+        project = bake(tmp_path / "out")
+        sdk = f"{ROOT}[wasm]"
+        host = str(REFERENCE / "leakscan")
+        noxfile = (project / "noxfile.py").read_text()
+        assert ({"pytest", SDK_DIST, HOST_DIST}, True, True) == (
+            requirement_names(project),
+            f'"PLUGINSDK_REQUIREMENT", {json.dumps(sdk)}' in noxfile,
+            f'"HOST_REQUIREMENT", {json.dumps(host)}' in noxfile,
+        )
+        offline = fresh_env(tmp_path)
+        # The baked README's install command, plus --no-index (Env.pip_install adds it).
+        offline.pip_install(sdk, host, "-e", f"{project}[test]", deps=True)
+        if os.environ.get("PLUGINSDK_CACHE_DIR"):
+            offline.cache = Path(os.environ["PLUGINSDK_CACHE_DIR"])  # the session's: a compiled sandbox is reused
+        code = "import pluginsdk, leakscan; print(pluginsdk.__file__, leakscan.__file__)"
+        where = offline.run("python", "-c", code, cwd=tmp_path)  # not from the checkout: '' leads sys.path
+        check = offline.run("pluginsdk", "check", str(project))
+        assert (True, 0) == (
+            all(Path(f).is_relative_to(offline.root) for f in where.stdout.split()),
+            check.returncode,
+        ), where.stdout + where.stderr + check.stdout + check.stderr
+        assert per_level(3, 3) == run_tests(offline, project)
 
 
 class TestTemplateFilters:

@@ -11,6 +11,8 @@ from __future__ import annotations
 {%- set is_scan = cookiecutter.hook_name == "scan_lines" and cookiecutter.hook_args.replace(" ", "") == "lines" %}
 {%- set args = cookiecutter.hook_args.split(",") | map("trim") | reject("equalto", "") | list %}
 
+from pluginsdk import Host
+
 import {{ cookiecutter.package_name }}
 
 PLUGIN = {{ cookiecutter.plugin_name | py_str }}
@@ -48,12 +50,12 @@ class TestPackage:
 
 
 class TestPluginInHost:
-    def test_host_discovers_plugin_at_requested_level(self, plugin_host, isolation) -> None:
+    def test_host_discovers_plugin_at_requested_level(self, plugin_host: Host, isolation: str) -> None:
         """The host finds the installed plugin and runs it at the level under test."""
         info = {p.name: p for p in plugin_host.plugins()}[PLUGIN]
         assert (isolation, ("{{ cookiecutter.hook_name }}",)) == (info.isolation, tuple(info.hooks))
 
-    def test_hook_result_is_the_same_at_every_level(self, plugin_host) -> None:
+    def test_hook_result_is_the_same_at_every_level(self, plugin_host: Host) -> None:
         """Called through the host, the hook returns exactly what the plugin computes."""
 {%- if is_scan %}
         assert EXPECTED == plugin_host.hook.scan_lines.by_plugin(lines=LINES)[PLUGIN]
@@ -64,7 +66,7 @@ class TestPluginInHost:
 {%- endif %}
 {%- if is_scan %}
 
-    def test_batch_of_batches_crosses_once(self, plugin_host) -> None:
+    def test_batch_of_batches_crosses_once(self, plugin_host: Host) -> None:
         """``map`` sends several batches in one call and returns one result per batch."""
         results = plugin_host.hook.scan_lines.map([{"lines": LINES}, {"lines": ["clean"]}])
         assert [[EXPECTED], [[]]] == results
