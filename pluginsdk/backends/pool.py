@@ -300,6 +300,12 @@ class Pool:
             late = [w for w in busy if now > w.deadline]
             for w in late:
                 w.timed_out = True
+            # A stream its consumer stopped reading: the slot is freed now, whoever holds the stream.
+            reclaimed = [w for w in late if w.held]
+            for w in reclaimed:
+                self.all.discard(w)
+            if reclaimed:
+                self._cond.notify_all()
             stale = []
             if self.idle_timeout > 0:
                 stale = [w for w in self.idle if now - w.last_used >= self.idle_timeout]
@@ -315,6 +321,8 @@ class Pool:
                 w.signal_kill()
         for w in stale:
             w.stop()
+        for w in reclaimed:
+            w.kill()  # nobody reads from it: its holder finds it timed out when it comes back
 
 
 def _watch(ref: weakref.ref[Pool], tick: float) -> None:

@@ -365,7 +365,9 @@ class PooledBackend(Backend):
         more_sent = False  # the worker is producing the next chunk
         timeout = self._timeout
         try:
+            w.deadline, w.held = _monotonic() + timeout, True  # read from within the deadline, or reclaimed
             yield None
+            self._resumed(w, hook)
             while w is not None:
                 kind = reply[0]
                 if kind == P.ERR:
@@ -381,14 +383,9 @@ class PooledBackend(Backend):
                     owed, more_sent = False, True
                 for value in reply[2] if item is None else map(item, reply[2]):
                     # The consumer holds the worker: it must read on within the deadline.
-                    w.deadline = _monotonic() + timeout
+                    w.deadline, w.held = _monotonic() + timeout, True
                     yield value
-                    if w.timed_out:
-                        raise PluginTimeout(
-                            f"hook {hook!r}: the stream was not read for {timeout:g}s; its worker was reclaimed",
-                            plugin=self.target.name,
-                            timeout=timeout,
-                        )
+                    self._resumed(w, hook)
                 w.deadline = 0.0
                 if kind == _END:
                     self._done(w, hook)
@@ -405,9 +402,19 @@ class PooledBackend(Backend):
                 self.pool.discard(w)
             raise
 
+    def _resumed(self, w: Worker, hook: str) -> None:
+        """The consumer came back for the next item: the worker is still its own, unless reclaimed."""
+        w.held = False
+        if w.timed_out:
+            raise PluginTimeout(
+                f"hook {hook!r}: the stream was not read for {self._timeout:g}s; its worker was reclaimed",
+                plugin=self.target.name,
+                timeout=self._timeout,
+            )
+
     def _cancel_stream(self, w: Worker, hook: str, rid: int, owed: bool, more_sent: bool) -> None:
         """The consumer stopped early: tell the worker, or replace it if it won't listen."""
-        w.deadline = 0.0
+        w.deadline, w.held = 0.0, False
         try:
             if w.timed_out:
                 raise EOFError("reclaimed")

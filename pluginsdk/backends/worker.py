@@ -48,6 +48,7 @@ class Worker(abc.ABC):
         self.ready = False  # READY was read
         self.calls = 0
         self.rid = 0  # the last request id sent
+        self.held = False  # a stream's consumer holds it between two items
         self.last_used = time.monotonic()
 
     @abc.abstractmethod
