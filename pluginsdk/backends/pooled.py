@@ -354,7 +354,7 @@ class PooledBackend(Backend):
 
     # -- streams ---------------------------------------------------------------
     def _stream(
-        self, w: Worker | None, hook: str, rid: int, reply: list[Any], item: Callable[[Any], Any] | None
+        self, worker: Worker, hook: str, rid: int, reply: list[Any], item: Callable[[Any], Any] | None
     ) -> Generator[Any, None, None]:
         """Items of a streamed result as they arrive; holds ``w`` until the stream ends.
 
@@ -364,10 +364,11 @@ class PooledBackend(Backend):
         owed = reply[0] == _CHUNK  # the worker waits for MORE or CANCEL
         more_sent = False  # the worker is producing the next chunk
         timeout = self._timeout
+        w: Worker | None = worker  # None once given back
         try:
-            w.deadline, w.held = _monotonic() + timeout, True  # read from within the deadline, or reclaimed
+            worker.deadline, worker.held = _monotonic() + timeout, True  # read within the deadline, or reclaimed
             yield None
-            self._resumed(w, hook)
+            self._resumed(worker, hook)
             while w is not None:
                 kind = reply[0]
                 if kind == P.ERR:
