@@ -13,9 +13,22 @@ from __future__ import annotations
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import TypeVar, overload
+    from typing import TypedDict, TypeVar, overload
+
+    from typing_extensions import Unpack
 
     _F = TypeVar("_F", bound=Callable[..., object])
+
+    class _Options(TypedDict, total=False):
+        """pluggy's implementation options, as keywords (for the overloads below)."""
+
+        hookwrapper: bool
+        optionalhook: bool
+        tryfirst: bool
+        trylast: bool
+        specname: str | None
+        wrapper: bool
+
 
 PROJECT = "pluginsdk"
 IMPL_ATTR = f"{PROJECT}_impl"
@@ -38,30 +51,10 @@ class HookimplMarker:
     if TYPE_CHECKING:
 
         @overload
-        def __call__(
-            self,
-            function: _F,
-            *,
-            hookwrapper: bool = ...,
-            optionalhook: bool = ...,
-            tryfirst: bool = ...,
-            trylast: bool = ...,
-            specname: str | None = ...,
-            wrapper: bool = ...,
-        ) -> _F: ...
+        def __call__(self, function: _F, **options: Unpack[_Options]) -> _F: ...
 
         @overload
-        def __call__(
-            self,
-            function: None = ...,
-            *,
-            hookwrapper: bool = ...,
-            optionalhook: bool = ...,
-            tryfirst: bool = ...,
-            trylast: bool = ...,
-            specname: str | None = ...,
-            wrapper: bool = ...,
-        ) -> Callable[[_F], _F]: ...
+        def __call__(self, function: None = ..., **options: Unpack[_Options]) -> Callable[[_F], _F]: ...
 
     def __call__(
         self,

@@ -322,24 +322,19 @@ class Host:
         assert cand.package_dir is not None and cand.path_entry is not None
         import sys
 
-        return PluginTarget(
-            name=cand.name,
-            dist=cand.dist,
-            module=cand.module,
-            attr=cand.attr,
-            package_dir=cand.package_dir,
-            path_entry=cand.path_entry,
-            hooks={h: self.spec.hook_defs[h].argnames for h in cand.hooks},
-            limits=self.policy.limits_for(cand.name, cand.limits),
-            spec=self.spec,
-            options={
-                "sys_path": list(sys.path if self._path is None else [*self._path, *sys.path]),
-                "wasm_interpreter": self.policy.wasm_interpreter,
-                "wasm_packages": list(cand.wasm_packages),
-                "wasm_allowed": sorted(self.policy.wasm_packages),
-                "prewarm": self._prewarm,  # the host's choice: otherwise workers start as calls need them
-            },
+        from .config import BackendOptions
+
+        options = BackendOptions(
+            sys_path=tuple(sys.path if self._path is None else [*self._path, *sys.path]),
+            wasm_interpreter=self.policy.wasm_interpreter,
+            wasm_packages=tuple(cand.wasm_packages),
+            wasm_allowed=tuple(sorted(self.policy.wasm_packages)),
+            prewarm=self._prewarm,  # the host's choice: otherwise workers start as calls need them
         )
+        # Where the plugin is and what it implements, what it may use, how the host runs it.
+        where = (cand.name, cand.dist, cand.module, cand.attr, cand.package_dir, cand.path_entry)
+        hooks = {h: self.spec.hook_defs[h].argnames for h in cand.hooks}
+        return PluginTarget(*where, hooks, self.policy.limits_for(cand.name, cand.limits), self.spec, options)
 
     def _ensure_started(self, plugin: _Plugin) -> Backend | None:
         """The plugin's started backend, or ``None`` if it failed to start."""

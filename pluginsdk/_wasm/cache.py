@@ -46,7 +46,7 @@ import attrs
 
 from .._errors import BackendUnavailable
 from .gate import REWRITE_VERSION, rewrite
-from .interpreter import Interpreter, wasm_cache_dir, wasmtime_version
+from .interpreter import Interpreter, sha256_file, wasm_cache_dir, wasmtime_version
 
 if TYPE_CHECKING:
     import wasmtime
@@ -122,14 +122,6 @@ def _write_atomic(path: Path, data: bytes | str) -> None:
         raise
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _stamp(path: Path) -> list[int]:
     st = path.stat()
     return [st.st_size, st.st_mtime_ns]
@@ -152,7 +144,7 @@ def _module_ok(path: Path) -> bool:
         return False
     if record.get("stamp") == stamp:
         return True
-    if record.get("sha256") != _sha256_file(path):
+    if record.get("sha256") != sha256_file(path):
         return False
     record["stamp"] = stamp  # touched, not changed: remember the new stamp
     try:

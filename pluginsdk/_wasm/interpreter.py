@@ -85,7 +85,8 @@ def _requested(explicit: str | None) -> str | None:
     return explicit or os.environ.get(ENV_INTERPRETER) or None
 
 
-def _sha256(path: str) -> str:
+def sha256_file(path: str | Path) -> str:
+    """The SHA-256 of a file, read in blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -107,7 +108,7 @@ def _hash_once(path: str) -> str:
     entry = records.get(path)
     if isinstance(entry, dict) and entry.get("stamp") == stamp and isinstance(entry.get("sha256"), str):
         return str(entry["sha256"])
-    digest = _sha256(path)
+    digest = sha256_file(path)
     if time.time() - st.st_mtime > _RACY_SECONDS:
         records[path] = {"stamp": stamp, "sha256": digest}
         tmp = record_file.with_name(f"{record_file.name}.{os.getpid()}.tmp")

@@ -21,6 +21,7 @@ from ..config import DEFAULT_LIMITS, ISOLATION_LEVELS, Incident, Limits
 if TYPE_CHECKING:
     import logging
 
+    from ..config import BackendOptions
     from ..spec import HookSpec
 
 __all__ = ["DEFAULT_LIMITS", "ISOLATION_LEVELS", "Backend", "Incident", "Limits", "PluginTarget"]
@@ -41,7 +42,8 @@ class PluginTarget(NamedTuple):
             names in call order (the order of ``args`` in :meth:`Backend.call`).
         limits: Resolved limits (every field set).
         spec: The host's spec.
-        options: Backend-specific settings from the host (e.g. ``prewarm``).
+        options: The host's settings for the backend (a :class:`~pluginsdk.config.BackendOptions`;
+            a plain mapping of the same keys is accepted and checked).
     """
 
     name: str
@@ -53,7 +55,7 @@ class PluginTarget(NamedTuple):
     hooks: Mapping[str, tuple[str, ...]]
     limits: Limits
     spec: HookSpec
-    options: Mapping[str, Any] = {}  # a named tuple field: shared, never mutated
+    options: BackendOptions | Mapping[str, Any] = {}  # noqa: RUF012 - a named tuple field: never mutated
 
 
 #: Incidents a backend remembers; older ones are dropped (their count is kept).

@@ -29,6 +29,7 @@ import weakref
 from collections.abc import Callable
 
 from .._errors import PluginError, PluginLoadError, PluginTimeout
+from ..config import Limits
 from .worker import Worker
 
 __all__ = ["MAX_START_FAILURES", "MIN_START_TIMEOUT", "Pool", "StartFailed"]
@@ -42,12 +43,10 @@ _monotonic = time.monotonic
 
 
 class StartFailed(Exception):
-    """A new worker died or timed out before READY (the next one may do better)."""
+    """A new worker died or timed out before READY (the next one may do better).
 
-    def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(detail)
-        self.kind = kind
-        self.detail = detail
+    ``args``: the incident's kind and what happened.
+    """
 
 
 class Pool:
@@ -58,23 +57,16 @@ class Pool:
         *,
         name: str,
         log: logging.Logger,
-        size: int,
-        timeout: float,
-        recycle_after: int,
-        idle_timeout: float,
+        limits: Limits,
         spawn: Callable[[], Worker],
         handshake: Callable[[Worker], None],
         record_incident: Callable[[str, str], None],
     ) -> None:
-        self.name = name
-        self.log = log
-        self.size = size
-        self.timeout = timeout
-        self.recycle_after = recycle_after
-        self.idle_timeout = idle_timeout
-        self._spawn_worker = spawn
-        self._handshake = handshake
-        self._record = record_incident
+        self.name, self.log = name, log
+        # ``limits`` is checked and complete (see PooledBackend); 0 means "never" for the last two.
+        self.size, self.timeout = int(limits.workers or 1), float(limits.timeout or 0)
+        self.recycle_after, self.idle_timeout = int(limits.recycle_after or 0), float(limits.idle_timeout or 0)
+        self._spawn_worker, self._handshake, self._record = spawn, handshake, record_incident
         # Fast paths take the bare lock (a C-level ``with``); waiting uses the condition.
         self.lock = threading.Lock()
         self._cond = threading.Condition(self.lock)
@@ -86,7 +78,7 @@ class Pool:
         self.failed: str | None = None
         self.closed = False
         # Without recycling or idle shutdown, giving a worker back needs no bookkeeping.
-        self.plain_release = not recycle_after and not idle_timeout
+        self.plain_release = not self.recycle_after and not self.idle_timeout
         self._watchdog: threading.Thread | None = None
         self._finalizer = weakref.finalize(self, _kill_all, self.all)
 
@@ -169,7 +161,7 @@ class Pool:
             self._handshake(w)
         except StartFailed as exc:
             self.discard(w, replace=False)
-            return self._start_failed(exc.kind, exc.detail)
+            return self._start_failed(*exc.args)
         except PluginLoadError as exc:
             self.discard(w, replace=False)
             self.give_up(exc.message)

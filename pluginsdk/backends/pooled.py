@@ -80,21 +80,11 @@ class PooledBackend(Backend):
         self.limits = limits
         options = target.options
         self.options = options if isinstance(options, BackendOptions) else BackendOptions.from_mapping(options)
-        self.replies = Replies(
-            target.name,
-            timeout=self._timeout,
-            memory_mb=int(limits.memory_mb or 0),
-            argnames=lambda hook: self.target.hooks[hook],
-            record_incident=self.record_incident,
-            closed=lambda: self.pool.closed,
-        )
+        self.replies = Replies(target, limits, self.record_incident, lambda: self.pool.closed)
         self.pool = Pool(
             name=target.name,
             log=log,
-            size=limits.workers,
-            timeout=self._timeout,
-            recycle_after=int(limits.recycle_after or 0),  # 0: never
-            idle_timeout=float(limits.idle_timeout or 0.0),  # 0: never
+            limits=limits,
             spawn=self._new_worker,
             handshake=self._handshake,
             record_incident=lambda kind, detail: self.record_incident(kind, detail),

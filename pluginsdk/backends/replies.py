@@ -24,7 +24,9 @@ from .._errors import (
     PluginResourceError,
     PluginTimeout,
 )
+from ..config import Limits
 from ..guest import protocol as P
+from .base import PluginTarget
 from .worker import Worker
 
 __all__ = ["Replies"]
@@ -35,20 +37,14 @@ class Replies:
 
     def __init__(
         self,
-        plugin: str,
-        *,
-        timeout: float,
-        memory_mb: int,
-        argnames: Callable[[str], Sequence[str]],
+        target: PluginTarget,
+        limits: Limits,
         record_incident: Callable[[str, str, str | None], None],
         closed: Callable[[], bool],
     ) -> None:
-        self.plugin = plugin
-        self.timeout = timeout
-        self.memory_mb = memory_mb
-        self._argnames = argnames
-        self._record = record_incident
-        self._closed = closed
+        self.plugin, self._hooks = target.name, target.hooks
+        self.timeout, self.memory_mb = float(limits.timeout or 0), int(limits.memory_mb or 0)
+        self._record, self._closed = record_incident, closed
 
     def error(self, hook: str, reply: list[Any], offset: int = 0) -> PluginError:
         """The SDK exception for a checked ``ERR`` frame (``offset``: the share's start in a batch)."""
@@ -128,7 +124,7 @@ class Replies:
         """The error for a request that could not be encoded, naming the argument to blame."""
         if isinstance(exc, PluginResourceError):
             return PluginResourceError(f"hook {hook!r}: arguments: {exc.message}", plugin=self.plugin)
-        names = self._argnames(hook)
+        names = self._hooks[hook]
         try:
             for args in arg_sets:
                 codec.encode_args(args, names, hook)

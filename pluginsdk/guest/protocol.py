@@ -78,16 +78,10 @@ def hello(
 
 
 def error_frame(
-    rid: int,
-    kind: str,
-    exc_type: str,
-    message: str,
-    traceback: str = "",
-    index: int | None = None,
-    argument: Any = None,
+    rid: int, kind: str, exc_type: str, message: str, tb: str = "", index: int | None = None, argument: Any = None
 ) -> list[Any]:
     """An ``ERR`` frame (the one place its layout is written down on the guest side)."""
-    return [ERR, rid, kind, exc_type, message, traceback, index, argument]
+    return [ERR, rid, kind, exc_type, message, tb, index, argument]
 
 
 class ProtocolViolation(Exception):
