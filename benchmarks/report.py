@@ -40,6 +40,7 @@ KNOWN = {
     "process": ("bench_process.py", "The process backend against multiprocessing and a bare floor"),
     "wasm": ("bench_wasm.py", "The wasm backend"),
     "scaling": ("bench_scaling.py", "Per-item cost by isolation level and call size, through a real Host"),
+    "restructure": ("bench_restructure.py", "The pooled backend against the code it replaced (old vs new, one run)"),
 }
 # Files whose times are in seconds whatever they say (written before the convention).
 SECONDS = {"core", "scaling"}

@@ -38,6 +38,7 @@ from pluginsdk.backends.base import Limits
 from .plugin_factory import install_plugin
 from .procs import alive, wait_until
 from .test_faults import ISOLATED, TIMEOUT, hosting, kill_quietly, read_pids, snapshot, warm_wasm
+from .textkit import SPEC
 
 __all__ = ["hosting"]  # the fixture, shared with test_faults
 
@@ -368,3 +369,19 @@ def test_nothing_left_after_a_protocol_violation(hosting: Callable[..., Any]) ->
     from .test_faults import assert_nothing_left
 
     assert_nothing_left(before)
+
+
+def test_workers_start_as_demand_grows(site: Path) -> None:
+    """Case 8, the pool's side: a plugin allowed 3 workers runs 1 until calls overlap."""
+    from .procs import children
+    from .test_faults import GOOD
+
+    install_plugin(site, "good", GOOD, isolation="process", hooks=("transform", "detect_language"))
+    before = children()
+    with Host(SPEC, policy=Policy(limits=Limits(workers=3)), path=[str(site)]) as host:
+        for _ in range(5):
+            assert ["good:x"] == host.hook.transform(text="x")
+        assert 1 == len(children() - before)
+        assert "process (1/3 workers)" == host.plugin("good").runtime
+        host.hook.transform.map([{"text": str(i)} for i in range(30)])  # a batch spreads over the pool
+        assert 3 == len(children() - before)
