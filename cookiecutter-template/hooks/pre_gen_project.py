@@ -40,7 +40,8 @@ IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 ENTRY_POINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
 SPEC_IMPORT = re.compile(rf"{DOTTED}:{DOTTED}")
-GROUP = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+# What pip can install on every supported Python (on 3.10 it reads entry points with pkg_resources).
+GROUP = re.compile(r"\w+(\.\w+)*")
 SPECIFIER_CLAUSE = re.compile(r"\s*(~=|===|==|!=|<=|>=|<|>)\s*[A-Za-z0-9.*+!_-]+\s*")
 VERSION = re.compile(r"\d+(\.\d+)*([abc]|rc|\.dev|\.post)?\d*")
 EMAIL = re.compile(r"[^@\s\"<>]+@[^@\s\"<>]+")
@@ -162,7 +163,8 @@ def problems(v: dict[str, str]) -> list[str]:
             found[key] = problem
     if not GROUP.fullmatch(v["entry_point_group"]):
         found["entry_point_group"] = (
-            f"entry_point_group {v['entry_point_group']!r} is not a valid entry-point group"
+            f"entry_point_group {v['entry_point_group']!r} is not an entry-point group pip can install everywhere"
+            " (pip on Python 3.10 refuses anything but dotted words): use letters, digits, _ and dots"
         )
     if not IDENTIFIER.fullmatch(v["hook_name"]) or keyword.iskeyword(v["hook_name"]):
         found["hook_name"] = f"hook_name {v['hook_name']!r} must be a Python identifier"
