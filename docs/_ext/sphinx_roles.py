@@ -1,0 +1,87 @@
+"""A griffe extension: the SDK's Sphinx-style roles, as mkdocstrings cross-references.
+
+pluginsdk's docstrings name other objects the Sphinx way (``:class:`Limits```,
+``:func:`~pluginsdk.codec.from_wire```).  Markdown has no such roles, so this
+rewrites each one, once the package is loaded, before mkdocstrings renders it:
+
+* a target that resolves (from the docstring's own scope, as Python would
+  resolve the name there) to an object the reference documents becomes a link,
+  ``[`Limits`][pluginsdk.config.Limits]``;
+* any other target (a private module, another project) becomes plain code.
+
+So the docstrings stay as they are, and a link to a documented object that does
+not resolve fails the strict build (autorefs warns) rather than rendering as text.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import griffe
+
+ROLE = re.compile(r":(?:py:)?(?:class|func|meth|data|mod|attr|exc|obj|const):`(?P<tilde>~?)(?P<target>[^`]+)`")
+
+# What the API reference renders (docs/reference/*.md); links go only there.
+DOCUMENTED = (
+    "pluginsdk.config",
+    "pluginsdk.testing",
+    "pluginsdk.guest.protocol",
+    "pluginsdk.codec",
+)
+
+
+class SphinxRoles(griffe.Extension):
+    """Rewrite Sphinx roles in every docstring of the loaded package."""
+
+    def __init__(self, documented: list[str] | None = None) -> None:
+        super().__init__()
+        self.documented = tuple(documented or DOCUMENTED)
+        self.root_names: set[str] = set()
+
+    def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
+        if pkg.path != "pluginsdk":
+            return
+        self.root_names = {str(n) for n in (pkg.exports or ())}
+        for obj in _walk(pkg):
+            if obj.docstring is not None and ":" in obj.docstring.value:
+                obj.docstring.value = ROLE.sub(lambda m, o=obj: self._rewrite(o, m), obj.docstring.value)
+
+    def _rewrite(self, obj: griffe.Object, match: re.Match[str]) -> str:
+        target = match["target"].strip().rstrip("()")
+        shown = target.rsplit(".", 1)[-1] if match["tilde"] else target
+        path = _resolve(obj, target.lstrip("."))
+        if path is None or not self._linked(path):
+            return f"`{shown}`"
+        return f"[`{shown}`][{path}]"
+
+    def _linked(self, path: str) -> bool:
+        parts = path.split(".")
+        if len(parts) >= 2 and parts[0] == "pluginsdk" and parts[1] in self.root_names:
+            return True
+        return any(path == mod or path.startswith(mod + ".") for mod in self.documented)
+
+
+def _walk(obj: griffe.Object) -> list[griffe.Object]:
+    found = [obj]
+    for member in obj.members.values():
+        if not member.is_alias and member.parent is obj:
+            found.extend(_walk(member))  # type: ignore[arg-type]
+    return found
+
+
+def _resolve(obj: griffe.Object, target: str) -> str | None:
+    """The full path ``target`` names from ``obj``'s scope, or ``None`` outside pluginsdk."""
+    first, _, rest = target.partition(".")
+    if first == "pluginsdk":
+        return target
+    scope: griffe.Object | None = obj if (obj.is_class or obj.is_module) else obj.parent
+    while scope is not None:
+        if first in scope.members:
+            member = scope.members[first]
+            base = member.target_path if member.is_alias else member.path
+            path = f"{base}.{rest}" if rest else base
+            return path if path.startswith("pluginsdk") else None
+        scope = scope.parent
+    return None
+
