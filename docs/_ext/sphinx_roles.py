@@ -28,6 +28,7 @@ DOCUMENTED = (
     "pluginsdk.testing",
     "pluginsdk.guest.protocol",
     "pluginsdk.codec",
+    "pluginsdk._dispatch.SDKHookCaller",
 )
 
 
@@ -56,10 +57,16 @@ class SphinxRoles(griffe.Extension):
         return f"[`{shown}`][{path}]"
 
     def _linked(self, path: str) -> bool:
+        """Whether the reference renders ``path``: a documented object, none of whose own parts is private."""
         parts = path.split(".")
         if len(parts) >= 2 and parts[0] == "pluginsdk" and parts[1] in self.root_names:
-            return True
-        return any(path == mod or path.startswith(mod + ".") for mod in self.documented)
+            return not any(p.startswith("_") for p in parts[2:])
+        for mod in self.documented:
+            if path == mod:
+                return True
+            if path.startswith(mod + "."):
+                return not any(p.startswith("_") for p in path[len(mod) + 1 :].split("."))
+        return False
 
 
 def _walk(obj: griffe.Object) -> list[griffe.Object]:
