@@ -7,7 +7,9 @@ rewrites each one, once the package is loaded, before mkdocstrings renders it:
 * a target that resolves (from the docstring's own scope, as Python would
   resolve the name there) to an object the reference documents becomes a link,
   ``[`Limits`][pluginsdk.config.Limits]``;
-* any other target (a private module, another project) becomes plain code.
+* any other target (a private module, another project) becomes plain code;
+* ``text::`` before an indented literal block loses one colon (the block is
+  Markdown code as it is).
 
 So the docstrings stay as they are, and a link to a documented object that does
 not resolve fails the strict build (autorefs warns) rather than rendering as text.
@@ -21,6 +23,7 @@ from typing import Any
 import griffe
 
 ROLE = re.compile(r":(?:py:)?(?:class|func|meth|data|mod|attr|exc|obj|const):`(?P<tilde>~?)(?P<target>[^`]+)`")
+LITERAL = re.compile(r"(\S)::$", re.MULTILINE)
 
 # What the API reference renders (docs/reference/*.md); links go only there.
 DOCUMENTED = (
@@ -46,7 +49,9 @@ class SphinxRoles(griffe.Extension):
         self.root_names = {str(n) for n in (pkg.exports or ())}
         for obj in _walk(pkg):
             if obj.docstring is not None and ":" in obj.docstring.value:
-                obj.docstring.value = ROLE.sub(lambda m, o=obj: self._rewrite(o, m), obj.docstring.value)
+                text = ROLE.sub(lambda m, o=obj: self._rewrite(o, m), obj.docstring.value)
+                # RST's "text::" before an indented literal block: in Markdown the block is code already.
+                obj.docstring.value = LITERAL.sub(r"\1:", text)
 
     def _rewrite(self, obj: griffe.Object, match: re.Match[str]) -> str:
         target = match["target"].strip().rstrip("()")
@@ -91,4 +96,3 @@ def _resolve(obj: griffe.Object, target: str) -> str | None:
             return path if path.startswith("pluginsdk") else None
         scope = scope.parent
     return None
-
