@@ -22,6 +22,8 @@ from typing import Any
 
 import griffe
 
+logger = griffe.logger
+
 ROLE = re.compile(r":(?:py:)?(?:class|func|meth|data|mod|attr|exc|obj|const):`(?P<tilde>~?)(?P<target>[^`]+)`")
 LITERAL = re.compile(r"(\S)::$", re.MULTILINE)
 
@@ -42,24 +44,46 @@ class SphinxRoles(griffe.Extension):
         super().__init__()
         self.documented = tuple(documented or DOCUMENTED)
         self.root_names: set[str] = set()
+        # Where each name the package root exports is defined -> its name at the root ("pluginsdk.Host").
+        self.exported: dict[str, str] = {}
 
     def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
         if pkg.path != "pluginsdk":
             return
         self.root_names = {str(n) for n in (pkg.exports or ())}
+        for name in self.root_names:
+            member = pkg.members.get(name)
+            if member is not None and member.is_alias:
+                self.exported[member.target_path] = f"pluginsdk.{name}"
+        rendered = (*self.documented, *self.exported)
         for obj in _walk(pkg):
             if obj.docstring is not None and ":" in obj.docstring.value:
-                text = ROLE.sub(lambda m, o=obj: self._rewrite(o, m), obj.docstring.value)
+                shown = any(obj.path == r or obj.path.startswith(r + ".") for r in rendered)
+                text = ROLE.sub(lambda m, o=obj, w=shown: self._rewrite(o, m, w), obj.docstring.value)
                 # RST's "text::" before an indented literal block: in Markdown the block is code already.
                 obj.docstring.value = LITERAL.sub(r"\1:", text)
 
-    def _rewrite(self, obj: griffe.Object, match: re.Match[str]) -> str:
+    def _rewrite(self, obj: griffe.Object, match: re.Match[str], rendered: bool) -> str:
         target = match["target"].strip().rstrip("()")
         shown = target.rsplit(".", 1)[-1] if match["tilde"] else target
         path = _resolve(obj, target.lstrip("."))
-        if path is None or not self._linked(path):
+        if path is None:
+            first = target.lstrip(".").split(".")[0]
+            if rendered and not _importable(first) and not _assigned(obj, first):
+                # A name that is neither pluginsdk's nor an importable module's: a typo, or a renamed object.
+                logger.warning("%s: cross-reference %r names nothing", obj.path, match[0])
+            return f"`{shown}`"
+        path = self._at_root(path)
+        if not self._linked(path):
             return f"`{shown}`"
         return f"[`{shown}`][{path}]"
+
+    def _at_root(self, path: str) -> str:
+        """``path`` under the name the package root exports it by, if it is (or is inside) an exported object."""
+        for defined, exported in self.exported.items():
+            if path == defined or path.startswith(defined + "."):
+                return exported + path[len(defined) :]
+        return path
 
     def _linked(self, path: str) -> bool:
         """Whether the reference renders ``path``: a documented object, none of whose own parts is private."""
@@ -71,6 +95,22 @@ class SphinxRoles(griffe.Extension):
                 return True
             if path.startswith(mod + "."):
                 return not any(p.startswith("_") for p in path[len(mod) + 1 :].split("."))
+        return False
+
+
+def _assigned(obj: griffe.Object, name: str) -> bool:
+    """Whether ``obj``'s module assigns ``name`` where griffe does not see it (``A, B = 1, 2``)."""
+    source = obj.module.source if obj.module is not None else ""
+    return re.search(rf"^(?:\w+\s*,\s*)*{re.escape(name)}\s*(?:,\s*\w+\s*)*=(?!=)", source, re.MULTILINE) is not None
+
+
+def _importable(name: str) -> bool:
+    """Whether ``name`` is a top-level module this environment has (``cattrs``, ``concurrent``...)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
         return False
 
 
