@@ -17,6 +17,7 @@ not resolve fails the strict build (autorefs warns) rather than rendering as tex
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -53,17 +54,17 @@ class SphinxRoles(griffe.Extension):
         self.root_names = {str(n) for n in (pkg.exports or ())}
         for name in self.root_names:
             member = pkg.members.get(name)
-            if member is not None and member.is_alias:
+            if isinstance(member, griffe.Alias):
                 self.exported[member.target_path] = f"pluginsdk.{name}"
         rendered = (*self.documented, *self.exported)
         for obj in _walk(pkg):
             if obj.docstring is not None and ":" in obj.docstring.value:
                 shown = any(obj.path == r or obj.path.startswith(r + ".") for r in rendered)
-                text = ROLE.sub(lambda m, o=obj, w=shown: self._rewrite(o, m, w), obj.docstring.value)
+                text = ROLE.sub(functools.partial(self._rewrite, obj, rendered=shown), obj.docstring.value)
                 # RST's "text::" before an indented literal block: in Markdown the block is code already.
                 obj.docstring.value = LITERAL.sub(r"\1:", text)
 
-    def _rewrite(self, obj: griffe.Object, match: re.Match[str], rendered: bool) -> str:
+    def _rewrite(self, obj: griffe.Object, match: re.Match[str], *, rendered: bool) -> str:
         target = match["target"].strip().rstrip("()")
         shown = target.rsplit(".", 1)[-1] if match["tilde"] else target
         path = _resolve(obj, target.lstrip("."))
@@ -131,7 +132,7 @@ def _resolve(obj: griffe.Object, target: str) -> str | None:
     while scope is not None:
         if first in scope.members:
             member = scope.members[first]
-            base = member.target_path if member.is_alias else member.path
+            base = member.target_path if isinstance(member, griffe.Alias) else member.path
             path = f"{base}.{rest}" if rest else base
             return path if path.startswith("pluginsdk") else None
         scope = scope.parent
