@@ -125,11 +125,12 @@ def docs(session: nox.Session) -> None:
     ``nox -s docs -- serve`` serves it at http://127.0.0.1:8000 instead, rebuilt on every edit.
     """
     _install(session, "docs", extras="")
+    quiet = {"NO_MKDOCS_2_WARNING": "1"}  # Material's banner about MkDocs 2, on every run
     if session.posargs[:1] == ["serve"]:
-        session.run("mkdocs", "serve", "--strict", *session.posargs[1:])
+        session.run("mkdocs", "serve", "--strict", *session.posargs[1:], env=quiet)
         return
     site = Path(session.create_tmp()) / "site"
-    session.run("mkdocs", "build", "--strict", "--clean", "--site-dir", str(site), env={"NO_MKDOCS_2_WARNING": "1"})
+    session.run("mkdocs", "build", "--strict", "--clean", "--site-dir", str(site), env=quiet)
     session.log(f"site written to {site}")
 
 
