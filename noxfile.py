@@ -1,4 +1,4 @@
-"""Sessions for pluginsdk: tests, lint, typecheck, bench, demo.
+"""Sessions for pluginsdk: tests, lint, typecheck, docs, bench, demo.
 
 Nothing here runs at import beyond reading pyproject.toml and looking for
 interpreters (``nox -l`` stays cheap and changes nothing, PATH included).
@@ -116,6 +116,22 @@ def typecheck(session: nox.Session) -> None:
         session.run("cookiecutter", "--no-input", "-o", str(out), template, *answers, silent=True)
         with session.chdir(out / slug):
             session.run("mypy", "--strict", "--python-version", "3.10", "src", "tests", env={"MYPYPATH": "src"})
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site (MkDocs, strict: a broken link or reference fails) into a temporary folder.
+
+    ``nox -s docs -- serve`` serves it at http://127.0.0.1:8000 instead, rebuilt on every edit.
+    """
+    _install(session, "docs", extras="")
+    quiet = {"NO_MKDOCS_2_WARNING": "1"}  # Material's banner about MkDocs 2, on every run
+    if session.posargs[:1] == ["serve"]:
+        session.run("mkdocs", "serve", "--strict", *session.posargs[1:], env=quiet)
+        return
+    site = Path(session.create_tmp()) / "site"
+    session.run("mkdocs", "build", "--strict", "--clean", "--site-dir", str(site), env=quiet)
+    session.log(f"site written to {site}")
 
 
 @nox.session(default=False)

@@ -357,7 +357,7 @@ class SDKHookCaller(pluggy.HookCaller):
         """Call every plugin's implementation once; each one's value, error and time.
 
         One :class:`PluginResult` per implementation, in call order (as
-        :meth:`get_hookimpls` reversed, ``tryfirst`` first).  A plugin that
+        pluggy's ``get_hookimpls()`` reversed, ``tryfirst`` first).  A plugin that
         fails does not stop the others and is not raised: its result carries
         the error.  Every plugin is called, ``firstresult`` hooks included,
         and every value is kept, ``None`` too.  A plugin the host could not

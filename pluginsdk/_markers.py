@@ -93,4 +93,11 @@ class HookimplMarker:
 
 
 hookimpl = HookimplMarker()
-"""Marks a function of a plugin module as the implementation of a hook."""
+"""Marks a function of a plugin module as the implementation of a hook.
+
+Use it bare (``@hookimpl``) or with pluggy's options
+(``@hookimpl(tryfirst=True)``): ``tryfirst``, ``trylast``, ``specname``,
+``optionalhook``.  Wrappers are refused when the plugin loads: they cannot
+cross an isolation boundary.  The function is returned unchanged, its type
+included.
+"""

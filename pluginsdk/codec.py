@@ -4,15 +4,15 @@ Guest-safe: imported by worker processes and by the WASM guest, so it imports
 only the standard library at module level; ``msgpack`` (and ``cattrs`` for
 values that are not plain data) are imported on first use.
 
-Wire format: msgpack.  Measured here (CPython 3.11, µs, encode / decode):
+Wire format: msgpack.  Measured here (CPython 3.11, µs, encode / decode)::
 
-==================  ==============  ==============  ====================  ===========
-payload             msgpack C       json (C)        msgpack pure-Python   msgspec
-==================  ==============  ==============  ====================  ===========
-tiny call           0.43 / 0.20     2.4 / 1.9       3.7 / 5.1             0.09 / 0.16
-typical dict        0.85 / 0.81     4.4 / 3.6       15 / 18               0.29 / 0.51
-20k strings         390 / 1070      2200 / 1330     10900 / 16000         102 / 1030
-==================  ==============  ==============  ====================  ===========
+    ==================  ==============  ==============  ====================  ===========
+    payload             msgpack C       json (C)        msgpack pure-Python   msgspec
+    ==================  ==============  ==============  ====================  ===========
+    tiny call           0.43 / 0.20     2.4 / 1.9       3.7 / 5.1             0.09 / 0.16
+    typical dict        0.85 / 0.81     4.4 / 3.6       15 / 18               0.29 / 0.51
+    20k strings         390 / 1070      2200 / 1330     10900 / 16000         102 / 1030
+    ==================  ==============  ==============  ====================  ===========
 
 msgpack has a safe decoder (plain values only, every length capped by the
 input's size), carries bytes and non-string map keys (so values mean the
