@@ -21,6 +21,8 @@ nox.options.sessions = ["tests", "lint", "typecheck"]
 ROOT = Path(__file__).parent
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 PYTHONS = nox.project.python_versions(PYPROJECT)
+
+
 def _install(session: nox.Session, *groups: str, extras: str = "wasm") -> None:
     session.install("-e", f".[{extras}]" if extras else ".")
     for group in groups:
