@@ -79,7 +79,9 @@ def _installation() -> list[Finding]:
     here = os.path.dirname(os.path.abspath(__file__))
     sdk = _version("pluginsdk-isolated")
     found = [
-        Finding("installed", "pluginsdk", OK if sdk else WARNING, f"{sdk or 'not installed as pluginsdk-isolated'} ({here})"),
+        Finding(
+            "installed", "pluginsdk", OK if sdk else WARNING, f"{sdk or 'not installed as pluginsdk-isolated'} ({here})"
+        ),
         Finding("installed", "Python", OK, f"{platform.python_version()} ({sys.executable})"),
     ]
     pluggy = _version("pluggy")
@@ -227,6 +229,10 @@ def warm_sandbox(explicit: str | None) -> dict[str, Any]:
         seconds = progress.elapsed
     after = state()
     changed = [name for name, stamp in after.items() if before.get(name) != stamp]
-    kinds = {".cwasm": "compiled the interpreter", "lib-": "staged the guest libraries", "pyc-": "compiled their bytecode"}
+    kinds = {
+        ".cwasm": "compiled the interpreter",
+        "lib-": "staged the guest libraries",
+        "pyc-": "compiled their bytecode",
+    }
     built = [what for key, what in kinds.items() if any(n.endswith(key) or n.startswith(key) for n in changed)]
     return {"module": str(module), "interpreter": interp.path, "built": built, "cached": not built, "seconds": seconds}

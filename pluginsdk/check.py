@@ -105,7 +105,9 @@ def check(
     return _check_wheel(path, data, spec, declared, step or (lambda _: None))
 
 
-def _check_wheel(path: Path, data: dict[str, Any], spec: Any, declared: dict[str, str], step: Callable[[str], None]) -> CheckReport:
+def _check_wheel(
+    path: Path, data: dict[str, Any], spec: Any, declared: dict[str, str], step: Callable[[str], None]
+) -> CheckReport:
     import tempfile
 
     from . import _wheel
@@ -161,7 +163,10 @@ def _check_unpacked(
             problems.append(f"plugin {c.name!r} ({c.status} once installed from {wheel}): {reason}")
             continue
         assert c.manifest_path is not None and c.package_dir is not None
-        notes.append(f"plugin {c.name!r}: {wheel} ships its manifest ({c.isolation}); {c.requires} accepts {spec.name} {spec.version}")
+        notes.append(
+            f"plugin {c.name!r}: {wheel} ships its manifest ({c.isolation});"
+            f" {c.requires} accepts {spec.name} {spec.version}"
+        )
         if c.isolation == "wasm":
             native = _wheel.native_files(Path(c.package_dir))
             if native:

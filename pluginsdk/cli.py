@@ -26,7 +26,9 @@ __all__ = ["main"]
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_BUILD = 0, 1, 2, 3
 EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141
 
-_DESCRIPTION = "List, inspect and check plugins of pluginsdk hosts; diagnose this installation; manage the sandbox cache."
+_DESCRIPTION = (
+    "List, inspect and check plugins of pluginsdk hosts; diagnose this installation; manage the sandbox cache."
+)
 _EPILOG = """\
 exit status:
   0    success: nothing wrong found
@@ -238,8 +240,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
         rows.append(tuple(_safe(cell) for cell in cells))
     _table(rows)
     if spec is None:
-        print("pluginsdk: spec versions not judged; pass --spec module:OBJECT to judge them as the host would",
-              file=sys.stderr)
+        print(
+            "pluginsdk: spec versions not judged; pass --spec module:OBJECT to judge them as the host would",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 
@@ -396,8 +400,10 @@ def _cmd_wasm_warm(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(outcome)
     elif outcome["built"]:
-        print(f"prepared the sandbox in {outcome['seconds']:.1f} s ({', '.join(outcome['built'])});"
-              f" compiled interpreter cached at {outcome['module']}")
+        print(
+            f"prepared the sandbox in {outcome['seconds']:.1f} s ({', '.join(outcome['built'])});"
+            f" compiled interpreter cached at {outcome['module']}"
+        )
     else:
         print(f"the sandbox cache was already warm (checked in {outcome['seconds']:.1f} s): {outcome['module']}")
     return EXIT_OK

@@ -36,7 +36,9 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """``python -m pluginsdk ARGS``, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "pluginsdk", *args], capture_output=True, text=True, env=cli_env(**env))
+    return subprocess.run(
+        [sys.executable, "-m", "pluginsdk", *args], capture_output=True, text=True, env=cli_env(**env)
+    )
 
 
 class TestList:
@@ -358,7 +360,9 @@ class TestCommandLine:
         for i in range(150):  # well over a pipe's 64 KiB of JSON, so the writer meets the closed pipe
             install_plugin(site, f"p{i:03d}", UPPER, dist=f"textkit-plugin-{i:03d}")
         command = f"{sys.executable} -m pluginsdk list textkit.plugins --path {site} --json | head -n 1"
-        result = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, env=cli_env())
+        result = subprocess.run(
+            ["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, env=cli_env()
+        )
         assert (141, "[\n", "") == (result.returncode, result.stdout, result.stderr)
 
 
