@@ -142,7 +142,10 @@ def _check_unpacked(
     in_wheel = {c.name: c for c in found}
     problems = []
     if not found:
-        where = f" (pyproject.toml declares {', '.join(sorted(declared))})" if declared else ""
+        from ._survey import group_hint
+
+        close = group_hint(spec.group, [str(site)])
+        where = f", but one in {close!r}: misspelled in pyproject.toml?" if close else ""
         return [f"{wheel}: entry_points.txt declares no entry point in group {spec.group!r}{where}"]
     for name, value in declared.items():
         c = in_wheel.get(name)
