@@ -1,6 +1,6 @@
 """``pluginsdk doctor`` and ``pluginsdk wasm warm``: what is installed here, what works, what the caches hold.
 
-:func:`diagnose` collects findings, each ``ok``, ``warning`` or ``error``;
+:func:`diagnose` collects findings, each ``ok``, ``note``, ``warning`` or ``error``;
 an error is something a host needs that is broken (a plugin of the group
 that would fail or cannot run here), a warning what only costs time or
 leaves a plugin unused.  Nothing here runs plugin code.
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Finding", "Report", "diagnose", "warm_sandbox"]
 
-OK, WARNING, ERROR = "ok", "warning", "error"
+OK, NOTE, WARNING, ERROR = "ok", "note", "warning", "error"
 
 
 class Finding(NamedTuple):
@@ -200,7 +200,7 @@ def _plugins(group: str, spec: HookSpec | None, path: Sequence[str] | None) -> l
             findings.append(Finding(section, c.name, state, f"{c.status} ({where}): {first}"))
     if spec is None:
         note = "spec versions not judged; pass --spec module:OBJECT to judge them as the host would"
-        findings.append(Finding(section, "compatibility", WARNING, note))
+        findings.append(Finding(section, "compatibility", NOTE, note))
     return findings
 
 
