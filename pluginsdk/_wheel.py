@@ -78,7 +78,7 @@ def build_wheel(project: Path, out: Path, *, timeout: float = 600) -> Path:
     isolated, never from an index.
     """
     project = project.resolve()  # pip reads a bare relative name as a requirement
-    if importlib.util.find_spec("build") is not None:
+    if _have_build():
         cmd = [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(project)]
     else:
         cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index"]
@@ -98,6 +98,15 @@ def build_wheel(project: Path, out: Path, *, timeout: float = 600) -> Path:
         output = (result.stderr.strip() or result.stdout.strip())[-_TAIL:]
         raise BuildError(f"building the wheel failed (python {' '.join(cmd[1:4])} ...):\n{output}")
     return wheels[0]
+
+
+def _have_build() -> bool:
+    """Whether PyPA's ``build`` is installed (not merely a ``build/`` directory on the path)."""
+    try:
+        spec = importlib.util.find_spec("build")
+    except (ImportError, ValueError):
+        return False
+    return spec is not None and spec.origin is not None and _installed("build")
 
 
 def unpack(wheel: Path, dest: Path) -> Path:

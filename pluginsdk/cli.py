@@ -260,7 +260,12 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         return _unknown_plugin(args, [c.name for c in found])
     c = match[0]
     record = c.to_json()
-    info = _loaded(args) if args.load else None
+    info = None
+    if args.load:
+        from ._progress import Progress
+
+        with Progress(f"loading plugin {_safe(repr(args.name))} as a host would"):
+            info = _loaded(args)
     if info is not None:  # the host's word on status, once it tried to load the plugin
         record.update(status=info.status, reason=info.reason, runtime=info.runtime)
     if c.isolation == "wasm":
