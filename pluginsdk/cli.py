@@ -41,6 +41,19 @@ exit status:
 
 Use "pluginsdk COMMAND --help" for a command's options."""
 
+_CHECK_DESCRIPTION = """\
+Build the project's wheel with its own build backend (offline and without
+build isolation: the backend must be installed in this environment) and check
+what a host will find in it: the entry points in entry_points.txt, the
+manifest shipped in the package, the hooks the code implements, and for
+isolation wasm, no C extensions. --no-build checks the source tree instead."""
+_CHECK_EPILOG = """\
+exit status:
+  0  the project is valid
+  1  problems found
+  2  nothing to check: no such directory, no pyproject.toml, no spec
+  3  the wheel could not be built (the backend is missing, or the build failed)"""
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
@@ -137,9 +150,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "check",
         help="validate a plugin project: build its wheel and check what a host will find in it",
-        description="Build the project's wheel with its own build backend (offline, no build isolation: the backend"
-        " must be installed here) and check what a host will find in it: the entry points, the manifest shipped in"
-        " the package, the hooks the code implements, and for isolation wasm, no C extensions.",
+        description=_CHECK_DESCRIPTION,
+        epilog=_CHECK_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("path", type=Path, help="the plugin project (the directory holding pyproject.toml)")
     p.add_argument("--spec", help="the host spec as module:OBJECT (default: [tool.pluginsdk] spec)")
