@@ -95,9 +95,11 @@ def check(
     declared = data.get("project", {}).get("entry-points", {}).get(spec.group, {})
     if not build:
         if not declared:
-            return CheckReport(
-                project, EXIT_PROBLEMS, [f'{pyproject}: no entry point in [project.entry-points."{spec.group}"]'], []
+            problem = (
+                f'{pyproject}: no entry point in [project.entry-points."{spec.group}"]'
+                " (if setup.cfg or setup.py declares them, check without --no-build)"
             )
+            return CheckReport(project, EXIT_PROBLEMS, [problem], [])
         notes: list[str] = []
         roots = [str(p) for p in (path / "src", path) if p.is_dir()]
         problems = [p for name, value in declared.items() for p in _check_source(spec, name, value, roots, notes)]

@@ -126,3 +126,20 @@ def test_failing_build(tmp_path: Path) -> None:
     assert (3, 3) == (result.returncode, report["exit_code"])
     (problem,) = report["problems"]
     assert "building the wheel failed" in problem and "the build broke here" in problem
+
+
+def test_entry_points_from_the_build_not_pyproject(tmp_path: Path) -> None:
+    """Entry points the backend writes (setup.cfg here) count: the wheel passes where the source check cannot see."""
+    root = project(tmp_path, SETUPTOOLS, extra=PACKAGE_DATA)
+    text = (root / "pyproject.toml").read_text()
+    text = text.replace('[project.entry-points."textkit.plugins"]\nupper = "textkit_upper"\n', "")
+    (root / "pyproject.toml").write_text(
+        text.replace('version = "1.0"\n', 'version = "1.0"\ndynamic = ["entry-points"]\n')
+    )
+    (root / "setup.cfg").write_text("[options.entry_points]\ntextkit.plugins =\n    upper = textkit_upper\n")
+    source = run_cli("check", "--no-build", str(root))
+    assert 1 == source.returncode
+    assert 'no entry point in [project.entry-points."textkit.plugins"]' in source.stderr
+    built = run_cli("check", str(root))
+    assert 0 == built.returncode, built.stderr
+    assert "ok: plugin 'upper': entry point textkit_upper in textkit_upper-1.0-py3-none-any.whl" in built.stdout
