@@ -238,9 +238,11 @@ def _check_code(spec: Any, name: str, value: str, manifest_path: str, roots: lis
     sys.path[:0] = roots
     try:
         obj = resolve(module, attr)
-        origin = os.path.realpath(str(getattr(sys.modules.get(module.split(".")[0]), "__file__", "") or ""))
+        loaded = sys.modules.get(module)
+        where = getattr(loaded, "__file__", None) or next(iter(getattr(loaded, "__path__", None) or ()), None)
+        origin = os.path.realpath(str(where)) if where else "an unknown place"
         if not any(origin.startswith(os.path.realpath(r) + os.sep) for r in roots):
-            return [f"plugin {name!r}: {module} was imported from {origin or 'elsewhere'}, not from {roots[0]}"]
+            return [f"plugin {name!r}: {module} was imported from {origin}, not from {roots[0]}"]
         impls = collect_impls(spec.namespace(), obj, name, hooks)
     except PluginError as exc:
         hint = hook_hint(_marked_names(sys.modules.get(module)), spec)
