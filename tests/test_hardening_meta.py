@@ -164,7 +164,7 @@ class TestTerminalEscapes:
             "inspect", "textkit.plugins", "title", "--path", str(site), "--spec", "textkit:SPEC", "--load", site=site
         )
         for result in (listed, inspected, loaded):
-            assert 0 == result.returncode, result.stderr
+            assert (1 if result is loaded else 0) == result.returncode, result.stderr  # loading it fails: exit 1
             for raw in ("\x1b", "\x07", "\x9b", "\u202e"):
                 assert raw not in result.stdout + result.stderr
         assert "evil\\x1b[2J\\x9b31m\\u202e" in listed.stdout
@@ -189,7 +189,7 @@ class TestTerminalEscapes:
             '[project]\nname = "evil-check"\n[project.entry-points."textkit.plugins"]\n'
             'evil = "evil_check"\n[tool.pluginsdk]\nspec = "textkit:SPEC"\n'
         )
-        result = run_cli("check", str(project))
+        result = run_cli("check", "--no-build", str(project))
         assert 1 == result.returncode
         assert "\x1b" not in result.stdout + result.stderr
         assert "\\x1b]0;pwned" in result.stderr

