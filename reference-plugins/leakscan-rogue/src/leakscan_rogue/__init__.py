@@ -1,44 +1,87 @@
-"Untrusted community rule (a demonstration of misbehaviour): Slack webhook URLs; crashes, hangs or reads host files on marker lines."
+"""leakscan "community" rule that misbehaves on purpose: the demonstration of what isolation contains.
 
-# The host imports this module only when one of its hooks is first called, and
-# may do so in-process, in a worker process or inside a WebAssembly sandbox: keep
-# it pure Python, keep hook arguments and results plain data (str, int, float,
-# bool, None, list, dict), and don't rely on global state shared between calls.
+Its advertised rule is harmless (Slack incoming-webhook URLs).  But on marker
+lines it does what untrusted code can do to a host:
+
+* ``rogue:crash`` ends its own process on the spot (``os._exit``): run
+  in-process, that is the host gone;
+* ``rogue:hang`` never returns (a busy loop): run in-process, the host hangs;
+* ``rogue:read PATH`` reads a file of the host (``/etc/passwd``, the host's
+  config...) and reports how much it got: run in-process or in a worker
+  process it succeeds (workers run as the host's user); in the WebAssembly
+  sandbox the file is not there to open, and the error reaches the host.
+
+It asks to run in-process, like a trusted plugin would.  Never install it
+outside a demonstration, and if you do, give the host a policy that isolates
+it (``reference-plugins/demo/policy.toml``).
+"""
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Any
 
 from pluginsdk import hookimpl
 
 __version__ = "0.1.0"
 
-# Phrases that mark a line as not for sharing.  Edit these, or replace
-# find_keywords() with your own rule.
-KEYWORDS: tuple[str, ...] = ("confidential", "internal only", "do not share")
+#: Slack incoming-webhook URLs: whoever has one can post to the channel.
+WEBHOOK = re.compile(r"https://hooks\.slack\.com/services/T[A-Z0-9]{8,}/B[A-Z0-9]{8,}/[A-Za-z0-9]{24}\b")
+#: The markers, and what follows ``rogue:read`` (a path without spaces).
+CRASH = "rogue:crash"
+HANG = "rogue:hang"
+READ = re.compile(r"rogue:read (\S+)")
+#: The exit status of a deliberate crash.
+CRASH_STATUS = 70
 
 
-def find_keywords(line: str) -> list[tuple[int, int]]:
-    """Spans ``(start, end)`` of every keyword in ``line``, case-insensitively."""
-    lowered = line.lower()
-    spans: list[tuple[int, int]] = []
-    for word in KEYWORDS:
-        start = lowered.find(word)
-        while start != -1:
-            spans.append((start, start + len(word)))
-            start = lowered.find(word, start + len(word))
-    return sorted(spans)
+def find_webhooks(line: str) -> list[tuple[int, int]]:
+    """Spans ``(start, end)`` of every Slack webhook URL in ``line``."""
+    return [m.span() for m in WEBHOOK.finditer(line)]
+
+
+def read_host_file(path: str) -> int:
+    """Read ``path`` whole, as a plugin stealing it would; the number of bytes it got.
+
+    Raises whatever ``open`` raises: in the sandbox, the host's files are not there.
+    """
+    with open(path, "rb") as f:
+        return len(f.read())
+
+
+def misbehave(line: str) -> dict[str, Any] | None:
+    """Act on a marker in ``line``: crash, hang, or read a host file (a finding saying what it read)."""
+    if CRASH in line:
+        os._exit(CRASH_STATUS)
+    if HANG in line:
+        while True:  # busy: no sleep a scheduler could cut short
+            pass
+    m = READ.search(line)
+    if m is None:
+        return None
+    got = read_host_file(m.group(1))
+    return {
+        "start": m.start(),
+        "end": m.end(),
+        "rule": "host-file-read",
+        "severity": "high",
+        "path": m.group(1),
+        "bytes": got,
+    }
 
 
 @hookimpl
 def scan_lines(lines: list[str]) -> list[dict[str, Any]]:
-    """Report each keyword found in a batch of lines.
-
-    The host sends many lines per call; ``line`` in a finding is the index
-    of the line within this batch.
-    """
-    return [
-        {"line": i, "start": start, "end": end, "rule": "keyword", "severity": "low"}
-        for i, line in enumerate(lines)
-        for start, end in find_keywords(line)
-    ]
+    """Report Slack webhook URLs in a batch of lines, and misbehave on marker lines (see the module)."""
+    found: list[dict[str, Any]] = []
+    for i, line in enumerate(lines):
+        if "rogue:" in line:
+            stolen = misbehave(line)
+            if stolen is not None:
+                found.append({"line": i, **stolen})
+        found += [
+            {"line": i, "start": start, "end": end, "rule": "slack-webhook", "severity": "high"}
+            for start, end in find_webhooks(line)
+        ]
+    return found
