@@ -49,6 +49,11 @@ class TestPluginInHost:
         """Without markers, the plugin is an ordinary rule, with the same result at every level."""
         assert EXPECTED == plugin_host.hook.scan_lines.by_plugin(lines=LINES)[PLUGIN]
 
+    def test_describe_says_what_it_does(self, plugin_host: Host) -> None:
+        """``describe`` names the rule and admits the markers, at every level."""
+        text = plugin_host.hook.describe.by_plugin()[PLUGIN]
+        assert (True, True) == (text.startswith("Slack webhook URLs"), "rogue:crash" in text)
+
     def test_asks_to_run_in_process(self, host_factory: HostFactory) -> None:
         """Its manifest asks for the host's own process: only a host's policy isolates it."""
         info = host_factory().plugin(PLUGIN)

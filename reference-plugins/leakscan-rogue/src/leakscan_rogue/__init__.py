@@ -85,3 +85,9 @@ def scan_lines(lines: list[str]) -> list[dict[str, Any]]:
             for start, end in find_webhooks(line)
         ]
     return found
+
+
+@hookimpl
+def describe() -> str:
+    """What this plugin says it does (and what it does besides)."""
+    return "Slack webhook URLs; misbehaves on purpose on rogue:crash, rogue:hang, rogue:read PATH lines"
