@@ -161,6 +161,6 @@ def demo(session: nox.Session) -> None:
     pluginsdk-isolated), the host (pluginsdk-leakscan) and the plugins.
     """
     _install(session)
-    plugins = ("leakscan", "leakscan-secrets", "leakscan-pii", "leakscan-entropy", "leakscan-legacy")
+    plugins = ("leakscan", "leakscan-secrets", "leakscan-pii", "leakscan-entropy", "leakscan-legacy", "leakscan-rogue")
     session.install(*(f"./reference-plugins/{name}" for name in plugins))
     session.run("python", "reference-plugins/demo/run_demo.py", *session.posargs)

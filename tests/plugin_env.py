@@ -24,7 +24,14 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "reference-plugins"
 # Directories under reference-plugins/; the host's is "leakscan", its distribution HOST_DIST.
-REFERENCE_PROJECTS = ("leakscan", "leakscan-secrets", "leakscan-pii", "leakscan-entropy", "leakscan-legacy")
+REFERENCE_PROJECTS = (
+    "leakscan",
+    "leakscan-secrets",
+    "leakscan-pii",
+    "leakscan-entropy",
+    "leakscan-legacy",
+    "leakscan-rogue",
+)
 # Distribution names: "pluginsdk" and "leakscan" on PyPI are other people's projects.
 SDK_DIST = "pluginsdk-isolated"
 HOST_DIST = "pluginsdk-leakscan"

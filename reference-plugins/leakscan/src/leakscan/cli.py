@@ -15,16 +15,29 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TextIO
 
-from pluginsdk import Host, PluginError, Policy
+from pluginsdk import (
+    Host,
+    PluginCrashed,
+    PluginError,
+    PluginHookError,
+    PluginProtocolError,
+    PluginResourceError,
+    PluginTimeout,
+    Policy,
+)
 
 from . import __version__
 from .findings import SEVERITIES, Finding, mask, redact
 from .progress import Progress
-from .scanner import DEFAULT_BATCH, Batch, Report, Scanner, batches
+from .scanner import DEFAULT_BATCH, Batch, Failure, Report, Scanner, batches
 from .spec import SPEC
 
 #: Inputs at least this large get a progress bar (in ``auto`` mode).
 PROGRESS_MIN_BYTES = 1 << 20
+#: Scans of fewer lines get no lines/s figure: their time is mostly starting workers and sandboxes.
+RATE_MIN_LINES = 10_000
+#: Failures named one by one in a plugin's account of what went wrong; the rest are counted.
+FAILURES_SHOWN = 5
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,13 +150,85 @@ def print_summary(report: Report, host: Host, out: TextIO) -> None:
     _table(rows, out)
     by_severity = {sev: sum(1 for f in report.findings if f.severity == sev) for sev in SEVERITIES}
     counts = ", ".join(f"{n} {sev}" for sev, n in reversed(by_severity.items()))
-    rate = report.lines / report.seconds if report.seconds else 0
-    took = f"{_ms(report.seconds)} ({rate:,.0f} lines/s)"
+    if report.lines >= RATE_MIN_LINES:
+        took = f"{_ms(report.seconds)} ({report.lines / report.seconds if report.seconds else 0:,.0f} lines/s)"
+    else:
+        took = f"{_ms(report.seconds)} (too few lines to measure lines/s)"
     n = len(report.findings)
     print(f"{n} finding{'' if n == 1 else 's'} ({counts}) in {report.lines:,} lines, {took}", file=out)
+    accounts = what_went_wrong(report)
+    if accounts:
+        print("contained (the SDK kept these failures from the host and the other plugins):", file=out)
+        for line in accounts:
+            print(f"  {line}", file=out)
     skipped = [i for i in host.plugins() if i.status not in ("loaded", "available")]
     for info in skipped:
         print(f"not run: {info.name} ({info.status}: {info.reason.splitlines()[0] if info.reason else ''})", file=out)
+
+
+def what_went_wrong(report: Report) -> list[str]:
+    """What happened to each plugin that failed or had incidents during the scan: a headline, then one line a batch.
+
+    For example::
+
+        rogue: crashed on batch 2, timed out on batch 3; 2 incidents (crashed, timeout); other plugins unaffected
+          batch 2 (lines 2,001-4,000): crashed (exit code 70); worker replaced
+          batch 3 (lines 4,001-6,000): timed out after 1 s; worker replaced
+
+    Built from the errors the SDK returned per batch (``PluginResult.error``) and
+    the incidents it recorded (``host.plugin(name).incidents``).
+    """
+    troubled = {name: s for name, s in sorted(report.stats.items()) if s.errors or s.incident_count}
+    lines = []
+    for name, s in troubled.items():
+        by_kind: dict[str, list[int]] = {}
+        details = []
+        for failure in s.failures:
+            kind, detail = describe_failure(failure, s.isolation)
+            by_kind.setdefault(kind, []).append(failure.batch)
+            details.append(f"  batch {failure.batch} (lines {failure.first_line:,}-{failure.last_line:,}): {detail}")
+        parts = [f"{kind} on {_batches(numbers)}" for kind, numbers in by_kind.items()]
+        if s.errors and not s.failures:  # the SDK gave up on it: no batch to name
+            parts.append(f"failed ({s.first_error.splitlines()[0] if s.first_error else 'no reason given'})")
+        text = f"{name}: {', '.join(parts) or 'no failed batch'}"
+        if s.incident_count:
+            kinds = sorted({i.kind for i in s.incidents})
+            plural = "" if s.incident_count == 1 else "s"
+            text += f"; {s.incident_count} incident{plural} ({', '.join(kinds)})"
+        others = sorted(n for n in troubled if n != name)
+        text += f"; also failing: {', '.join(others)}" if others else "; other plugins unaffected"
+        lines.append(text)
+        lines += details[:FAILURES_SHOWN]
+        if len(details) > FAILURES_SHOWN:
+            lines.append(f"  ... and {len(details) - FAILURES_SHOWN} more failed batches")
+    return lines
+
+
+def describe_failure(failure: Failure, isolation: str) -> tuple[str, str]:
+    """What one failed batch was: a short kind (``timed out``) and the detail (``timed out after 1 s; ...``)."""
+    error = failure.error
+    replaced = f"{'sandbox instance' if isolation == 'wasm' else 'worker'} replaced"
+    if isinstance(error, PluginCrashed):
+        return "crashed", f"crashed ({error.detail or 'no detail'}); {replaced}"
+    if isinstance(error, PluginTimeout):
+        return "timed out", f"timed out after {error.timeout:g} s; {replaced}"
+    if isinstance(error, PluginHookError):
+        return f"raised {error.exc_type}", f"raised {error.exc_type}: {_first_line(error.exc_message)}"
+    if isinstance(error, PluginProtocolError):
+        return "broke the protocol", f"broke the protocol ({_first_line(error.detail)}); {replaced}"
+    if isinstance(error, PluginResourceError):
+        return "hit a resource cap", f"hit a resource cap: {_first_line(error.message)}"
+    return "failed", f"failed: {_first_line(error.message)}"
+
+
+def _batches(numbers: list[int]) -> str:
+    shown = ", ".join(map(str, numbers[:FAILURES_SHOWN])) + (", ..." if len(numbers) > FAILURES_SHOWN else "")
+    return f"batch {shown}" if len(numbers) == 1 else f"batches {shown}"
+
+
+def _first_line(text: str, limit: int = 120) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _ms(seconds: float) -> str:
@@ -220,6 +305,9 @@ def _merge(total: Report, report: Report) -> None:
         t.invalid += s.invalid
         t.errors += s.errors
         t.first_error = t.first_error or s.first_error
+        t.failures += s.failures
+        t.incidents += s.incidents
+        t.incident_count += s.incident_count
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,12 +6,30 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from pluginsdk import Host
+from pluginsdk import Host, Incident, PluginError
 
 from .findings import SEVERITIES, Finding, accept
 
 DEFAULT_BATCH = 2000
+
+
+class Failure(NamedTuple):
+    """One batch a plugin failed on.
+
+    Attributes:
+        batch: The batch's number in its input, from 1.
+        first_line: Its first line's number, from 1.
+        last_line: Its last line's number.
+        error: What the SDK reported (a :class:`~pluginsdk.PluginCrashed`,
+            :class:`~pluginsdk.PluginTimeout`, :class:`~pluginsdk.PluginHookError`...).
+    """
+
+    batch: int
+    first_line: int
+    last_line: int
+    error: PluginError
 
 
 @dataclass
@@ -28,6 +46,11 @@ class PluginStats:
         invalid: Entries of its results that were malformed and dropped.
         errors: Batches on which it failed.
         first_error: The first failure's message.
+        failures: Every batch it failed on, in input order.
+        incidents: What the SDK recovered from during the scan (a worker
+            that crashed or timed out and was replaced...), from
+            ``host.plugin(name).incidents``; the last 20 at most.
+        incident_count: How many incidents there were during the scan.
     """
 
     name: str
@@ -39,6 +62,9 @@ class PluginStats:
     invalid: int = 0
     errors: int = 0
     first_error: str = ""
+    failures: list[Failure] = field(default_factory=list)
+    incidents: list[Incident] = field(default_factory=list)
+    incident_count: int = 0
 
 
 @dataclass
@@ -114,7 +140,11 @@ class Scanner:
         """
         keep = frozenset(SEVERITIES[SEVERITIES.index(min_severity) :])
         report = Report()
+        # Incidents are the host's, over its life: the scan's are those after these.
+        counted = {info.name: info.incident_count for info in self.host.plugins()}
+        started_at = time.time()
         started = time.perf_counter()
+        number = 0
         hook = self.host.hook.scan_lines
         # Plugins in worker processes or the sandbox wait on another process, so
         # calling every plugin at once makes a batch cost the slowest plugin,
@@ -123,6 +153,7 @@ class Scanner:
             executor = pool if self.parallel > 1 else None
             for batch in source:
                 first, lines, _, _ = batch
+                number += 1
                 found: list[Finding] = []
                 for result in hook.results(executor, lines=lines):
                     stats = report.stats.setdefault(result.plugin, PluginStats(result.plugin))
@@ -131,6 +162,7 @@ class Scanner:
                     if result.error is not None:
                         stats.errors += 1
                         stats.first_error = stats.first_error or str(result.error)
+                        stats.failures.append(Failure(number, first, first + len(lines) - 1, result.error))
                         continue
                     if result.value is None:  # no answer (a plugin that failed to load answers nothing)
                         continue
@@ -150,6 +182,9 @@ class Scanner:
             if ran is None:
                 continue
             ran.isolation, ran.runtime = info.isolation or "", info.runtime
+            ran.incident_count = info.incident_count - counted.get(info.name, 0)
+            recent = [i for i in info.incidents if i.time >= started_at]
+            ran.incidents = recent[max(0, len(recent) - ran.incident_count) :] if ran.incident_count else []
             if info.status == "failed":  # the SDK gave up on it (failed to start, kept crashing)
                 ran.errors = max(ran.errors, 1)
                 ran.first_error = ran.first_error or info.reason.splitlines()[0]
