@@ -45,8 +45,9 @@ def guest_environment(interpreter_name: str = "") -> dict[str, str]:
 
     The Python version comes from the interpreter's file name when it has one
     (``python-3.12.0.wasm``), else :data:`GUEST_PYTHON`.  The other values are
-    what CPython on WASI reports (``sys.platform``, ``os.name``,
-    ``platform.system()``, ``platform.machine()``).
+    what the bundled CPython on WASI reports (``sys.platform``, ``os.name``,
+    ``platform.system()``, ``platform.machine()``, ...), as
+    :func:`packaging.markers.default_environment` would compute them inside.
     """
     found = re.search(r"(\d+)\.(\d+)\.(\d+)", interpreter_name)
     full = ".".join(found.groups()) if found else GUEST_PYTHON
@@ -56,9 +57,9 @@ def guest_environment(interpreter_name: str = "") -> dict[str, str]:
         "os_name": "posix",
         "platform_machine": "wasm32",
         "platform_python_implementation": "CPython",
-        "platform_release": "",
-        "platform_system": "WASI",
-        "platform_version": "",
+        "platform_release": "0.0.0",
+        "platform_system": "wasi",
+        "platform_version": "0.0.0",
         "python_full_version": full,
         "python_version": ".".join(full.split(".")[:2]),
         "sys_platform": "wasi",
@@ -121,7 +122,9 @@ def resolve(
     root = installed.dists.get(own)
     if root is None:
         raise PluginLoadError(f"its distribution {dist_name!r} is not installed on the search path", plugin=plugin)
-    found: dict[str, Dependency] = {own: Dependency(root.name, _version(root), root.meta_dir, root.path_entry, (), True)}
+    found: dict[str, Dependency] = {
+        own: Dependency(root.name, _version(root), root.meta_dir, root.path_entry, (), True)
+    }
     seen: set[tuple[str, frozenset[str]]] = set()
     todo: list[tuple[str, frozenset[str], tuple[str, ...]]] = [(own, frozenset(), (root.name,))]
     while todo:

@@ -8,6 +8,7 @@ package from two distributions), and the real sandbox.
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,8 @@ from pluginsdk import hookimpl
 def transform(text):
     import tmplengine
     groups = sorted(ep.name for ep in entry_points(group="tmplengine.filters"))
-    return " | ".join([tmplengine.render("hello.txt", who=text), version("safe-markup"), version("tmpl-engine"), *groups])
+    rendered = tmplengine.render("hello.txt", who=text)
+    return " | ".join([rendered, version("safe-markup"), version("tmpl-engine"), *groups])
 """
 
 
@@ -232,3 +234,35 @@ def transform(text):
         install_user(site, "ns", source, ["ns-a", "ns-b"])
         with Host(SPEC, path=[str(site)], use_index=False) as host:
             assert ["a b True"] == host.hook.transform(text="")
+
+    def test_marker_environment_is_what_the_guest_reports(self, site: Path) -> None:
+        """The values markers are evaluated with are the sandbox interpreter's own (as packaging computes them)."""
+        source = """\
+from pluginsdk import hookimpl
+@hookimpl
+def transform(text):
+    import os, platform, sys
+    return repr({
+        "implementation_name": sys.implementation.name, "os_name": os.name,
+        "platform_machine": platform.machine(), "platform_python_implementation": platform.python_implementation(),
+        "platform_release": platform.release(), "platform_system": platform.system(),
+        "platform_version": platform.version(), "python_full_version": platform.python_version(),
+        "python_version": ".".join(platform.python_version_tuple()[:2]), "sys_platform": sys.platform,
+    })
+"""
+        install_user(site, "env", source, [])
+        with Host(SPEC, path=[str(site)], use_index=False) as host:
+            (reported,) = host.hook.transform(text="")
+            interpreter = host.plugin("env").runtime
+        expected = guest_environment("python-3.12.0.wasm")
+        assert "python-3.12.0.wasm" in interpreter
+        assert {k: v for k, v in expected.items() if k != "implementation_version"} == ast.literal_eval(reported)
+
+    def test_a_left_out_extension_imported_directly_is_named(self, site: Path) -> None:
+        """A plugin importing the C speed-up itself fails at load, and the error says what was left out."""
+        install_engine(site)
+        source = "import safemarkup._speedups\nfrom pluginsdk import hookimpl\n"
+        source += "@hookimpl\ndef transform(text):\n    pass\n"
+        install_user(site, "direct", source, ["safe-markup"])
+        reason = load_error(site, "direct")
+        assert "ModuleNotFoundError" in reason and f"safe-markup: safemarkup/_speedups{SO}" in reason, reason

@@ -33,9 +33,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -43,11 +45,12 @@ from typing import NamedTuple
 from .._closure import Dependency, record_paths
 from .._errors import PluginLoadError
 from .._native import extension_module, refusal
-from .cache import _COMPLETE, Sandbox
+from .cache import _COMPLETE, _STAMP_EVERY, Sandbox
 from .interpreter import wasm_cache_dir
 
 __all__ = ["GUEST_SITE", "StagedSite", "stage"]
 
+_SHARED_LIBRARY = re.compile(r"\.(so|pyd|dylib|dll)(\.[0-9.]+)?$")
 #: Where the staged directory appears in the guest.
 GUEST_SITE = "/site"
 
@@ -102,6 +105,8 @@ def _files(plugin: str, deps: Sequence[Dependency]) -> tuple[list[tuple[str, str
             if extension_module(rel) is not None:
                 left_out.append(f"{dep.name}: {rel}")
                 continue
+            if _SHARED_LIBRARY.search(rel):  # bundled native libraries (``pkg.libs/libx.so.1``): of no use here
+                continue
             host = os.path.join(entry, rel)
             try:
                 st = os.lstat(host)
@@ -141,14 +146,25 @@ def stage(plugin: str, deps: Sequence[Dependency], sandbox: Sandbox) -> StagedSi
             shutil.copy2(host, out)  # keeps the mtime the bytecode is checked against
         (tmp / "site").mkdir(parents=True, exist_ok=True)
         (tmp / "pyc" / "site").mkdir(parents=True)
-        compiled = _compile(sandbox, tmp)
+        compiled = any(rel.endswith(".py") for rel, _, _ in files) and _compile(sandbox, tmp)
         (tmp / _COMPLETE).write_text(json.dumps({"bytecode": compiled}))
         try:
             os.rename(tmp, final)
         except OSError:  # another process staged it first
             shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        _touch(final / _COMPLETE)
     # Whatever compiled is valid bytecode, even if a file did not (the guest compiles that one in memory).
     return StagedSite(final / "site", final / "pyc" / "site", tuple(left_out))
+
+
+def _touch(stamp: Path) -> None:
+    """Refresh an entry's "used" stamp at most daily (pruning goes by it; see :func:`.cache.prune`)."""
+    try:
+        if time.time() - stamp.stat().st_mtime > _STAMP_EVERY:
+            os.utime(stamp)
+    except OSError:  # a read-only cache still works; it is only never pruned
+        pass
 
 
 def _compile(sandbox: Sandbox, staged: Path) -> bool:
