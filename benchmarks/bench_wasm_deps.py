@@ -50,7 +50,8 @@ def install_engine(site: Path, dist: str, top: str, *, metadata: bool) -> None:
     engine = {f"{top}/m{i}.py": f"VALUE = {i}\n" + "def f(x):\n    return x\n" * 20 for i in range(MODULES)}
     imports = "".join(f"from . import m{i}\n" for i in range(MODULES))
     version = f"from importlib.metadata import version\nVERSION = version({dist!r})\n" if metadata else ""
-    engine[f"{top}/__init__.py"] = f"{imports}{version}from safemarkup import escape\ndef render(s):\n    return escape(s)\n"
+    render = "from safemarkup import escape\ndef render(s):\n    return escape(s)\n"
+    engine[f"{top}/__init__.py"] = f"{imports}{version}{render}"
     engine[f"{top}/data/table.txt"] = "x" * 4096
     install_dist(site, dist, engine, requires=("safe-markup>=2.0",))
 

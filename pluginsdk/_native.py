@@ -112,7 +112,7 @@ def refusal(dist: str, files: Iterable[str], read: dict[str, str] | None = None,
         if "." not in module:
             return f"distribution {dist!r}: top-level module {module!r} exists only as a C extension ({path})"
     tops = sorted(m for m in python if "." not in m)
-    todo = [(m, (m,)) for m in tops]
+    todo: list[tuple[str, tuple[str, ...]]] = [(m, (m,)) for m in tops]
     done: set[str] = set()
     while todo:
         module, via = todo.pop()
