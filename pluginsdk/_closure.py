@@ -13,7 +13,8 @@ as import would see them).
   led to it: ``textkit-user -> jinja2 -> markupsafe>=2.0: not installed``.
 * The plugin's own extras (``Provides-Extra``) are included when what they
   need is installed and satisfies them; an installer records no extras, so an
-  extra's requirement that is absent is skipped, not an error.
+  extra's requirement that is absent (or unsatisfied, or that reaches another
+  plugin, or a distribution the sandbox refuses) is left out, not an error.
 * The SDK's own distribution, and distributions whose packages the sandbox
   already provides (its guest libraries: pluggy, msgpack, attrs/cattrs), are
   checked against their specifier but neither mounted nor followed.
@@ -25,12 +26,15 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Collection, Mapping, Sequence
-from typing import NamedTuple
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 from ._deps import _Dist, _Installed, _metadata_field, _read
 from ._errors import PluginLoadError
 from ._metadata import normalize
+
+if TYPE_CHECKING:
+    from packaging.requirements import Requirement
 
 __all__ = ["GUEST_PYTHON", "SDK_DIST", "Dependency", "guest_environment", "resolve"]
 
@@ -76,6 +80,7 @@ class Dependency(NamedTuple):
         path_entry: The search-path entry holding it.
         chain: How the plugin's distribution reaches it (``("textkit-user", "jinja2>=3")``).
         root: Whether it is the plugin's own distribution (only its metadata is mounted).
+        optional: Whether only the plugin's extras need it (left out, not an error, if the sandbox refuses it).
     """
 
     name: str
@@ -84,6 +89,7 @@ class Dependency(NamedTuple):
     path_entry: str
     chain: tuple[str, ...]
     root: bool = False
+    optional: bool = False
 
 
 def _version(dist: _Dist) -> str:
@@ -103,6 +109,8 @@ def resolve(
 ) -> list[Dependency]:
     """The plugin's distribution and every installed distribution it needs in the sandbox, in resolution order.
 
+    Empty if the plugin's distribution is not installed on ``search_path``.
+
     Args:
         plugin: The plugin's name, for error messages.
         dist_name: The distribution providing it.
@@ -114,72 +122,101 @@ def resolve(
     Raises:
         PluginLoadError: A requirement is missing, unsatisfied, or another plugin (see the module docstring).
     """
-    from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.version import InvalidVersion, Version
-
     installed = installed or _Installed(search_path)
     own = normalize(dist_name)
     root = installed.dists.get(own)
-    if root is None:
-        raise PluginLoadError(f"its distribution {dist_name!r} is not installed on the search path", plugin=plugin)
-    found: dict[str, Dependency] = {
-        own: Dependency(root.name, _version(root), root.meta_dir, root.path_entry, (), True)
-    }
-    seen: set[tuple[str, frozenset[str]]] = set()
-    todo: list[tuple[str, frozenset[str], tuple[str, ...]]] = [(own, frozenset(), (root.name,))]
-    while todo:
-        key, extras, chain = todo.pop(0)
-        if (key, extras) in seen:
+    if root is None:  # no metadata to go by (a backend built by hand): nothing but what is asked for
+        return []
+    walk = _Walk(plugin, own, installed, env, group, provided)
+    found = {own: Dependency(root.name, _version(root), root.meta_dir, root.path_entry, (), True)}
+    text = _read(root.meta_dir, "METADATA") or _read(root.meta_dir, "PKG-INFO") or ""
+    required: list[Requirement] = []
+    optional: list[Requirement] = []
+    for req, in_extra in walk.requirements(
+        text, frozenset(normalize(e) for e in _metadata_field(text, "Provides-Extra"))
+    ):
+        (optional if in_extra else required).append(req)
+    walk.run(found, [(req, (root.name,)) for req in required])
+    for req in optional:  # the plugin's own extras: wanted if installed and whole, else left out
+        trial = dict(found)
+        try:
+            walk.run(trial, [(req, (root.name,))])
+        except PluginLoadError:
             continue
-        seen.add((key, extras))
-        dist = installed.dists[key]
-        text = _read(dist.meta_dir, "METADATA") or _read(dist.meta_dir, "PKG-INFO") or ""
-        is_root = key == own
-        if is_root:
-            extras = frozenset(normalize(e) for e in _metadata_field(text, "Provides-Extra"))
+        found = {k: d if k in found else d._replace(optional=True) for k, d in trial.items()}
+    return list(found.values())
+
+
+class _Walk:
+    """Following requirements through the installed distributions (see :func:`resolve`)."""
+
+    def __init__(
+        self,
+        plugin: str,
+        own: str,
+        installed: _Installed,
+        env: Mapping[str, str],
+        group: str | None,
+        provided: Collection[str],
+    ) -> None:
+        self.plugin, self.own, self.installed, self.env = plugin, own, installed, env
+        self.group, self.provided = group, provided
+
+    def requirements(self, text: str, extras: frozenset[str]) -> Iterator[tuple[Requirement, bool]]:
+        """``(requirement, only through an extra)`` for each ``Requires-Dist`` of ``text`` the guest needs."""
+        from packaging.requirements import InvalidRequirement, Requirement
+
         for line in _metadata_field(text, "Requires-Dist"):
             try:
                 req = Requirement(line)
             except InvalidRequirement:
                 continue  # an installer would have refused it; it grants nothing
-            optional = False
-            if req.marker is not None:
-                if req.marker.evaluate({**env, "extra": ""}):
-                    pass
-                elif any(req.marker.evaluate({**env, "extra": e}) for e in extras):
-                    optional = is_root  # the plugin's own extra: wanted if installed
-                else:
-                    continue  # not for the guest
-            dep_key = normalize(req.name)
+            if req.marker is None or req.marker.evaluate({**self.env, "extra": ""}):
+                yield req, False
+            elif any(req.marker.evaluate({**self.env, "extra": e}) for e in extras):
+                yield req, True
+            # else: not for the guest
+
+    def run(self, found: dict[str, Dependency], todo: list[tuple[Requirement, tuple[str, ...]]]) -> None:
+        """Add what ``todo``'s requirements need to ``found``, breadth first.
+
+        Raises:
+            PluginLoadError: A requirement is missing, unsatisfied, or another plugin.
+        """
+        from packaging.version import InvalidVersion, Version
+
+        seen: set[tuple[str, frozenset[str]]] = set()
+        while todo:
+            req, chain = todo.pop(0)
+            key = normalize(req.name)
             spec = str(req.specifier)
             link = f"{req.name}{'[' + ','.join(sorted(req.extras)) + ']' if req.extras else ''}{spec}"
             path = " -> ".join((*chain, link))
-            dep = installed.dists.get(dep_key)
+            dep = self.installed.dists.get(key)
             if dep is None:
-                if optional:
-                    continue
-                raise PluginLoadError(f"{path}: not installed", plugin=plugin)
+                raise PluginLoadError(f"{path}: not installed", plugin=self.plugin)
             version = _version(dep)
             try:
                 ok = req.specifier.contains(Version(version), prereleases=True)
             except InvalidVersion:
                 ok = not spec
             if not ok:
-                if optional:
-                    continue
-                raise PluginLoadError(f"{path}: installed {version} does not satisfy {spec}", plugin=plugin)
-            if dep_key == own or dep_key == normalize(SDK_DIST) or _provided(installed, dep, provided):
+                raise PluginLoadError(f"{path}: installed {version} does not satisfy {spec}", plugin=self.plugin)
+            extras = frozenset(normalize(e) for e in req.extras)
+            if key == self.own or key == normalize(SDK_DIST) or _provided(self.installed, dep, self.provided):
                 continue  # in the sandbox already: checked, not mounted, not followed
-            if group is not None and installed.is_plugin(dep, group):
+            if self.group is not None and self.installed.is_plugin(dep, self.group):
                 raise PluginLoadError(
-                    f"{path}: {dep.name!r} is a plugin distribution (entry points in {group!r}); one plugin's"
-                    " sandbox never mounts another's",
-                    plugin=plugin,
+                    f"{path}: {dep.name!r} is a plugin distribution (entry points in {self.group!r}); one"
+                    " plugin's sandbox never mounts another's",
+                    plugin=self.plugin,
                 )
-            if dep_key not in found:
-                found[dep_key] = Dependency(dep.name, version, dep.meta_dir, dep.path_entry, (*chain, link))
-            todo.append((dep_key, frozenset(normalize(e) for e in req.extras), (*chain, link)))
-    return list(found.values())
+            if (key, extras) in seen:
+                continue
+            seen.add((key, extras))
+            found.setdefault(key, Dependency(dep.name, version, dep.meta_dir, dep.path_entry, (*chain, link)))
+            text = _read(dep.meta_dir, "METADATA") or _read(dep.meta_dir, "PKG-INFO") or ""
+            todo += [(sub, (*chain, link)) for sub, _ in self.requirements(text, extras)]
 
 
 def _provided(installed: _Installed, dist: _Dist, provided: Collection[str]) -> bool:

@@ -57,7 +57,7 @@ def transform(text):
     import tmplengine
     groups = sorted(ep.name for ep in entry_points(group="tmplengine.filters"))
     rendered = tmplengine.render("hello.txt", who=text)
-    return " | ".join([rendered, version("safe-markup"), version("tmpl-engine"), *groups])
+    return " | ".join([rendered, version("safe-markup"), version("tmpl-engine"), version("textkit-tmpl"), *groups])
 """
 
 
@@ -121,18 +121,24 @@ class TestResolution:
         assert "3.13" == guest_environment("python-3.13.1.wasm")["python_version"]
 
     def test_extras(self, site: Path) -> None:
-        """The plugin's own extras are included when installed; a dependency's requested extras are required."""
+        """The plugin's own extras are included when installed and whole (else left out, another plugin too);
+        a dependency's requested extras are required."""
         install_dist(site, "speedlib", {"speedlib.py": ""})
         install_dist(site, "lib-x", {"libx.py": ""}, requires=('helper; extra == "full"',), extras=("full",))
         install_dist(site, "helper", {"helper.py": ""})
+        install_plugin(site, "other", "")
+        install_dist(site, "needs-absent", {"needsabsent.py": ""}, requires=("absent",))
         install_plugin(site, "e", "", isolation="wasm")
         info = next(site.glob("textkit_e-*.dist-info"))
         meta = (info / "METADATA").read_text()
         (info / "METADATA").write_text(
-            meta + "Provides-Extra: fast\nProvides-Extra: gone\nRequires-Dist: lib-x[full]\n"
+            meta + "Provides-Extra: fast\nProvides-Extra: gone\nProvides-Extra: test\nRequires-Dist: lib-x[full]\n"
             'Requires-Dist: speedlib; extra == "fast"\nRequires-Dist: absent; extra == "gone"\n'
+            'Requires-Dist: needs-absent; extra == "gone"\nRequires-Dist: textkit-other; extra == "test"\n'
         )
-        assert ["textkit-e", "lib-x", "speedlib", "helper"] == closure(site, "textkit-e")
+        assert ["textkit-e", "lib-x", "helper", "speedlib"] == closure(site, "textkit-e")
+        deps = resolve("p", "textkit-e", [str(site)], env=guest_environment(), group="textkit.plugins")
+        assert [False, False, False, True] == [d.optional for d in deps]
 
     def test_another_plugin_is_never_in_the_closure(self, site: Path) -> None:
         install_plugin(site, "other", "")
@@ -182,7 +188,8 @@ class TestNativeHeuristic:
 @sandbox
 class TestInSandbox:
     def test_chain_runs_as_in_process(self, site: Path) -> None:
-        """jinja2 -> markupsafe shape, C speed-up left out: the same answer, metadata and data files included."""
+        """jinja2 -> markupsafe shape, C speed-up left out: the same answer, metadata (the plugin's own too),
+        entry points and data files included."""
         install_engine(site)
         install_user(site, "tmpl", TMPL_PLUGIN, ["tmpl-engine>=1"], isolation="inprocess")
         with Host(SPEC, path=[str(site)], use_index=False) as host:
@@ -191,7 +198,7 @@ class TestInSandbox:
         with Host(SPEC, path=[str(site)], policy=policy, use_index=False) as host:
             sandboxed = host.hook.transform(text="<you & me>")
             assert "wasm" == host.plugin("tmpl").isolation
-        expected = "<p>Hello &lt;you &amp; me&gt;</p> | 2.1 | 1.0 | upper"
+        expected = "<p>Hello &lt;you &amp; me&gt;</p> | 2.1 | 1.0 | 1.0 | upper"
         assert [expected] == inprocess == sandboxed
 
     def test_extension_without_source_is_refused(self, site: Path) -> None:
@@ -266,3 +273,49 @@ def transform(text):
         install_user(site, "direct", source, ["safe-markup"])
         reason = load_error(site, "direct")
         assert "ModuleNotFoundError" in reason and f"safe-markup: safemarkup/_speedups{SO}" in reason, reason
+
+    def test_links_and_editable_installs_are_refused(self, site: Path, tmp_path: Path) -> None:
+        """Only regular files an installer wrote are staged: never a link out, never an editable checkout."""
+        secret = tmp_path / "secret.txt"
+        secret.write_text("host secret")
+        install_dist(site, "linker", {"linker/__init__.py": ""})
+        (site / "linker" / "data.txt").symlink_to(secret)
+        info = next(site.glob("linker-*.dist-info"))
+        (info / "RECORD").write_text((info / "RECORD").read_text() + "linker/data.txt,,\n")
+        install_user(site, "l", "", ["linker"])
+        reason = load_error(site, "l")
+        assert "textkit-l -> linker:" in reason and str(site / "linker" / "data.txt") in reason
+        assert "not a regular file" in reason
+        info = install_dist(site, "devlib", {"devlib.pth": str(tmp_path)})
+        (info / "direct_url.json").write_text('{"url": "file:///src/devlib", "dir_info": {"editable": true}}')
+        install_user(site, "d", "", ["devlib"])
+        assert "textkit-d -> devlib: 'devlib' is an editable install" in load_error(site, "d")
+
+    def test_one_closure_is_staged_once(self, site: Path) -> None:
+        """Plugins with the same dependencies share one staged copy of them (and its bytecode)."""
+        from pluginsdk._wasm.interpreter import wasm_cache_dir
+
+        install_engine(site)
+        source = "from pluginsdk import hookimpl\n@hookimpl\ndef transform(text):\n    import tmplengine\n"
+        source += "    return tmplengine.render('hello.txt', who=text)\n"
+        install_user(site, "one", source, ["tmpl-engine"])
+        install_user(site, "two", source, ["tmpl-engine"])
+        before = set(wasm_cache_dir().glob("site-*"))
+        with Host(SPEC, path=[str(site)], use_index=False) as host:
+            assert ["<p>Hello &lt;&gt;</p>"] * 2 == host.hook.transform(text="<>")
+        staged = set(wasm_cache_dir().glob("site-*")) - before
+        assert 3 == len(staged)  # the shared dependencies, and each plugin's own metadata
+
+    def test_an_extra_the_sandbox_refuses_is_left_out(self, site: Path) -> None:
+        """A plugin's extra needing a C extension it cannot do without does not keep the plugin out."""
+        install_dist(
+            site, "core-lib", {"corelib/__init__.py": "from ._core import f\n", f"corelib/_core{SO}": FAKE_SO}
+        )
+        source = "from pluginsdk import hookimpl\n@hookimpl\ndef transform(text):\n    try:\n        import corelib\n"
+        source += "    except ImportError:\n        return 'without'\n    return 'with'\n"
+        install_plugin(site, "x", source, isolation="wasm")
+        info = next(site.glob("textkit_x-*.dist-info"))
+        meta = (info / "METADATA").read_text()
+        (info / "METADATA").write_text(meta + 'Provides-Extra: fast\nRequires-Dist: core-lib; extra == "fast"\n')
+        with Host(SPEC, path=[str(site)], use_index=False) as host:
+            assert ["without"] == host.hook.transform(text="")

@@ -10,9 +10,10 @@ exactly the files each distribution's ``RECORD`` lists inside its search-path
 entry, ``.dist-info`` included, C extensions and host bytecode left out.
 That one directory is mounted read-only at ``/site`` and put on the guest's
 ``sys.path``: packages import as usual, namespace packages from several
-distributions merge, ``importlib.metadata`` finds each distribution (the
-plugin's own included: its metadata only, its package is mounted on its own),
-and package data files are beside their modules.
+distributions merge, ``importlib.metadata`` finds each distribution, and
+package data files are beside their modules.  The plugin's own metadata
+(not its package, which is mounted by itself) is staged apart, at
+``/site-own``, so that plugins with the same dependencies share one copy.
 
 The key is a hash of every file's path, size and modification time, so an
 upgrade stages anew and plugins with the same closure share one copy.  Their
@@ -48,11 +49,13 @@ from .._native import extension_module, refusal
 from .cache import _COMPLETE, _STAMP_EVERY, Sandbox
 from .interpreter import wasm_cache_dir
 
-__all__ = ["GUEST_SITE", "StagedSite", "stage"]
+__all__ = ["GUEST_OWN", "GUEST_SITE", "StagedSite", "stage"]
 
 _SHARED_LIBRARY = re.compile(r"\.(so|pyd|dylib|dll)(\.[0-9.]+)?$")
 #: Where the staged directory appears in the guest.
 GUEST_SITE = "/site"
+#: Where the plugin's own ``.dist-info`` appears in the guest.
+GUEST_OWN = "/site-own"
 
 
 class StagedSite(NamedTuple):
@@ -61,11 +64,13 @@ class StagedSite(NamedTuple):
     Attributes:
         site: The directory mounted at ``/site``.
         pycache: Its bytecode, mounted at ``/pycache/site``.
+        own: The plugin's own metadata, mounted at ``/site-own``.
         left_out: Extension files left out, as ``dist: path`` (for error messages).
     """
 
     site: Path
     pycache: Path
+    own: Path
     left_out: tuple[str, ...]
 
 
@@ -90,14 +95,17 @@ def _files(plugin: str, deps: Sequence[Dependency]) -> tuple[list[tuple[str, str
             paths = [p for p in paths if p.split("/")[0] == meta]
         else:
             if _editable(dep):
-                raise PluginLoadError(
-                    f"{chain}: {dep.name!r} is an editable install; the sandbox mounts only installed files,"
-                    " so install it normally (pip install, not pip install -e)",
-                    plugin=plugin,
+                why: str | None = (
+                    f"{dep.name!r} is an editable install; the sandbox mounts only installed files,"
+                    " so install it normally (pip install, not pip install -e)"
                 )
-            why = refusal(dep.name, paths, root=dep.path_entry)
+            else:
+                why = refusal(dep.name, paths, root=dep.path_entry)
+                why = None if why is None else f"{why}; the sandbox cannot load C extensions"
+            if why is not None and dep.optional:
+                continue  # only an extra of the plugin wants it: left out
             if why is not None:
-                raise PluginLoadError(f"{chain}: {why}; the sandbox cannot load C extensions", plugin=plugin)
+                raise PluginLoadError(f"{chain}: {why}", plugin=plugin)
         entry = dep.path_entry
         for rel in paths:
             if rel in chosen or "__pycache__" in rel.split("/") or rel.endswith((".pyc", ".pth")):
@@ -127,9 +135,20 @@ def _files(plugin: str, deps: Sequence[Dependency]) -> tuple[list[tuple[str, str
 def stage(plugin: str, deps: Sequence[Dependency], sandbox: Sandbox) -> StagedSite:
     """Stage ``deps`` (see the module docstring) and compile their bytecode if it is not cached yet.
 
+    The plugin's own metadata is staged apart, so plugins with the same
+    dependencies share one copy of them.
+
     Raises:
         PluginLoadError: A file or distribution is refused (see the module docstring).
     """
+    shared, left_out = _stage_dir(plugin, [d for d in deps if not d.root], sandbox)
+    own, _ = _stage_dir(plugin, [d for d in deps if d.root], sandbox)
+    # Whatever compiled is valid bytecode, even if a file did not (the guest compiles that one in memory).
+    return StagedSite(shared / "site", shared / "pyc" / "site", own / "site", tuple(left_out))
+
+
+def _stage_dir(plugin: str, deps: Sequence[Dependency], sandbox: Sandbox) -> tuple[Path, list[str]]:
+    """``site-<key>/`` holding ``deps``' files (``site/``) and their bytecode (``pyc/site/``); what was left out."""
     files, left_out = _files(plugin, deps)
     digest = hashlib.sha256()
     for dep in deps:
@@ -137,25 +156,24 @@ def stage(plugin: str, deps: Sequence[Dependency], sandbox: Sandbox) -> StagedSi
     for rel, _, st in files:
         digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     final = wasm_cache_dir() / f"site-{digest.hexdigest()[:16]}"
-    if not (final / _COMPLETE).exists():
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        for rel, host, _ in files:
-            out = tmp / "site" / rel
-            out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(host, out)  # keeps the mtime the bytecode is checked against
-        (tmp / "site").mkdir(parents=True, exist_ok=True)
-        (tmp / "pyc" / "site").mkdir(parents=True)
-        compiled = any(rel.endswith(".py") for rel, _, _ in files) and _compile(sandbox, tmp)
-        (tmp / _COMPLETE).write_text(json.dumps({"bytecode": compiled}))
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another process staged it first
-            shutil.rmtree(tmp, ignore_errors=True)
-    else:
+    if (final / _COMPLETE).exists():
         _touch(final / _COMPLETE)
-    # Whatever compiled is valid bytecode, even if a file did not (the guest compiles that one in memory).
-    return StagedSite(final / "site", final / "pyc" / "site", tuple(left_out))
+        return final, left_out
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for rel, host, _ in files:
+        out = tmp / "site" / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(host, out)  # keeps the mtime the bytecode is checked against
+    (tmp / "site").mkdir(parents=True, exist_ok=True)
+    (tmp / "pyc" / "site").mkdir(parents=True)
+    compiled = any(rel.endswith(".py") for rel, _, _ in files) and _compile(sandbox, tmp)
+    (tmp / _COMPLETE).write_text(json.dumps({"bytecode": compiled}))
+    try:
+        os.rename(tmp, final)
+    except OSError:  # another process staged it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final, left_out
 
 
 def _touch(stamp: Path) -> None:

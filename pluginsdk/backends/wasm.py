@@ -125,7 +125,7 @@ class WasmBackend(PooledBackend):
         from .._closure import guest_environment, resolve
         from .._deps import wasm_package_dirs
         from .._wasm.cache import GUEST_PACKAGES, OPTIONAL_GUEST_PACKAGES
-        from .._wasm.deps import GUEST_SITE, stage
+        from .._wasm.deps import GUEST_OWN, GUEST_SITE, stage
         from .._wasm.instance import Mounts
         from .._wasm.setup import prepare
 
@@ -146,7 +146,11 @@ class WasmBackend(PooledBackend):
         )
         staged = stage(t.name, closure, sandbox)
         self._left_out = staged.left_out
-        dirs += [(str(staged.site), GUEST_SITE), (str(staged.pycache), f"/pycache{GUEST_SITE}")]
+        dirs += [
+            (str(staged.site), GUEST_SITE),
+            (str(staged.pycache), f"/pycache{GUEST_SITE}"),
+            (str(staged.own), GUEST_OWN),
+        ]
         on_site = {p.name.split(".")[0] for p in staged.site.iterdir()}
 
         # The manifest only asks; the host's dependency closure and policy decide (see _deps).
@@ -170,7 +174,7 @@ class WasmBackend(PooledBackend):
                 dirs.append((self._staging, "/deps-files"))
             shutil.copyfile(host_path, os.path.join(self._staging, f"{dep}.py"))
             modules[dep] = f"/deps-files/{dep}.py"
-        sys_path = [GUEST_SITE]
+        sys_path = [GUEST_SITE, GUEST_OWN]
         for i, path in enumerate(self.options.wasm_paths):
             dirs.append((path, f"/paths/{i}"))
             sys_path.append(f"/paths/{i}")
