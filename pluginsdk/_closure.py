@@ -11,10 +11,11 @@ as import would see them).
 * A requirement of a dependency that is not installed, or whose installed
   version its specifier refuses, fails the plugin's load with the chain that
   led to it: ``textkit-user -> jinja2 -> markupsafe>=2.0: not installed``.
-* The plugin's own extras (``Provides-Extra``) are included when what they
-  need is installed and satisfies them; an installer records no extras, so an
-  extra's requirement that is absent (or unsatisfied, or that reaches another
-  plugin, or a distribution the sandbox refuses) is left out, not an error.
+* The plugin's own extras (``Provides-Extra``) are included when everything
+  they need is installed and satisfies them (an installer records no extras,
+  so that is how an installed extra looks); an extra with a requirement that
+  is absent, unsatisfied or another plugin is left out whole, not an error,
+  and so is a distribution only extras need that the sandbox refuses.
 * The SDK's own distribution, and distributions whose packages the sandbox
   already provides (its guest libraries: pluggy, msgpack, attrs/cattrs), are
   checked against their specifier but neither mounted nor followed.
@@ -130,17 +131,16 @@ def resolve(
     walk = _Walk(plugin, own, installed, env, group, provided)
     found = {own: Dependency(root.name, _version(root), root.meta_dir, root.path_entry, (), True)}
     text = _read(root.meta_dir, "METADATA") or _read(root.meta_dir, "PKG-INFO") or ""
-    required: list[Requirement] = []
-    optional: list[Requirement] = []
-    for req, in_extra in walk.requirements(
-        text, frozenset(normalize(e) for e in _metadata_field(text, "Provides-Extra"))
-    ):
-        (optional if in_extra else required).append(req)
-    walk.run(found, [(req, (root.name,)) for req in required])
-    for req in optional:  # the plugin's own extras: wanted if installed and whole, else left out
+    walk.run(found, [(req, (root.name,)) for req, _ in walk.requirements(text, frozenset())])
+    for extra in dict.fromkeys(normalize(e) for e in _metadata_field(text, "Provides-Extra")):
+        # The plugin's own extras: an installer records none, so an extra counts as installed when all it
+        # needs is; otherwise it is left out whole.
+        reqs: list[tuple[Requirement, tuple[str, ...]]] = [
+            (req, (f"{root.name}[{extra}]",)) for req, opt in walk.requirements(text, frozenset({extra})) if opt
+        ]
         trial = dict(found)
         try:
-            walk.run(trial, [(req, (root.name,))])
+            walk.run(trial, reqs)
         except PluginLoadError:
             continue
         found = {k: d if k in found else d._replace(optional=True) for k, d in trial.items()}

@@ -121,8 +121,8 @@ class TestResolution:
         assert "3.13" == guest_environment("python-3.13.1.wasm")["python_version"]
 
     def test_extras(self, site: Path) -> None:
-        """The plugin's own extras are included when installed and whole (else left out, another plugin too);
-        a dependency's requested extras are required."""
+        """The plugin's own extras are included when all they need is installed (else left out whole: ``test``
+        needs another plugin); a dependency's requested extras are required."""
         install_dist(site, "speedlib", {"speedlib.py": ""})
         install_dist(site, "lib-x", {"libx.py": ""}, requires=('helper; extra == "full"',), extras=("full",))
         install_dist(site, "helper", {"helper.py": ""})
@@ -135,6 +135,7 @@ class TestResolution:
             meta + "Provides-Extra: fast\nProvides-Extra: gone\nProvides-Extra: test\nRequires-Dist: lib-x[full]\n"
             'Requires-Dist: speedlib; extra == "fast"\nRequires-Dist: absent; extra == "gone"\n'
             'Requires-Dist: needs-absent; extra == "gone"\nRequires-Dist: textkit-other; extra == "test"\n'
+            'Requires-Dist: helper; extra == "test"\n'
         )
         assert ["textkit-e", "lib-x", "helper", "speedlib"] == closure(site, "textkit-e")
         deps = resolve("p", "textkit-e", [str(site)], env=guest_environment(), group="textkit.plugins")
