@@ -1,9 +1,12 @@
-"""What a sandboxed plugin may have mounted besides its own package (host side).
+"""What a sandboxed plugin's manifest may add to its sandbox besides its dependencies (host side).
 
-A ``wasm`` plugin's manifest may ask, under ``[wasm] packages``, for
-pure-Python packages to be mounted read-only in its sandbox.  The manifest
-is the plugin's own word, so it can only *ask*: the host decides, and a
-package is mounted only if
+A ``wasm`` plugin gets its distribution's dependency closure without asking
+(see :mod:`pluginsdk._closure` and :mod:`pluginsdk._wasm.deps`).  Its
+manifest may also ask, under ``[wasm] packages``, for pure-Python packages
+to be mounted read-only in its sandbox, each by itself (the package
+directory only, no metadata): in practice packages the host's policy allows
+beyond the closure.  The manifest is the plugin's own word, so it can only
+*ask*: the host decides, and a package is mounted only if
 
 - it is what import would find on the host's search path, and a directory
   (or ``.py`` file) that an installed distribution's ``RECORD`` says it
@@ -57,7 +60,7 @@ def _read(meta_dir: str, name: str) -> str | None:
 
 def _metadata_field(text: str, field: str) -> Iterator[str]:
     """Values of header ``field`` in METADATA / PKG-INFO text (headers end at the first blank line)."""
-    for line in text.splitlines():
+    for line in text.split("\n\n", 1)[0].splitlines():  # the body (a long description) is never read
         if not line.strip():
             return
         key, sep, value = line.partition(":")

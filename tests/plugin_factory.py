@@ -114,3 +114,39 @@ def install_library(site: Path, dist: str, top: str, source: str, *, requires: t
     lines += [_record_line(site, p) for p in sorted(info.iterdir())]
     (info / "RECORD").write_text("\n".join([*lines, f"{info.name}/RECORD,,"]) + "\n")
     return pkg
+
+
+def install_dist(
+    site: Path,
+    dist: str,
+    files: dict[str, str | bytes],
+    *,
+    version: str = "1.0",
+    requires: tuple[str, ...] = (),
+    extras: tuple[str, ...] = (),
+    entry_points: str = "",
+) -> Path:
+    """A distribution with any files (paths relative to ``site``; bytes for binary ones), as an installer leaves it.
+
+    ``requires`` become ``Requires-Dist`` lines and ``extras`` ``Provides-Extra`` lines;
+    ``entry_points`` is ``entry_points.txt``'s text.  Returns its ``.dist-info``.
+    """
+    written = []
+    for rel, content in files.items():
+        target = site / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            target.write_text(textwrap.dedent(content))
+        written.append(target)
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    meta = "".join(f"Provides-Extra: {e}\n" for e in extras) + "".join(f"Requires-Dist: {r}\n" for r in requires)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n{meta}")
+    if entry_points:
+        (info / "entry_points.txt").write_text(entry_points)
+    lines = [_record_line(site, p) for p in sorted(written)]
+    lines += [_record_line(site, p) for p in sorted(info.iterdir())]
+    (info / "RECORD").write_text("\n".join([*lines, f"{info.name}/RECORD,,"]) + "\n")
+    return info

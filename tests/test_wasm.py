@@ -886,7 +886,7 @@ class TestHost:
             return wasmdep_helper.shout(text)
         """
         install_plugin(site, "dep", source, manifest=manifest)
-        add_requires(site, "textkit-dep", "1.0", ["wasmdep-helper", "wasmdep-hidden"])
+        add_requires(site, "textkit-dep", "1.0", ["wasmdep-helper"])  # wasmdep-hidden: installed, not required
         with Host(TEXTKIT, path=[str(site)]) as host:
             assert ["HEY!!"] == host.hook.transform(text="hey")
             with pytest.raises(PluginHookError, match="ModuleNotFoundError"):

@@ -277,7 +277,8 @@ def prune(max_age_days: float = PRUNE_AFTER_DAYS, keep: Iterable[Sandbox] = ()) 
     """Remove cache entries unused for ``max_age_days`` (never those of ``keep``); what was removed.
 
     Entries are compiled modules (with their ``.json``), staged libraries,
-    their bytecode, and temporary files left by an interrupted build.
+    their bytecode, staged plugin dependencies (``site-*``, see :mod:`.deps`)
+    and temporary files left by an interrupted build.
     """
     root = wasm_cache_dir()
     cutoff = time.time() - max_age_days * 86400
@@ -286,7 +287,7 @@ def prune(max_age_days: float = PRUNE_AFTER_DAYS, keep: Iterable[Sandbox] = ()) 
     for entry in sorted(root.iterdir()):
         name = entry.name
         temporary = name.startswith(".") and name.endswith(".tmp")
-        if entry in kept or not (temporary or entry.suffix == ".cwasm" or name.startswith(("lib-", "pyc-"))):
+        if entry in kept or not (temporary or entry.suffix == ".cwasm" or name.startswith(("lib-", "pyc-", "site-"))):
             continue
         try:
             used = entry.stat().st_mtime if temporary else _used_stamp(entry).stat().st_mtime

@@ -64,6 +64,7 @@ class WasmBackend(PooledBackend):
         self._mounts: Any = None
         self._guest_path: list[str] = []
         self._staging: str | None = None
+        self._left_out: tuple[str, ...] = ()
         self._plugin_log = logging.getLogger(f"pluginsdk.plugin.{target.name}")
         self._prepare_lock = threading.Lock()
         self.pool.plain_release = False  # every release asks the instance about its descriptors
@@ -114,15 +115,43 @@ class WasmBackend(PooledBackend):
                 self._sandbox = sandbox
 
     def _build_mounts(self) -> Any:
-        """The plugin's package, its declared pure-Python packages and extra paths, read-only."""
+        """The plugin's package, its dependency closure, its declared packages and extra paths, read-only.
+
+        The closure (``Requires-Dist``, recursively, markers evaluated for the
+        guest; see :mod:`pluginsdk._closure`) is staged as one directory at
+        ``/site`` (see :mod:`pluginsdk._wasm.deps`); ``[wasm] packages`` adds
+        packages the policy allows beyond it, each mounted by itself.
+        """
+        from .._closure import guest_environment, resolve
+        from .._deps import wasm_package_dirs
+        from .._wasm.cache import GUEST_PACKAGES, OPTIONAL_GUEST_PACKAGES
+        from .._wasm.deps import GUEST_OWN, GUEST_SITE, stage
         from .._wasm.instance import Mounts
+        from .._wasm.setup import prepare
 
         t = self.target
         top = t.module.split(".")[0]
         dirs = [(t.package_dir, f"/plugin/{top}")]
         packages = {top: f"/plugin/{top}"}
         modules: dict[str, str] = {}
-        from .._deps import wasm_package_dirs
+        search = [t.path_entry, *(self.options.sys_path or sys.path)]
+        sandbox = prepare(self.options.wasm_interpreter)  # cached: the one _prepare has just set up
+        closure = resolve(
+            t.name,
+            t.dist,
+            search,
+            env=guest_environment(sandbox.interpreter.name),
+            group=t.spec.group,
+            provided=("pluginsdk", *GUEST_PACKAGES, *OPTIONAL_GUEST_PACKAGES),
+        )
+        staged = stage(t.name, closure, sandbox)
+        self._left_out = staged.left_out
+        dirs += [
+            (str(staged.site), GUEST_SITE),
+            (str(staged.pycache), f"/pycache{GUEST_SITE}"),
+            (str(staged.own), GUEST_OWN),
+        ]
+        on_site = {p.name.split(".")[0] for p in staged.site.iterdir()}
 
         # The manifest only asks; the host's dependency closure and policy decide (see _deps).
         for dep, host_path, single_file in wasm_package_dirs(
@@ -130,9 +159,11 @@ class WasmBackend(PooledBackend):
             t.dist,
             self.options.wasm_packages,
             self.options.wasm_allowed,
-            [t.path_entry, *(self.options.sys_path or sys.path)],
+            search,
             group=t.spec.group,
         ):
+            if dep in on_site:
+                continue  # staged with its distribution already
             if not single_file:
                 dirs.append((host_path, f"/deps/{dep}"))
                 packages[dep] = f"/deps/{dep}"
@@ -143,9 +174,8 @@ class WasmBackend(PooledBackend):
                 dirs.append((self._staging, "/deps-files"))
             shutil.copyfile(host_path, os.path.join(self._staging, f"{dep}.py"))
             modules[dep] = f"/deps-files/{dep}.py"
-        extra = list(self.options.wasm_paths)
-        sys_path = []
-        for i, path in enumerate(extra):
+        sys_path = [GUEST_SITE, GUEST_OWN]
+        for i, path in enumerate(self.options.wasm_paths):
             dirs.append((path, f"/paths/{i}"))
             sys_path.append(f"/paths/{i}")
         self._guest_path = sys_path
@@ -157,10 +187,12 @@ class WasmBackend(PooledBackend):
             return exc
         if self._mounts is None:
             return exc
-        native = [f for host, _ in self._mounts.dirs for f in _native_files(host)]
+        native = [f for host, _ in self._mounts.dirs for f in _native_files(host)] + list(self._left_out)
         if not native:
             return exc
-        message = f"{exc.message} (isolation 'wasm' cannot load C extensions, found {', '.join(native)})"
+        message = (
+            f"{exc.message} (isolation 'wasm' cannot load C extensions; left out of the sandbox: {', '.join(native)})"
+        )
         self.pool.give_up(message)
         return PluginLoadError(message, plugin=exc.plugin, traceback=exc.traceback)
 
