@@ -68,6 +68,20 @@ def _parser() -> argparse.ArgumentParser:
     p = wsub.add_parser("prune", help="remove cached interpreters and libraries no sandbox has used lately")
     p.add_argument("--days", type=float, default=None, help="unused for this many days (default: 30; 0: all)")
     p.set_defaults(run=_cmd_wasm_prune)
+
+    env = sub.add_parser("env", help="private environments of plugins whose manifest has [environment]")
+    esub = env.add_subparsers(metavar="ACTION")
+    p = esub.add_parser("list", help="list the environments made so far")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=_cmd_env_list)
+    p = esub.add_parser("sync", help="make every environment the installed plugins of a group need, now")
+    p.add_argument("group", help='entry-point group, such as "textkit.plugins"')
+    _spec_and_path(p)
+    p.add_argument("--config", type=Path, help="the host's policy file ([policy.environments]: indexes, allowed)")
+    p.set_defaults(run=_cmd_env_sync)
+    p = esub.add_parser("prune", help="remove environments no plugin has used lately")
+    p.add_argument("--days", type=float, default=None, help="unused for this many days (default: 30; 0: all)")
+    p.set_defaults(run=_cmd_env_prune)
     return parser
 
 
@@ -230,4 +244,74 @@ def _cmd_wasm_prune(args: argparse.Namespace) -> int:
     for path in removed:
         print(f"removed {path}")
     print(f"{len(removed)} cache entries removed")
+    return 0
+
+
+def _cmd_env_list(args: argparse.Namespace) -> int:
+    from .envs import envs_dir, list_environments
+
+    found = list_environments()
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    if not found:
+        print(f"no environments in {envs_dir()}")
+        return 0
+    rows: list[tuple[str, ...]] = [("KEY", "INSTALLER", "LAST USED", "STATE", "DEPENDENCIES")]
+    for e in found:
+        used = e.get("last_used")
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(used)) if used else "-"
+        state = "complete" if e["complete"] else "incomplete (rebuilt on next use)"
+        deps = ", ".join(e.get("dependencies") or []) or "-"
+        rows.append(tuple(_safe(c) for c in (e["key"], e.get("installer", "-"), when, state, deps)))
+    _table(rows)
+    return 0
+
+
+def _cmd_env_sync(args: argparse.Namespace) -> int:
+    from ._errors import PluginError
+    from .envs import provision
+    from .policy import Policy
+
+    policy = Policy.from_toml(args.config) if args.config else Policy()
+    wanted: dict[tuple[str, ...], list[str]] = {}
+    for c in _candidates(args):
+        if c.environment is None:
+            continue
+        if c.status != "available" or policy.refusal(c.name, c.dist) is not None:
+            why = c.reason or policy.refusal(c.name, c.dist) or c.status
+            print(f"skipped plugin {_safe(c.name)}: {_safe(why.splitlines()[0])}")
+            continue
+        wanted.setdefault(tuple(c.environment), []).append(c.name)
+    if not wanted:
+        print(f"no plugin of group {_safe(repr(args.group))} needs a private environment")
+        return 0
+    if not policy.environments.allowed:
+        print("pluginsdk: the host's policy does not allow private environments", file=sys.stderr)
+        return 1
+    failed = 0
+    for deps, names in wanted.items():
+        plugins = ", ".join(names)
+        try:
+            env = provision(deps, policy.environments, plugin=plugins)
+        except PluginError as exc:
+            failed += 1
+            print(f"failed {_safe(plugins)}: {_safe(exc.message, multiline=True)}", file=sys.stderr)
+            continue
+        what = "built" if env.built else "reused"
+        listed = ", ".join(env.dependencies) or "no dependencies"
+        print(f"{what} {env.key} for {_safe(plugins)} ({_safe(listed)}; {env.installer}, {env.seconds:.1f} s)")
+    return 1 if failed else 0
+
+
+def _cmd_env_prune(args: argparse.Namespace) -> int:
+    from .envs import prune
+
+    if args.days is not None and args.days < 0:
+        print("pluginsdk: --days must not be negative", file=sys.stderr)
+        return 2
+    removed = prune(args.days)
+    for path in removed:
+        print(f"removed {_safe(path)}")
+    print(f"{len(removed)} environments and views removed")
     return 0

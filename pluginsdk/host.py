@@ -284,7 +284,9 @@ class Host:
             if problem is not None:
                 self._plugins[name] = _Plugin(cand, isolation, *problem)
                 if self.strict:
-                    raise (BackendUnavailable if problem[0] == UNAVAILABLE else PluginLoadError)(problem[1], plugin=name)
+                    raise (BackendUnavailable if problem[0] == UNAVAILABLE else PluginLoadError)(
+                        problem[1], plugin=name
+                    )
                 return
         if isolation != "inprocess":
             why = isolation_unavailable(isolation, wasm_interpreter=self.policy.wasm_interpreter)

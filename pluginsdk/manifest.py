@@ -162,7 +162,7 @@ def _requirements_problem(where: str, value: object) -> str | None:
     is the host's policy's word (its index settings), not a manifest's.
     """
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        return f"{where}: expected a list of PEP 508 strings, e.g. [\"six==1.16.0\"]"
+        return f'{where}: expected a list of PEP 508 strings, e.g. ["six==1.16.0"]'
     if len(value) > MAX_DEPENDENCIES:
         return f"{where}: at most {MAX_DEPENDENCIES} dependencies, not {len(value)}"
     from packaging.requirements import InvalidRequirement, Requirement

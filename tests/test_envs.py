@@ -18,7 +18,6 @@ import sys
 import textwrap
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -115,16 +114,20 @@ def pip_freeze() -> str:
 
 def test_manifest_environment_table_is_parsed_and_checked() -> None:
     base = {"plugin": {"requires": "textkit>=1.0", "hooks": ["transform"], "isolation": "process"}}
-    parsed = parse_manifest({**base, "environment": {"dependencies": ["six==1.16.0", "attrs>=23; python_version>'3'"]}}, path="m")
+    parsed = parse_manifest(
+        {**base, "environment": {"dependencies": ["six==1.16.0", "attrs>=23; python_version>'3'"]}}, path="m"
+    )
     assert parsed.environment is not None
     assert ("six==1.16.0", "attrs>=23; python_version>'3'") == parsed.environment.dependencies
     assert parse_manifest(base, path="m").environment is None
     assert () == parse_manifest({**base, "environment": {}}, path="m").environment.dependencies  # type: ignore[union-attr]
     with pytest.raises(ManifestError) as info:
-        parse_manifest({**base, "environment": {"dependencies": ["--index-url=http://x", "a @ https://x/a.whl"]}}, path="m")
+        parse_manifest(
+            {**base, "environment": {"dependencies": ["--index-url=http://x", "a @ https://x/a.whl"]}}, path="m"
+        )
     assert "is not a PEP 508 requirement" in info.value.message
     assert "direct references are not allowed" in info.value.message
-    with pytest.raises(ManifestError, match="unknown key environment.python"):
+    with pytest.raises(ManifestError, match=r"unknown key environment\.python"):
         parse_manifest({**base, "environment": {"python": "3.9"}}, path="m")
 
 
@@ -216,7 +219,9 @@ def test_an_unresolvable_pin_fails_only_that_plugin_with_the_resolvers_message(
 ) -> None:
     install_plugin(site, "impossible", PLUGIN, manifest=manifest(["pinme==9.9"]))
     install_plugin(site, "fine", PLUGIN, manifest=manifest(["pinme==2.0"]))
-    install_plugin(site, "plain", "from pluginsdk import hookimpl\n\n@hookimpl\ndef transform(text):\n    return text\n")
+    install_plugin(
+        site, "plain", "from pluginsdk import hookimpl\n\n@hookimpl\ndef transform(text):\n    return text\n"
+    )
     with Host(SPEC, path=[site], policy=Policy(environments=settings)) as host:
         results = host.hook.transform.by_plugin(text="v")
         assert {"fine", "plain"} == set(results)
@@ -238,7 +243,9 @@ def test_a_damaged_environment_is_rebuilt(settings: EnvironmentSettings, cache: 
     os.unlink(first.python)  # damaged: its interpreter is gone
     rebuilt = provision(["pinme==1.0"], settings, plugin="p")
     assert rebuilt.built and rebuilt.root == first.root
-    check = subprocess.run([rebuilt.python, "-c", "import pinme; print(pinme.__version__)"], capture_output=True, text=True)
+    check = subprocess.run(
+        [rebuilt.python, "-c", "import pinme; print(pinme.__version__)"], capture_output=True, text=True
+    )
     assert "1.0" == check.stdout.strip()
     os.unlink(os.path.join(first.root, MARKER))  # damaged: half-built (no marker)
     assert provision(["pinme==1.0"], settings, plugin="p").built
@@ -261,7 +268,13 @@ def test_two_processes_starting_together_build_once(wheelhouse: Path, cache: Pat
     env = {**os.environ, "PLUGINSDK_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT)}
     start = str(time.time() + 1.5)  # both are up and waiting by then: they ask at the same moment
     procs = [
-        subprocess.Popen([sys.executable, "-c", CONCURRENT, str(wheelhouse), start], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", CONCURRENT, str(wheelhouse), start],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
     ]
     outs = []
@@ -275,7 +288,7 @@ def test_two_processes_starting_together_build_once(wheelhouse: Path, cache: Pat
 
 @pytest.mark.slow
 def test_build_timeout_is_a_clear_failure(settings: EnvironmentSettings, cache: Path) -> None:
-    with pytest.raises(PluginLoadError, match="took longer than the build timeout|no time left"):
+    with pytest.raises(PluginLoadError, match=r"took longer than the build timeout|no time left"):
         provision(["pinme==1.0"], settings._replace(timeout=0.01), plugin="slowpoke")
     assert [] == [e for e in list_environments() if e["complete"]]
 
@@ -286,3 +299,37 @@ def test_prune_removes_unused_environments(settings: EnvironmentSettings, cache:
     assert [] == [p for p in prune(days=1) if p == env.root]
     assert env.root in prune(days=0)
     assert not os.path.exists(env.root)
+
+
+@pytest.mark.slow
+def test_cli_env_sync_list_prune(
+    site: Path, wheelhouse: Path, cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pluginsdk.cli import main
+
+    install_plugin(site, "a", PLUGIN, manifest=manifest(["pinme==1.0"]))
+    install_plugin(site, "b", PLUGIN, manifest=manifest(["pinme==1.0"]))  # the same environment: made once
+    install_plugin(site, "c", PLUGIN, manifest=manifest(["pinme==9.9"]))
+    install_plugin(site, "d", "from pluginsdk import hookimpl\n")
+    config = tmp_path / "host.toml"
+    config.write_text(f"[policy.environments]\nno_index = true\nfind_links = [{json.dumps(str(wheelhouse))}]\n")
+    sync = ["env", "sync", "textkit.plugins", "--path", str(site), "--config", str(config)]
+    assert 1 == main(sync)  # c cannot be resolved
+    out, err = capsys.readouterr()
+    assert out.startswith("built ") and "for a, b (pinme==1.0;" in out
+    assert "failed c: " in err and "pinme==9.9" in err
+    assert 1 == main(sync)
+    out, _ = capsys.readouterr()
+    assert out.startswith("reused ")
+    assert 0 == main(["env", "list", "--json"])
+    listed = json.loads(capsys.readouterr().out)
+    assert [["pinme==1.0"]] == [e["dependencies"] for e in listed]
+    assert 0 == main(["env", "list"])
+    assert "pinme==1.0" in capsys.readouterr().out
+    # A host started afterwards finds the environment made ahead of time.
+    with Host(SPEC, path=[site], policy=Policy.from_toml(config)) as host:
+        assert "v:1.0" == host.hook.transform.by_plugin(text="v")["a"].rsplit(":", 1)[0]
+    assert 0 == main(["env", "prune", "--days", "0"])
+    assert listed[0]["root"] in capsys.readouterr().out
+    assert 0 == main(["env", "list", "--json"])
+    assert [] == json.loads(capsys.readouterr().out)

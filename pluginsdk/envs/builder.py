@@ -139,7 +139,14 @@ def build(
             pip = [python, "-m", "pip", "install", "--quiet", "--no-input", "--disable-pip-version-check"]
             steps.append([*pip, *index, *dependencies])
     for command in steps:
-        _run(command, os.path.dirname(root), deadline=deadline, plugin=plugin, deps=dependencies, installer=installer.name)
+        _run(
+            command,
+            os.path.dirname(root),
+            deadline=deadline,
+            plugin=plugin,
+            deps=dependencies,
+            installer=installer.name,
+        )
 
 
 def _run(

@@ -102,7 +102,10 @@ def normalize_dependencies(dependencies: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(out))
 
 
-def environment_key(dependencies: Iterable[str], settings: EnvironmentSettings = EnvironmentSettings()) -> str:
+_DEFAULT_SETTINGS = EnvironmentSettings()
+
+
+def environment_key(dependencies: Iterable[str], settings: EnvironmentSettings = _DEFAULT_SETTINGS) -> str:
     """The key of the environment holding ``dependencies`` under ``settings``, for this interpreter."""
     determined = {
         "format": _FORMAT,
@@ -118,7 +121,7 @@ def environment_key(dependencies: Iterable[str], settings: EnvironmentSettings =
 
 def provision(
     dependencies: Sequence[str],
-    settings: EnvironmentSettings = EnvironmentSettings(),
+    settings: EnvironmentSettings = _DEFAULT_SETTINGS,
     *,
     plugin: str | None = None,
     installer: Installer | None = None,

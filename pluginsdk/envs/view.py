@@ -49,7 +49,7 @@ def _located(name: str) -> str | None:
     if spec is None:
         return None
     if spec.submodule_search_locations:
-        return list(spec.submodule_search_locations)[0]
+        return next(iter(spec.submodule_search_locations))
     return spec.origin if spec.origin and os.path.isfile(spec.origin) else None
 
 
