@@ -25,6 +25,7 @@ import pytest
 from pluginsdk import Host, Policy
 from pluginsdk._errors import BackendUnavailable, ConfigError, ManifestError, PluginLoadError
 from pluginsdk.envs import EnvironmentSettings, environment_key, list_environments, provision, prune
+from pluginsdk.envs.builder import INSTALLER_VARIABLE, Installer, find_installer, find_uv, installer_problem
 from pluginsdk.envs.store import MARKER
 from pluginsdk.manifest import parse_manifest
 from tests.plugin_factory import install_plugin
@@ -234,21 +235,45 @@ def test_an_unresolvable_pin_fails_only_that_plugin_with_the_resolvers_message(
     assert [["pinme==2.0"]] == [e["dependencies"] for e in list_environments() if e["complete"]]
 
 
+def _installers() -> list[object]:
+    uv = find_uv()
+    return [
+        pytest.param(Installer("pip", host_pip=True), id="host-pip"),
+        pytest.param(Installer("pip"), id="venv-ensurepip"),
+        pytest.param(
+            Installer("uv", uv=uv), id="uv", marks=pytest.mark.skipif(uv is None, reason="uv is not installed")
+        ),
+    ]
+
+
+def test_the_installer_can_be_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(INSTALLER_VARIABLE, "pip")
+    found = find_installer()
+    assert found is not None and "pip" == found.name
+    if find_uv() is None:
+        monkeypatch.setenv(INSTALLER_VARIABLE, "uv")
+        assert find_installer() is None
+        assert "uv is not installed" in (installer_problem() or "")
+
+
 @pytest.mark.slow
-def test_a_damaged_environment_is_rebuilt(settings: EnvironmentSettings, cache: Path) -> None:
-    first = provision(["pinme==1.0"], settings, plugin="p")
-    assert first.built
+@pytest.mark.parametrize("installer", _installers())
+def test_a_damaged_environment_is_rebuilt(settings: EnvironmentSettings, cache: Path, installer: Installer) -> None:
+    first = provision(["pinme==1.0"], settings, plugin="p", installer=installer)
+    assert first.built and installer.name == first.installer
     again = provision(["pinme==1.0"], settings, plugin="p")
     assert not again.built and again.root == first.root
     os.unlink(first.python)  # damaged: its interpreter is gone
-    rebuilt = provision(["pinme==1.0"], settings, plugin="p")
+    rebuilt = provision(["pinme==1.0"], settings, plugin="p", installer=installer)
     assert rebuilt.built and rebuilt.root == first.root
     check = subprocess.run(
         [rebuilt.python, "-c", "import pinme; print(pinme.__version__)"], capture_output=True, text=True
     )
     assert "1.0" == check.stdout.strip()
+    if installer.name == "pip" and not installer.host_pip:
+        return  # ensurepip makes a build cost seconds: once is proof enough
     os.unlink(os.path.join(first.root, MARKER))  # damaged: half-built (no marker)
-    assert provision(["pinme==1.0"], settings, plugin="p").built
+    assert provision(["pinme==1.0"], settings, plugin="p", installer=installer).built
     assert [first.key] == [e["key"] for e in list_environments() if e["complete"]]
 
 
