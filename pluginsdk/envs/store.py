@@ -60,6 +60,9 @@ _INDEX_VARIABLES = (
 )
 #: Seconds the interpreter check of an existing environment may take.
 CHECK_TIMEOUT = 15.0
+# Interpreters this process has run, by path: (inode, mtime, size) of the file then.  A
+# replaced or removed interpreter no longer matches, and is run (or found missing) again.
+_checked: dict[str, tuple[int, int, int]] = {}
 
 
 class Environment(NamedTuple):
@@ -201,7 +204,14 @@ def _sound(root: str, key: str) -> dict[str, Any] | None:
     if marker is None or marker.get("key") != key:
         return None
     python = env_python(root)
-    if not os.path.isfile(python) or not os.access(python, os.X_OK):
+    try:
+        st = os.stat(python)  # follows the link: a base interpreter gone fails here
+    except OSError:
+        return None
+    stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+    if _checked.get(python) == stamp:
+        return marker  # this process ran this very interpreter already
+    if not os.access(python, os.X_OK):
         return None
     try:
         check = subprocess.run(
@@ -214,6 +224,7 @@ def _sound(root: str, key: str) -> dict[str, Any] | None:
         return None
     if check.returncode != 0 or check.stdout.decode(errors="replace").strip() != sys.version.strip():
         return None
+    _checked[python] = stamp
     return marker
 
 
