@@ -140,6 +140,15 @@ def test_policy_environments_from_toml(tmp_path: Path) -> None:
     )
     env = Policy.from_toml(path).environments
     assert EnvironmentSettings(True, "https://example.invalid/simple", (), ("/wheelhouse",), False, 120.0) == env
+    assert [
+        "--only-binary",
+        ":all:",
+        "--index-url",
+        "https://example.invalid/simple",
+        "--find-links",
+        "/wheelhouse",
+    ] == (env.installer_args())
+    assert "--only-binary" not in env._replace(allow_builds=True).installer_args()
     path.write_text('[policy.environments]\nallowed = "yes"\nfind_link = []\n')
     with pytest.raises(ConfigError) as info:
         Policy.from_toml(path)
@@ -153,6 +162,7 @@ def test_key_is_decided_by_dependencies_interpreter_and_index(settings: Environm
     assert key != environment_key(["a==2"], settings)
     assert key != environment_key(["b==1", "a==2"], settings._replace(find_links=("/elsewhere",)))
     assert key != environment_key(["b==1", "a==2"], EnvironmentSettings())
+    assert key != environment_key(["b==1", "a==2"], settings._replace(allow_builds=True))
 
 
 def test_inprocess_with_an_environment_is_a_load_error_saying_how_to_fix_it(site: Path) -> None:
@@ -358,3 +368,28 @@ def test_cli_env_sync_list_prune(
     assert listed[0]["root"] in capsys.readouterr().out
     assert 0 == main(["env", "list", "--json"])
     assert [] == json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.slow
+def test_only_wheels_unless_the_policy_allows_builds(
+    settings: EnvironmentSettings, wheelhouse: Path, cache: Path, tmp_path: Path
+) -> None:
+    import io
+    import tarfile
+
+    sdists = tmp_path / "sdists"
+    sdists.mkdir()
+    with tarfile.open(sdists / "fromsource-1.0.tar.gz", "w:gz") as tar:  # a source distribution: building runs code
+        for name, text in {
+            "fromsource-1.0/PKG-INFO": "Metadata-Version: 2.1\nName: fromsource\nVersion: 1.0\n",
+            "fromsource-1.0/setup.py": "raise SystemExit('this build must never run')\n",
+        }.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    wheels_only = settings._replace(find_links=(*settings.find_links, str(sdists)))
+    with pytest.raises(PluginLoadError) as info:
+        provision(["fromsource==1.0"], wheels_only, plugin="src")
+    assert "only wheels are installed" in info.value.message and "allow_builds = true" in info.value.message
+    assert "this build must never run" not in info.value.message

@@ -30,6 +30,9 @@ class EnvironmentSettings(NamedTuple):
         find_links: Directories or pages of distributions (``--find-links``).
         no_index: Use no index at all (``--no-index``): ``find_links`` only.
         timeout: Seconds a build may take, and another process's build be waited for.
+        allow_builds: Whether a dependency may be built from source (an sdist's build
+            runs its code on the host, outside any worker's limits); by default only
+            wheels are installed (``--only-binary :all:``).
     """
 
     allowed: bool = True
@@ -38,6 +41,7 @@ class EnvironmentSettings(NamedTuple):
     find_links: tuple[str, ...] = ()
     no_index: bool = False
     timeout: float = DEFAULT_BUILD_TIMEOUT
+    allow_builds: bool = False
 
     @classmethod
     def checked(cls, value: object, *, where: str = "policy.environments") -> EnvironmentSettings:
@@ -66,7 +70,7 @@ class EnvironmentSettings(NamedTuple):
 
     def installer_args(self) -> list[str]:
         """The index options, as both ``uv pip install`` and ``pip install`` spell them."""
-        args = []
+        args = [] if self.allow_builds else ["--only-binary", ":all:"]
         if self.no_index:
             args.append("--no-index")
         if self.index_url:
@@ -80,7 +84,7 @@ class EnvironmentSettings(NamedTuple):
 
 def _check(key: str, value: object) -> tuple[str | None, Any]:
     """``(problem or None, value normalised)`` for one setting."""
-    if key in ("allowed", "no_index"):
+    if key in ("allowed", "no_index", "allow_builds"):
         return (None, value) if isinstance(value, bool) else (f"expected true or false, got {value!r}", value)
     if key == "index_url":
         ok = value is None or (isinstance(value, str) and value.strip() != "")

@@ -116,6 +116,7 @@ def environment_key(dependencies: Iterable[str], settings: EnvironmentSettings =
         "python": sys.executable,
         "version": sys.version,
         "index": [settings.index_url, list(settings.extra_index_urls), list(settings.find_links), settings.no_index],
+        "builds": settings.allow_builds,
         "variables": {k: os.environ[k] for k in _INDEX_VARIABLES if k in os.environ},
     }
     text = json.dumps(determined, sort_keys=True)
@@ -162,6 +163,14 @@ def provision(
         shutil.rmtree(root, ignore_errors=True)  # damaged or half-built: start afresh
         try:
             build(root, deps, settings, installer=installer, deadline=deadline, plugin=plugin)
+        except PluginLoadError as exc:
+            shutil.rmtree(root, ignore_errors=True)
+            if settings.allow_builds or "took longer" in exc.message:
+                raise
+            hint = (
+                " (only wheels are installed; [policy.environments] allow_builds = true permits building from source)"
+            )
+            raise PluginLoadError(exc.message + hint, plugin=plugin) from None
         except BaseException:
             shutil.rmtree(root, ignore_errors=True)
             raise
