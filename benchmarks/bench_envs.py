@@ -16,6 +16,7 @@ check), with the installer used (uv when installed, else venv + pip).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -115,12 +116,11 @@ def main() -> None:
         site = base / "site"
         (site / "pinme").mkdir(parents=True)  # the host's copy, for the plugin run with the host's packages
         (site / "pinme" / "__init__.py").write_text("__version__ = '1.0'\n")
-        common = {"group": "envbench.plugins", "hooks": ("add",)}
-        install_plugin(
-            site, "shared", PLUGIN, module="envbench_shared", manifest=MANIFEST.format(environment=""), **common
-        )
         own_manifest = MANIFEST.format(environment='[environment]\ndependencies = ["pinme==1.0"]')
-        install_plugin(site, "own", PLUGIN, module="envbench_own", manifest=own_manifest, **common)
+        for name, text in (("shared", MANIFEST.format(environment="")), ("own", own_manifest)):
+            install_plugin(
+                site, name, PLUGIN, module=f"envbench_{name}", manifest=text, group="envbench.plugins", hooks=("add",)
+            )
 
         # Provisioning: cold (a cache of its own each time), then reused.
         cold: list[float] = []
@@ -135,17 +135,17 @@ def main() -> None:
         os.environ["PLUGINSDK_CACHE_DIR"] = str(base / "cache")
 
         hosts = {
-            name: Host(SPEC, path=[site], policy=Policy(allow={name}, environments=settings), use_index=False)
+            name: Host(SPEC, path=[str(site)], policy=Policy(allow={name}, environments=settings), use_index=False)
             for name in ("own", "shared")
         }
         try:
             for name, host in hosts.items():
                 assert [3] == host.hook.add(a=1, b=2), name
             with bench_process.placement("same CPU", _worker_pids(hosts.values())):  # the same placement for both
-                tiny = _alternating_us({k: (lambda h=h: h.hook.add(a=1, b=2)) for k, h in hosts.items()}, n)
+                tiny = _alternating_us({k: functools.partial(h.hook.add, a=1, b=2) for k, h in hosts.items()}, n)
                 items = [{"a": i, "b": i} for i in range(1000)]
                 batch = _alternating_us(
-                    {k: (lambda h=h: h.hook.add.map(items)) for k, h in hosts.items()}, n=10 if opts.quick else 30
+                    {k: functools.partial(h.hook.add.map, items) for k, h in hosts.items()}, n=10 if opts.quick else 30
                 )
         finally:
             for host in hosts.values():

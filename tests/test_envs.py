@@ -168,7 +168,7 @@ def test_key_is_decided_by_dependencies_interpreter_and_index(settings: Environm
 def test_inprocess_with_an_environment_is_a_load_error_saying_how_to_fix_it(site: Path) -> None:
     install_plugin(site, "pinned", PLUGIN, manifest=manifest(["pinme==1.0"], isolation="inprocess"))
     install_plugin(site, "sandboxed", PLUGIN, manifest=manifest(["pinme==1.0"], isolation="wasm"))
-    with Host(SPEC, path=[site]) as host:
+    with Host(SPEC, path=[str(site)]) as host:
         info = host.plugin("pinned")
         assert "failed" == info.status
         assert 'isolation = "process"' in info.reason and "[policy.isolation] pinned" in info.reason
@@ -178,12 +178,12 @@ def test_inprocess_with_an_environment_is_a_load_error_saying_how_to_fix_it(site
         assert "not supported yet" in host.plugin("sandboxed").reason
         assert [] == host.hook.transform(text="x")
     with pytest.raises(PluginLoadError, match="cannot run in the host's interpreter"):
-        Host(SPEC, path=[site], strict=True, policy=Policy(disabled={"sandboxed"}))
+        Host(SPEC, path=[str(site)], strict=True, policy=Policy(disabled={"sandboxed"}))
 
 
 def test_the_policy_can_forbid_private_environments(site: Path) -> None:
     install_plugin(site, "pinned", PLUGIN, manifest=manifest(["pinme==1.0"]))
-    with Host(SPEC, path=[site], policy=Policy(environments={"allowed": False})) as host:
+    with Host(SPEC, path=[str(site)], policy=Policy(environments={"allowed": False})) as host:
         info = host.plugin("pinned")
         assert "unavailable" == info.status
         assert "allowed = false" in info.reason
@@ -202,7 +202,7 @@ def test_two_plugins_pin_two_versions_and_the_host_is_unchanged(
     install_plugin(site, "new", PLUGIN, manifest=manifest(["pinme==2.0"]))
     before = pip_freeze()
     policy = Policy(environments=settings)
-    with Host(SPEC, path=[site], policy=policy) as host:
+    with Host(SPEC, path=[str(site)], policy=policy) as host:
         results = host.hook.transform.by_plugin(text="v")
         assert {"old", "new"} == set(results)
         assert results["old"].startswith("v:1.0:") and results["new"].startswith("v:2.0:")
@@ -217,7 +217,7 @@ def test_two_plugins_pin_two_versions_and_the_host_is_unchanged(
     assert 2 == len(markers)
     stamps = [m.stat().st_mtime_ns for m in markers]
     caplog.set_level(logging.INFO, logger="pluginsdk")
-    with Host(SPEC, path=[site], policy=policy) as host:
+    with Host(SPEC, path=[str(site)], policy=policy) as host:
         assert "v:2.0" == host.hook.transform.by_plugin(text="v")["new"].rsplit(":", 1)[0]
     assert stamps == [m.stat().st_mtime_ns for m in markers]
     assert any("reused" in r.getMessage() for r in caplog.records)
@@ -233,7 +233,7 @@ def test_an_unresolvable_pin_fails_only_that_plugin_with_the_resolvers_message(
     install_plugin(
         site, "plain", "from pluginsdk import hookimpl\n\n@hookimpl\ndef transform(text):\n    return text\n"
     )
-    with Host(SPEC, path=[site], policy=Policy(environments=settings)) as host:
+    with Host(SPEC, path=[str(site)], policy=Policy(environments=settings)) as host:
         results = host.hook.transform.by_plugin(text="v")
         assert {"fine", "plain"} == set(results)
         info = host.plugin("impossible")
@@ -362,7 +362,7 @@ def test_cli_env_sync_list_prune(
     assert 0 == main(["env", "list"])
     assert "pinme==1.0" in capsys.readouterr().out
     # A host started afterwards finds the environment made ahead of time.
-    with Host(SPEC, path=[site], policy=Policy.from_toml(config)) as host:
+    with Host(SPEC, path=[str(site)], policy=Policy.from_toml(config)) as host:
         assert "v:1.0" == host.hook.transform.by_plugin(text="v")["a"].rsplit(":", 1)[0]
     assert 0 == main(["env", "prune", "--days", "0"])
     assert listed[0]["root"] in capsys.readouterr().out
@@ -385,9 +385,9 @@ def test_only_wheels_unless_the_policy_allows_builds(
             "fromsource-1.0/setup.py": "raise SystemExit('this build must never run')\n",
         }.items():
             data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
     wheels_only = settings._replace(find_links=(*settings.find_links, str(sdists)))
     with pytest.raises(PluginLoadError) as info:
         provision(["fromsource==1.0"], wheels_only, plugin="src")
