@@ -24,7 +24,7 @@ import pytest
 
 from pluginsdk import Host, Policy
 from pluginsdk._errors import BackendUnavailable, ConfigError, ManifestError, PluginLoadError
-from pluginsdk.envs import EnvironmentSettings, environment_key, list_environments, provision, prune
+from pluginsdk.envs import EnvironmentSettings, environment_key, list_environments, provision, prune, worker_path
 from pluginsdk.envs.builder import INSTALLER_VARIABLE, Installer, find_installer, find_uv, installer_problem
 from pluginsdk.envs.store import MARKER
 from pluginsdk.manifest import parse_manifest
@@ -163,6 +163,24 @@ def test_key_is_decided_by_dependencies_interpreter_and_index(settings: Environm
     assert key != environment_key(["b==1", "a==2"], settings._replace(find_links=("/elsewhere",)))
     assert key != environment_key(["b==1", "a==2"], EnvironmentSettings())
     assert key != environment_key(["b==1", "a==2"], settings._replace(allow_builds=True))
+
+
+def test_worker_path_shows_the_plugin_and_the_sdk_not_the_hosts_packages(site: Path, cache: Path) -> None:
+    import msgpack
+    import pluggy
+
+    import pluginsdk
+
+    pkg = install_plugin(site, "pinned", PLUGIN, manifest=manifest(["pinme==1.0"]))
+    front, back = worker_path(str(pkg), str(site), "textkit-pinned", "1.0")
+    assert (front, back) == worker_path(str(pkg), str(site), "textkit-pinned", "1.0")  # made once, then reused
+    (view,) = front
+    shown = {p.name: p.resolve() for p in Path(view).iterdir()}
+    assert {"textkit_pinned", "pluginsdk", "textkit_pinned-1.0.dist-info"} == set(shown)
+    assert Path(pluginsdk.__file__).parent.resolve() == shown["pluginsdk"]
+    support = {p.name: p.resolve() for p in Path(back[0]).iterdir()}
+    assert Path(msgpack.__file__).parent.resolve() == support["msgpack"]
+    assert "pluggy" not in support and all(p.parent != Path(pluggy.__file__).parent for p in shown.values())
 
 
 def test_inprocess_with_an_environment_is_a_load_error_saying_how_to_fix_it(site: Path) -> None:

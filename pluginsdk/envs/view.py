@@ -23,6 +23,7 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import threading
 import time
 from collections.abc import Sequence
 
@@ -74,7 +75,7 @@ def _view(kind: str, links: Sequence[str]) -> str:
         except OSError:
             pass
         return final
-    tmp = f"{final}.{os.getpid()}.tmp"
+    tmp = f"{final}.{os.getpid()}.{threading.get_ident()}.tmp"
     os.makedirs(tmp, exist_ok=True)
     for target in links:
         link = os.path.join(tmp, os.path.basename(target.rstrip(os.sep)))
