@@ -23,6 +23,10 @@ __all__ = ["INSTALLER_VARIABLE", "Installer", "build", "env_python", "find_insta
 
 #: Set to ``uv`` or ``pip`` to choose the installer (default: uv when it is installed, else pip).
 INSTALLER_VARIABLE = "PLUGINSDK_ENV_INSTALLER"
+#: Added to an install's failure when only wheels may be installed (the policy's default).
+WHEELS_ONLY_HINT = (
+    " (only wheels are installed: [policy.environments] allow_builds = true permits building from source)"
+)
 #: The installer's output quoted in an error, at most (its last lines: where resolvers say why).
 OUTPUT_QUOTED = 1500
 
@@ -138,19 +142,22 @@ def build(
         if dependencies:
             pip = [python, "-m", "pip", "install", "--quiet", "--no-input", "--disable-pip-version-check"]
             steps.append([*pip, *index, *dependencies])
-    for command in steps:
-        _run(
-            command,
-            os.path.dirname(root),
-            deadline=deadline,
-            plugin=plugin,
-            deps=dependencies,
-            installer=installer.name,
-        )
+    # A failed install says what the policy could change: without allow_builds, only wheels are installed.
+    hint = "" if settings.allow_builds else WHEELS_ONLY_HINT
+    for i, command in enumerate(steps):
+        cwd = os.path.dirname(root)
+        _run(command, cwd, deadline=deadline, plugin=plugin, deps=dependencies, installer=installer.name, hint=hint * i)
 
 
 def _run(
-    command: list[str], cwd: str, *, deadline: float, plugin: str | None, deps: Sequence[str], installer: str
+    command: list[str],
+    cwd: str,
+    *,
+    deadline: float,
+    plugin: str | None,
+    deps: Sequence[str],
+    installer: str,
+    hint: str = "",
 ) -> None:
     """Run one step; a failure or a timeout is a :class:`PluginLoadError` quoting the installer."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
@@ -184,7 +191,7 @@ def _run(
     if proc.returncode != 0:
         tail = _tail(output) or "(no output)"
         message = f"cannot build {what} ({listed}) with {installer}: `{step}` failed (exit {proc.returncode}): {tail}"
-        raise PluginLoadError(clip(message), plugin=plugin)
+        raise PluginLoadError(clip(message) + hint, plugin=plugin)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -163,14 +163,6 @@ def provision(
         shutil.rmtree(root, ignore_errors=True)  # damaged or half-built: start afresh
         try:
             build(root, deps, settings, installer=installer, deadline=deadline, plugin=plugin)
-        except PluginLoadError as exc:
-            shutil.rmtree(root, ignore_errors=True)
-            if settings.allow_builds or "took longer" in exc.message:
-                raise
-            hint = (
-                " (only wheels are installed; [policy.environments] allow_builds = true permits building from source)"
-            )
-            raise PluginLoadError(exc.message + hint, plugin=plugin) from None
         except BaseException:
             shutil.rmtree(root, ignore_errors=True)
             raise
