@@ -409,5 +409,7 @@ def test_only_wheels_unless_the_policy_allows_builds(
     wheels_only = settings._replace(find_links=(*settings.find_links, str(sdists)))
     with pytest.raises(PluginLoadError) as info:
         provision(["fromsource==1.0"], wheels_only, plugin="src")
-    assert "only wheels are installed" in info.value.message and "allow_builds = true" in info.value.message, info.value.message
+    assert "only wheels are installed" in info.value.message and "allow_builds = true" in info.value.message, (
+        info.value.message
+    )
     assert "this build must never run" not in info.value.message
