@@ -23,7 +23,7 @@ PYPROJECT = nox.project.load_toml("pyproject.toml")
 PYTHONS = nox.project.python_versions(PYPROJECT)
 
 
-def _install(session: nox.Session, *groups: str, extras: str = "wasm") -> None:
+def _install(session: nox.Session, *groups: str, extras: str = "wasm,envs") -> None:
     session.install("-e", f".[{extras}]" if extras else ".")
     for group in groups:
         session.install(*nox.project.dependency_groups(PYPROJECT, group))

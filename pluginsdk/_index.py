@@ -31,7 +31,7 @@ from ._paths import cache_dir as cache_dir  # re-exported: _wasm.interpreter sti
 if TYPE_CHECKING:
     from .spec import HookSpec
 
-_FORMAT = 3  # 3: duplicate plugin names are stored as found, settled after loading
+_FORMAT = 4  # 3: duplicate plugin names are stored as found, settled after loading; 4: Candidate.environment
 # Directory mtimes have coarse granularity (a clock tick): a change in the same
 # tick as the scan would go unseen, so stamps that recent are not trusted
 # (git's "racily clean" rule).

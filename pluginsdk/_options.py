@@ -27,6 +27,11 @@ class BackendOptions(NamedTuple):
         wasm_paths: Directories the host mounts in the sandbox (``/paths/N``).
         wasm_spin: Seconds a sandbox call spins before it sleeps (default: the backend's).
         prewarm: Start every worker or instance now, not as calls arrive.
+        sys_path_tail: Directories a worker puts after its interpreter's own path.
+        host_path: Whether a worker also sees the host: the plugin's path entry,
+            ``sys_path`` (default the host's ``sys.path``) and the SDK's root in front
+            of its own path.  ``False`` for a private environment: then ``sys_path``
+            alone goes in front (see :mod:`pluginsdk.envs`).
     """
 
     sys_path: tuple[str, ...] | None = None
@@ -37,6 +42,8 @@ class BackendOptions(NamedTuple):
     wasm_paths: tuple[str, ...] = ()
     wasm_spin: float | None = None
     prewarm: bool = False
+    sys_path_tail: tuple[str, ...] = ()
+    host_path: bool = True
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> BackendOptions:
@@ -45,7 +52,7 @@ class BackendOptions(NamedTuple):
         if unknown:
             raise ConfigError(f"unknown backend option(s): {', '.join(sorted(unknown))}")
         values = dict(options)
-        for key in ("sys_path", "wasm_packages", "wasm_allowed", "wasm_paths"):
+        for key in ("sys_path", "wasm_packages", "wasm_allowed", "wasm_paths", "sys_path_tail"):
             if values.get(key) is not None:
                 values[key] = tuple(str(v) for v in values[key])  # type: ignore[attr-defined]
         return cls(**values)  # type: ignore[arg-type]

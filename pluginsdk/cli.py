@@ -8,23 +8,33 @@ metadata is escaped (:func:`_safe`, or JSON's own escapes with ``--json``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .discovery import Candidate
     from .host import PluginInfo
-    from .spec import HookSpec
+
+from ._cli_common import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    EXIT_USAGE,
+    _discover,
+    _json,
+    _load_spec,
+    _print_json,
+    _safe,
+    _spec_and_path,
+    _table,
+)
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_BUILD = 0, 1, 2, 3
-EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141
 
 _DESCRIPTION = (
     "List, inspect and check plugins of pluginsdk hosts; diagnose this installation; manage the sandbox cache."
@@ -179,53 +189,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=float, default=None, help="unused for this many days (default: 30; 0: all)")
     _json(p, "print what was removed as JSON")
     p.set_defaults(run=_cmd_wasm_prune)
+
+    env = sub.add_parser("env", help="private environments of plugins whose manifest has [environment]")
+    esub = env.add_subparsers(metavar="ACTION")
+    p = esub.add_parser("list", help="list the environments made so far")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=_env_command("list"))
+    p = esub.add_parser("sync", help="make every environment the installed plugins of a group need, now")
+    p.add_argument("group", help='entry-point group, such as "textkit.plugins"')
+    _spec_and_path(p)
+    p.add_argument("--config", type=Path, help="the host's policy file ([policy.environments]: indexes, allowed)")
+    p.set_defaults(run=_env_command("sync"))
+    p = esub.add_parser("prune", help="remove environments no plugin has used lately")
+    p.add_argument("--days", type=float, default=None, help="unused for this many days (default: 30; 0: all)")
+    p.set_defaults(run=_env_command("prune"))
     return parser
-
-
-def _spec_and_path(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--spec", help="judge compatibility against this host spec (module:OBJECT)")
-    p.add_argument("--path", action="append", help="search only this directory (repeatable)")
-
-
-def _json(p: argparse.ArgumentParser, help: str) -> None:
-    p.add_argument("--json", action="store_true", help=help)
-
-
-def _print_json(value: object) -> None:
-    """JSON on stdout; its escapes (ASCII only) keep plugin text from reaching the terminal raw."""
-    print(json.dumps(value, indent=2, ensure_ascii=True))
-
-
-def _load_spec(ref: str) -> HookSpec:
-    """The host's spec from ``module:OBJECT`` (host code, never plugin code)."""
-    from ._resolve import load_spec
-
-    return load_spec(ref)
-
-
-def _safe(value: object, *, multiline: bool = False) -> str:
-    """Metadata text as the terminal may see it: short, and with every control character escaped.
-
-    Names, versions, reasons and paths come from plugins' metadata; printed
-    raw, an escape sequence in them would drive the user's terminal.
-    """
-    from ._text import clip, printable
-
-    return printable(clip(str(value)), multiline=multiline)
-
-
-def _discover(args: argparse.Namespace) -> tuple[HookSpec | None, list[Candidate]]:
-    """The group's plugins, with the statuses a host would give them before loading any."""
-    from ._survey import judge
-    from .discovery import discover
-
-    spec = _load_spec(args.spec) if args.spec else None
-    if spec is not None and spec.group != args.group:
-        from ._errors import ConfigError
-
-        raise ConfigError(f"spec {spec.name!r} uses group {spec.group!r}, not {args.group!r}")
-    found = discover(spec, group=args.group, path=args.path, use_index=False)
-    return spec, judge(found, args.group, spec)
 
 
 def _no_plugins(args: argparse.Namespace) -> str:
@@ -356,12 +334,6 @@ def _safe_logging() -> None:
     logger.propagate = False
 
 
-def _table(rows: Sequence[tuple[str, ...]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
-
-
 def _cmd_check(args: argparse.Namespace) -> int:
     from ._progress import Progress
     from .check import check
@@ -441,3 +413,15 @@ def _cmd_wasm_prune(args: argparse.Namespace) -> int:
         print(f"removed {path}")
     print(f"{len(removed)} cache entries removed")
     return EXIT_OK
+
+
+def _env_command(action: str) -> Callable[[argparse.Namespace], int]:
+    """``pluginsdk env ACTION``, imported when it runs (see :mod:`pluginsdk._cli_env`)."""
+
+    def run(args: argparse.Namespace) -> int:
+        from . import _cli_env
+
+        command: Callable[[argparse.Namespace], int] = getattr(_cli_env, f"cmd_{action}")
+        return command(args)
+
+    return run

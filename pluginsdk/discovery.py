@@ -52,6 +52,8 @@ class Candidate(NamedTuple):
         wasm_packages: Extra pure-Python packages to mount in the sandbox.
         status: ``available``, ``incompatible`` or ``failed``.
         reason: Why, when not ``available``.
+        environment: The manifest's ``[environment] dependencies``, or ``None``
+            when it has no ``[environment]`` table (the plugin uses the host's packages).
     """
 
     name: str
@@ -70,6 +72,7 @@ class Candidate(NamedTuple):
     wasm_packages: tuple[str, ...] = ()
     status: str = AVAILABLE
     reason: str = ""
+    environment: tuple[str, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return self._asdict()
@@ -79,6 +82,8 @@ class Candidate(NamedTuple):
         data = dict(data)
         data["hooks"] = tuple(data["hooks"])
         data["wasm_packages"] = tuple(data["wasm_packages"])
+        if data.get("environment") is not None:
+            data["environment"] = tuple(data["environment"])
         return cls(**data)
 
 
@@ -245,6 +250,7 @@ def _examine(
         hooks=manifest.plugin.hooks,
         limits={k: v for k, v in manifest.limits._asdict().items() if v is not None},
         wasm_packages=manifest.wasm.packages,
+        environment=None if manifest.environment is None else manifest.environment.dependencies,
     )
     if spec is None:
         return base

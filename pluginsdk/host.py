@@ -279,6 +279,15 @@ class Host:
         if refusal is not None:
             self._plugins[name] = _Plugin(cand, isolation, DISABLED, refusal)
             return
+        if cand.environment is not None:
+            problem = self._environment_problem(cand, isolation)
+            if problem is not None:
+                self._plugins[name] = _Plugin(cand, isolation, *problem)
+                if self.strict:
+                    raise (BackendUnavailable if problem[0] == UNAVAILABLE else PluginLoadError)(
+                        problem[1], plugin=name
+                    )
+                return
         if isolation != "inprocess":
             why = isolation_unavailable(isolation, wasm_interpreter=self.policy.wasm_interpreter)
             if why is not None:
@@ -290,6 +299,31 @@ class Host:
         if isolation == "inprocess":
             for hook in cand.hooks:
                 self._pending.setdefault(hook, []).append(plugin)
+
+    def _environment_problem(self, cand: Candidate, isolation: str) -> tuple[str, str] | None:
+        """``(status, reason)`` if plugin ``cand``, which declares ``[environment]``, cannot run here."""
+        name = cand.name
+        if not self.policy.environments.allowed:
+            return UNAVAILABLE, (
+                f"plugin {name!r} needs a private environment ([environment] in its manifest), which the host's"
+                " policy does not allow ([policy.environments] allowed = false)"
+            )
+        if isolation == "inprocess":
+            return FAILED, (
+                f"plugin {name!r} declares a private environment ([environment] in its manifest), so it cannot run"
+                f' in the host\'s interpreter: ask for isolation = "process" in its manifest, or give it'
+                f' [policy.isolation] {name} = "process" in the host\'s policy'
+            )
+        if isolation == "wasm":
+            return FAILED, (
+                f"plugin {name!r} declares a private environment ([environment] in its manifest), which is not"
+                ' supported yet at isolation "wasm"; run it at "process", or mount pure-Python dependencies'
+                " with [wasm] packages"
+            )
+        from .envs import installer_problem
+
+        why = installer_problem()
+        return None if why is None else (UNAVAILABLE, f"plugin {name!r} needs a private environment, but {why}")
 
     def _load_pending(self, hook: str) -> None:
         # Load, then forget: a thread arriving meanwhile finds the list still
@@ -331,6 +365,19 @@ class Host:
             wasm_allowed=tuple(sorted(self.policy.wasm_packages)),
             prewarm=self._prewarm,  # the host's choice: otherwise workers start as calls need them
         )
+        if cand.environment is not None:  # its own interpreter, seeing the plugin and the SDK, not the host's packages
+            from .envs import provision, worker_path
+
+            env = provision(cand.environment, self.policy.environments, plugin=cand.name)
+            self._log(cand.name).info(
+                "private environment %s %s in %.2f s (%s)",
+                env.key,
+                "built" if env.built else "reused",
+                env.seconds,
+                ", ".join(env.dependencies) or "no dependencies",
+            )
+            front, back = worker_path(cand.package_dir, cand.path_entry, cand.dist, cand.version)
+            options = options._replace(python=env.python, sys_path=front, sys_path_tail=back, host_path=False)
         # Where the plugin is and what it implements, what it may use, how the host runs it.
         where = (cand.name, cand.dist, cand.module, cand.attr, cand.package_dir, cand.path_entry)
         hooks = {h: self.spec.hook_defs[h].argnames for h in cand.hooks}

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MANIFEST_MAX_BYTES",
+    "EnvironmentSection",
     "MANIFEST_NAME",
     "Manifest",
     "PluginSection",
@@ -70,6 +71,22 @@ class WasmSection(NamedTuple):
     packages: tuple[str, ...] = ()
 
 
+class EnvironmentSection(NamedTuple):
+    """The optional ``[environment]`` table: the plugin runs in a private environment of its own.
+
+    Attributes:
+        dependencies: PEP 508 requirements installed for this plugin only,
+            never into the host's environment.
+    """
+
+    dependencies: tuple[str, ...] = ()
+
+
+#: At most this many ``[environment] dependencies``, each at most this long.
+MAX_DEPENDENCIES = 200
+_MAX_DEPENDENCY_CHARS = 500
+
+
 class Manifest(NamedTuple):
     """A parsed, validated ``pluginsdk.toml``.
 
@@ -77,11 +94,14 @@ class Manifest(NamedTuple):
         plugin: The ``[plugin]`` table.
         limits: Resource hints from ``[limits]``; the host policy has the last word.
         wasm: Sandbox settings from ``[wasm]``.
+        environment: The ``[environment]`` table, or ``None`` if there is none
+            (the plugin runs with the host's packages).
     """
 
     plugin: PluginSection
     limits: Limits = Limits()
     wasm: WasmSection = WasmSection()
+    environment: EnvironmentSection | None = None
 
 
 @functools.lru_cache(maxsize=512)
@@ -112,6 +132,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
     "plugin": {"requires": ("str", True), "hooks": ("names", True), "isolation": ("str", False)},
     "limits": dict.fromkeys(LIMIT_RULES, ("limit", False)),
     "wasm": {"packages": ("names", False)},
+    "environment": {"dependencies": ("requirements", False)},
 }
 
 
@@ -120,6 +141,8 @@ def _kind_problem(kind: str, where: str, value: object) -> str | None:
     if kind == "limit":
         table, _, key = where.partition(".")
         return limit_problem(key, value, where=table)
+    if kind == "requirements":
+        return _requirements_problem(where, value)
     if kind == "str":
         ok = isinstance(value, str)
         expected = "a string"
@@ -130,6 +153,33 @@ def _kind_problem(kind: str, where: str, value: object) -> str | None:
         return None
     text = repr(value)
     return f"{where}: expected {expected}, got {text if len(text) <= 60 else text[:55] + '...'}"
+
+
+def _requirements_problem(where: str, value: object) -> str | None:
+    """What is wrong with ``[environment] dependencies``: PEP 508 strings naming a project on an index.
+
+    Direct references (``name @ URL``) are refused: where packages come from
+    is the host's policy's word (its index settings), not a manifest's.
+    """
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        return f'{where}: expected a list of PEP 508 strings, e.g. ["six==1.16.0"]'
+    if len(value) > MAX_DEPENDENCIES:
+        return f"{where}: at most {MAX_DEPENDENCIES} dependencies, not {len(value)}"
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    bad = []
+    for dep in value:
+        if len(dep) > _MAX_DEPENDENCY_CHARS:
+            bad.append(f"{dep[:40]!r}...: longer than {_MAX_DEPENDENCY_CHARS} characters")
+            continue
+        try:
+            req = Requirement(dep)
+        except InvalidRequirement as exc:
+            bad.append(f"{dep!r} is not a PEP 508 requirement ({str(exc).splitlines()[0]})")
+            continue
+        if req.url is not None:
+            bad.append(f"{dep!r}: direct references are not allowed (the host's policy chooses the index)")
+    return f"{where}: " + "; ".join(bad) if bad else None
 
 
 def _problems(data: Mapping[str, Any]) -> list[str]:
@@ -184,6 +234,11 @@ def parse_manifest(data: Mapping[str, Any], *, path: str, plugin: str | None = N
         ),
         limits=Limits.checked(data.get("limits")),
         wasm=WasmSection(packages=tuple(data.get("wasm", {}).get("packages", ()))),
+        environment=(
+            EnvironmentSection(dependencies=tuple(data["environment"].get("dependencies", ())))
+            if "environment" in data
+            else None
+        ),
     )
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigError
 from .config import DEFAULT_LIMITS, ISOLATION_LEVELS, LIMIT_RULES, Limits, limit_problem
+from .envs.settings import EnvironmentSettings
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -43,6 +44,9 @@ class Policy:
         dists: Plugin name -> the distribution that owns it.  A name listed
             here is only ever loaded from that distribution; a name two
             distributions declare loads from neither unless it is listed.
+        environments: Private environments for plugins whose manifest has an
+            ``[environment]`` table: whether they are allowed, the indexes they
+            are built from, the build timeout (``[policy.environments]``).
     """
 
     # A plain class: it is built on every host start, where generating a
@@ -51,6 +55,7 @@ class Policy:
         "allow",
         "disabled",
         "dists",
+        "environments",
         "isolation",
         "limits",
         "min_isolation",
@@ -70,6 +75,7 @@ class Policy:
     wasm_interpreter: str | None
     wasm_packages: frozenset[str]
     dists: Mapping[str, str]
+    environments: EnvironmentSettings
 
     def __init__(
         self,
@@ -84,6 +90,7 @@ class Policy:
         wasm_interpreter: str | None = None,
         wasm_packages: Iterable[str] = (),
         dists: Mapping[str, str] | None = None,
+        environments: EnvironmentSettings | Mapping[str, Any] | None = None,
     ) -> None:
         _check_level("min_isolation", min_isolation)
         for plugin, level in (isolation or {}).items():
@@ -104,6 +111,7 @@ class Policy:
             "wasm_interpreter": wasm_interpreter,
             "wasm_packages": frozenset(wasm_packages),
             "dists": dict(dists or {}),
+            "environments": EnvironmentSettings.checked(environments),
         }
         for name, value in values.items():
             object.__setattr__(self, name, value)
@@ -153,6 +161,7 @@ class Policy:
         # so a policy file and a manifest refuse the same values in the same words.
         limits = data.pop("limits", None)
         plugin_limits = data.pop("plugin_limits", None)
+        environments = data.pop("environments", None)  # checked by EnvironmentSettings, in its own words
         try:
             fields: dict[str, Any] = _toml.converter().structure(data, _policy_fields())
         except cattrs.BaseValidationError as exc:
@@ -169,6 +178,8 @@ class Policy:
             fields["limits"] = Limits.checked(limits)
         if plugin_limits is not None:
             fields["plugin_limits"] = {plugin: Limits.checked(own) for plugin, own in plugin_limits.items()}
+        if environments is not None:
+            fields["environments"] = environments
         try:
             return cls(**fields)
         except ConfigError as exc:
@@ -236,5 +247,6 @@ def _policy_fields() -> type:
     """
     from typing import TypedDict, get_type_hints
 
-    fields: type = TypedDict("PolicyFields", get_type_hints(Policy), total=False)  # type: ignore[misc]
+    hints = {k: v for k, v in get_type_hints(Policy).items() if k != "environments"}  # checked on its own
+    fields: type = TypedDict("PolicyFields", hints, total=False)  # type: ignore[misc]
     return fields

@@ -5,6 +5,8 @@ Submodules:
 * :mod:`.interpreter` finds the CPython-on-WASI interpreter and pins its hash;
 * :mod:`.cache` keeps the compiled (AOT) interpreter, the staged guest
   libraries and their bytecode in the user cache directory;
+* :mod:`.deps` stages a plugin's dependency closure (copied from what each
+  distribution's ``RECORD`` lists) for the guest's ``/site``;
 * :mod:`.store` runs the interpreter in a wasmtime store, and :mod:`.setup`
   prepares all of the above once per process;
 * :mod:`.gate` counts and caps the descriptors a guest holds, and takes its sleeps;

@@ -16,7 +16,10 @@ exec'ing an interpreter directly (~40-60 ms a worker here, paid once, off
 the call path).  ``-I`` keeps the host's ``PYTHON*`` variables and user site
 out; the host's ``sys.path`` (or ``BackendOptions.sys_path``) is put in front of
 the worker's so it sees what the host sees.  ``BackendOptions.python`` overrides
-the interpreter (default ``sys.executable``).  Workers get a new session so
+the interpreter (default ``sys.executable``); a plugin with a private
+environment runs that environment's interpreter with ``host_path=False``: only
+its view of the plugin and the SDK in front, the guest's support libraries
+behind (``sys_path_tail``), never the host's site-packages (:mod:`pluginsdk.envs`).  Workers get a new session so
 a terminal's Ctrl-C reaches only the host.
 
 Ending a worker: on Linux the process started is a supervisor (see
@@ -65,9 +68,10 @@ STDERR_TAIL = 10
 _write = os.write
 _encode_frame = codec.encode_frame
 _PKG_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# The worker's first line: the host's path first (``-I`` dropped PYTHONPATH), then the loop.
+# The worker's first line: the host's path first (``-I`` dropped PYTHONPATH), any tail after, then the loop.
 _BOOT = (
     "import sys;sys.path[:0]=[p for p in {path!r} if p not in sys.path];"
+    "sys.path+=[p for p in {tail!r} if p not in sys.path];"
     "from pluginsdk.guest.worker import main;sys.exit(main())"
 )
 
@@ -85,7 +89,11 @@ class ProcessWorker(Worker):
     ) -> None:
         super().__init__()
         self.plugin = target.name
-        path = _unique([target.path_entry, *(options.sys_path or sys.path), _PKG_ROOT])
+        if options.host_path:
+            path = _unique([target.path_entry, *(options.sys_path or sys.path), _PKG_ROOT])
+        else:  # a private environment: its own path, plus only what the host put in sys_path (pluginsdk.envs)
+            path = _unique(options.sys_path or ())
+        tail = _unique(options.sys_path_tail)
         python = options.python or sys.executable
         to_guest_r, self.wfd = os.pipe()
         self._rfd, to_host_w = os.pipe()
@@ -96,7 +104,7 @@ class ProcessWorker(Worker):
                     "-I",
                     "-u",
                     "-c",
-                    _BOOT.format(path=path),
+                    _BOOT.format(path=path, tail=tail),
                     str(to_guest_r),
                     str(to_host_w),
                     str(limits.memory_mb or 0),  # None only for a cap switched off by the host's own code

@@ -8,8 +8,10 @@ errors and limits behave exactly as at the ``process`` level.
 
 What the guest can see, all read-only: the guest libraries (``/lib``: pluggy,
 msgpack, attrs/cattrs and pluginsdk's guest side), their
-bytecode (``/pycache``), the plugin's package (``/plugin/NAME``), the
-pure-Python packages its manifest lists under ``[wasm] packages``
+bytecode (``/pycache``), the plugin's package (``/plugin/NAME``), its
+distribution's dependency closure with their metadata (``/site``, staged
+by :mod:`pluginsdk._wasm.deps`), the extra pure-Python packages its
+manifest lists under ``[wasm] packages`` that the host's policy allows
 (``/deps/NAME``) and any directories the host passes as
 ``BackendOptions.wasm_paths`` (``/paths/N``).  No host environment variables,
 no sockets, no subprocesses, nothing else of the file system.
