@@ -11,11 +11,10 @@ as import would see them).
 * A requirement of a dependency that is not installed, or whose installed
   version its specifier refuses, fails the plugin's load with the chain that
   led to it: ``textkit-user -> jinja2 -> markupsafe>=2.0: not installed``.
-* The plugin's own extras (``Provides-Extra``) are included when everything
-  they need is installed and satisfies them (an installer records no extras,
-  so that is how an installed extra looks); an extra with a requirement that
-  is absent, unsatisfied or another plugin is left out whole, not an error,
-  and so is a distribution only extras need that the sandbox refuses.
+* The plugin's own extras (``Provides-Extra``) are not followed: an installer
+  records none, and what a development install adds (a ``test`` extra's
+  pytest...) has no place in a sandbox.  A dependency's extras that a
+  requirement asks for (``jinja2[i18n]``) are followed like any requirement.
 * The SDK's own distribution, and distributions whose packages the sandbox
   already provides (its guest libraries: pluggy, msgpack, attrs/cattrs), are
   checked against their specifier but neither mounted nor followed.
@@ -132,18 +131,6 @@ def resolve(
     found = {own: Dependency(root.name, _version(root), root.meta_dir, root.path_entry, (), True)}
     text = _read(root.meta_dir, "METADATA") or _read(root.meta_dir, "PKG-INFO") or ""
     walk.run(found, [(req, (root.name,)) for req, _ in walk.requirements(text, frozenset())])
-    for extra in dict.fromkeys(normalize(e) for e in _metadata_field(text, "Provides-Extra")):
-        # The plugin's own extras: an installer records none, so an extra counts as installed when all it
-        # needs is; otherwise it is left out whole.
-        reqs: list[tuple[Requirement, tuple[str, ...]]] = [
-            (req, (f"{root.name}[{extra}]",)) for req, opt in walk.requirements(text, frozenset({extra})) if opt
-        ]
-        trial = dict(found)
-        try:
-            walk.run(trial, reqs)
-        except PluginLoadError:
-            continue
-        found = {k: d if k in found else d._replace(optional=True) for k, d in trial.items()}
     return list(found.values())
 
 

@@ -191,41 +191,13 @@ def _compile(sandbox: Sandbox, staged: Path) -> bool:
     The run imports nothing of the staged code (``compileall`` only reads it),
     and is the only one that may write the bytecode directory.
     """
-    import logging
-    import tempfile
-
-    import wasmtime
-
-    from .gate import OpenFiles, instantiate
-    from .store import new_store, wasi_config
+    from .store import run_program
 
     code = (
         "import sys; sys.pycache_prefix = '/pycache'; import compileall; "
         f"sys.exit(0 if compileall.compile_dir({GUEST_SITE!r}, quiet=2, workers=1) else 1)"
     )
-    engine, module, linker, store = new_store(sandbox, 0)
     dirs = [(str(staged / "site"), GUEST_SITE)]
-    wasi = wasi_config(sandbox, ["python", "-I", "-S", "-c", code], dirs, writable_pycache=False)
-    wasi.preopen_dir(str(staged / "pyc" / "site"), f"/pycache{GUEST_SITE}", True)
-    with tempfile.TemporaryDirectory(prefix="pluginsdk-wasm-") as tmp:
-        output = os.path.join(tmp, "output")
-        wasi.stdout_file = output
-        wasi.stderr_file = output
-        store.set_wasi(wasi)
-        files = OpenFiles(0)
-        try:
-            instantiate(engine, linker, store, module, files).exports(store)["_start"](store)
-            status = 0
-        except wasmtime.ExitTrap as exc:
-            status = int(exc.code)
-        except wasmtime.WasmtimeError as exc:
-            logging.getLogger("pluginsdk.wasm").warning("compiling dependencies' bytecode failed: %s", exc)
-            status = -1
-        finally:
-            store.close()
-            files.release_all()
-        if status:
-            with open(output, "rb") as f:
-                tail = f.read()[-2000:].decode("utf-8", "replace")
-            logging.getLogger("pluginsdk.wasm").warning("compiling dependencies' bytecode failed: %s", tail)
+    writable = [(str(staged / "pyc" / "site"), f"/pycache{GUEST_SITE}")]
+    status = run_program(sandbox, ["-c", code], dirs=dirs, writable=writable)
     return status == 0

@@ -88,16 +88,27 @@ def outcome(exc: BaseException | None) -> str:
     return f"trap: {reason or type(exc).__name__}"
 
 
-def run_program(sandbox: Sandbox, args: Sequence[str], *, writable_pycache: bool = False) -> int:
-    """Run the interpreter on ``args`` to completion on this thread; its exit status.
+def run_program(
+    sandbox: Sandbox,
+    args: Sequence[str],
+    *,
+    writable_pycache: bool = False,
+    dirs: Sequence[tuple[str, str]] = (),
+    writable: Sequence[tuple[str, str]] = (),
+) -> int:
+    """Run the interpreter on ``args`` to completion on this thread; its exit status (-1: it trapped).
 
-    Used for the bytecode warm-up (no plugin code, no channel).
+    Used for bytecode warm-ups (no plugin code, no channel): ``dirs`` are
+    mounted read-only and ``writable`` writable, as ``(host, guest)`` pairs.
+    What the program printed is logged when it fails.
     """
     import wasmtime
 
     engine, module, linker, store = new_store(sandbox, 0)
     argv = ["python", "-I", "-S", *args]
-    wasi = wasi_config(sandbox, argv, (), writable_pycache=writable_pycache)
+    wasi = wasi_config(sandbox, argv, dirs, writable_pycache=writable_pycache)
+    for host, guest in writable:
+        wasi.preopen_dir(host, guest, True)
     # A file, not a *_custom callback: wasmtime calls those from its own
     # threads, and one arriving while the host interpreter exits aborts it.
     with tempfile.TemporaryDirectory(prefix="pluginsdk-wasm-") as tmp:
@@ -111,6 +122,9 @@ def run_program(sandbox: Sandbox, args: Sequence[str], *, writable_pycache: bool
             status = 0
         except wasmtime.ExitTrap as exc:
             status = int(exc.code)
+        except wasmtime.WasmtimeError as exc:  # a trap: the program did not end on its own
+            logging.getLogger("pluginsdk.wasm").warning("program %s trapped: %s", list(args)[:2], outcome(exc))
+            status = -1
         finally:
             store.close()
             files.release_all()
