@@ -41,6 +41,8 @@ KNOWN = {
     "wasm": ("bench_wasm.py", "The wasm backend"),
     "scaling": ("bench_scaling.py", "Per-item cost by isolation level and call size, through a real Host"),
     "restructure": ("bench_restructure.py", "The pooled backend against the code it replaced (old vs new, one run)"),
+    "wasm_deps": ("bench_wasm_deps.py", "A sandboxed plugin with a dependency closure"),
+    "envs": ("bench_envs.py", "A process plugin in its own environment"),
 }
 # Files whose times are in seconds whatever they say (written before the convention).
 SECONDS = {"core", "scaling"}
