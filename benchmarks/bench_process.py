@@ -115,6 +115,15 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
+def pss_kib(pid: int) -> int:
+    """Proportional set size: private pages, plus shared ones divided among their sharers."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+    except (OSError, StopIteration):
+        return rss_kib(pid)
+
+
 def rss_kib(pid: int | str = "self") -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -181,6 +190,14 @@ class BareChild:
 PLACEMENTS = ("same CPU", "split CPUs", "free")
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
 @contextlib.contextmanager
 def placement(mode: str, child_pids: list[int]) -> Iterator[None]:
     """Run this thread and ``child_pids`` on one CPU, on two different CPUs, or anywhere.
@@ -196,6 +213,8 @@ def placement(mode: str, child_pids: list[int]) -> Iterator[None]:
         child = {cpus[1 % len(cpus)]}
     elif mode == "free":
         host = child = everything
+    # A worker process is a supervisor and the worker it forked (pluginsdk.guest.worker): pin both.
+    child_pids = [*child_pids, *(c for pid in child_pids for c in _children(pid))]
     pids = [0, *child_pids]
     try:
         os.sched_setaffinity(0, host)
@@ -415,9 +434,16 @@ def main() -> None:
         worker_pids = [int(w.pid) for w in backend.pool.all]
         host_mib = rss_kib() / 1024
         worker_mib = statistics.median(rss_kib(p) for p in worker_pids) / 1024
+        # What a worker costs: its supervisor and the worker it forked, shared pages counted once (PSS).
+        pair_mib = statistics.median(pss_kib(p) + sum(pss_kib(c) for c in _children(p)) for p in worker_pids) / 1024
         rows.append(("host RSS", f"{host_mib:.1f} MiB", ""))
-        rows.append(("per-worker RSS", f"{worker_mib:.1f} MiB", ""))
-        out += [row("host RSS", host_mib, "mib"), row("per-worker RSS", worker_mib, "mib")]
+        rows.append(("per-worker RSS (the supervisor)", f"{worker_mib:.1f} MiB", ""))
+        rows.append(("per-worker PSS (supervisor + worker)", f"{pair_mib:.1f} MiB", ""))
+        out += [
+            row("host RSS", host_mib, "mib"),
+            row("per-worker RSS (the supervisor)", worker_mib, "mib"),
+            row("per-worker PSS (supervisor + worker)", pair_mib, "mib"),
+        ]
         backend.close()
         one, two = bench_threads(site, 10 if opts.quick else 30)
         rows.append(("2 threads CPU-bound: 1 vs 2 workers", f"{one:.2f} s / {two:.2f} s", f"{one / two:.2f}x faster"))

@@ -74,6 +74,7 @@ backend = cls(target, log=logging.getLogger("bench"))
 backend.start()
 assert backend.call("add", (1, 2)) == 3
 print("ready", flush=True)
+host = None
 for line in sys.stdin:
     what, n = line.split()
     n = int(n)
@@ -83,14 +84,27 @@ for line in sys.stdin:
         for i in range(n):
             call("add", (i, 1))
         per = (time.perf_counter() - t) / n
-    else:
+    elif what == "batch":
         items = [(i, 1) for i in range(n)]
         t = time.perf_counter()
         out = backend.call_batch("add", items)
         per = (time.perf_counter() - t) / n
         assert out[-1] == n
+    else:  # "map": the same batch through a real Host (discovery, policy, pluggy, the SDK's map)
+        if host is None:
+            from pluginsdk import Host, Policy
+            host = Host(spec, policy=Policy(limits=Limits(workers=1, timeout=60.0)), path=[site],
+                        force_isolation=level, use_index=False)
+            assert host.hook.add(a=1, b=2) == [3]
+        kwargs = [{"a": i, "b": 1} for i in range(n)]
+        t = time.perf_counter()
+        out = host.hook.add.map(kwargs)
+        per = (time.perf_counter() - t) / n
+        assert out[-1] == [n]
     print(json.dumps(per * 1e6), flush=True)
 backend.close()
+if host is not None:
+    host.close()
 """
 
 
@@ -154,14 +168,15 @@ def main() -> None:
         trees = {"old": old_tree(args.base, work / "old"), "new": ROOT}
         site = work / "site"
         site.mkdir()
+        manifest = '[plugin]\nrequires = "benchkit>=1.0"\nisolation = "process"\nhooks = ["add"]\n'
         install_plugin(site, "adder", textwrap.dedent(PLUGIN), module="benchkit_adder", dist="benchkit-adder",
-                       group="benchkit.plugins", hooks=("add",))  # fmt: skip
+                       group="benchkit.plugins", hooks=("add",), manifest=manifest)  # fmt: skip
         levels = ["process", "wasm"]
         for level in levels:
             drivers = {side: Driver(tree, site, level, work / f"cache-{side}") for side, tree in trees.items()}
             try:
                 samples: dict[tuple[str, str], list[float]] = {}
-                for what, n in (("call", calls), ("batch", 1000)):
+                for what, n in (("call", calls), ("batch", 1000), ("map", 1000)):
                     for d in drivers.values():
                         d.ask(what, n)  # warm-up
                     for _ in range(rounds):
@@ -169,7 +184,11 @@ def main() -> None:
                         random.shuffle(order)
                         for side in order:
                             samples.setdefault((what, side), []).append(drivers[side].ask(what, n))
-                for what, label in (("call", "tiny call"), ("batch", "1,000-item batch, per item")):
+                for what, label in (
+                    ("call", "tiny call"),
+                    ("batch", "1,000-item batch, per item"),
+                    ("map", "1,000-item host.hook.map, per item"),
+                ):
                     old, new = samples[(what, "old")], samples[(what, "new")]
                     paired = statistics.median(b / a for a, b in zip(old, new))
                     rows.append(

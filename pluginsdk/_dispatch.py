@@ -11,6 +11,7 @@ the test suite covers every path here.
 
 from __future__ import annotations
 
+import itertools
 import keyword
 import operator
 from collections.abc import Callable, Mapping, Sequence
@@ -303,6 +304,9 @@ class SDKHookCaller(pluggy.HookCaller):
             [{**self._defaults, **item} for item in items] if self._defaults else list(items)
         )
         argset = self._argset
+        # All at C speed on the happy path (a Python loop here was a tenth of a µs an item).
+        if all(map(operator.eq, itertools.repeat(argset), map(_keys, checked))):
+            return checked
         for index, item in enumerate(checked):
             if item.keys() != argset:
                 self._check_arguments(item, index)
@@ -437,6 +441,9 @@ def _caught(plugin: str, hook: str, exc: BaseException, index: int | None = None
     error = hook_error(plugin, hook, exc, index=index)
     error.__cause__ = exc
     return error
+
+
+_keys = operator.methodcaller("keys")
 
 
 def _arg_tuples(items: Sequence[Mapping[str, Any]], indices: list[int], names: tuple[str, ...]) -> list[_Args]:

@@ -202,7 +202,7 @@ class PooledBackend(Backend):
         info = self._hooks.get(hook) or self._hook_info(hook)
         pool = self.pool
         w = pool.take()
-        rid = w.rid = w.rid + 1
+        rid = w.rid = w.rid % 127 + 1  # one byte on the wire (see guest.protocol)
         try:
             w.send([_CALL, rid, hook, args])
         except BrokenPipeError:
@@ -306,7 +306,7 @@ class PooledBackend(Backend):
             if error is not None:
                 pool.release(w, used=False)
                 continue
-            rid = w.rid = w.rid + 1
+            rid = w.rid = w.rid % 127 + 1  # one byte on the wire (see guest.protocol)
             try:
                 w.send([_BATCH, rid, hook, items[start:stop]])
             except BrokenPipeError:

@@ -47,7 +47,7 @@ class Worker(abc.ABC):
         self.timed_out = False
         self.ready = False  # READY was read
         self.calls = 0
-        self.rid = 0  # the last request id sent
+        self.rid = 0  # the last request id sent (they cycle through 1 to 127)
         self.held = False  # a stream's consumer holds it between two items
         self.last_used = time.monotonic()
 

@@ -13,6 +13,11 @@ taken for the answer to a later request::
       after each CHUNK: [MORE, id] | [CANCEL, id] (CANCEL is answered by [END, id, []])
     [BYE]                                 (the guest exits)
 
+Ids cycle through 1 to 127, so each costs one byte to encode and decode (the
+sandbox's codec is pure Python); that is enough, since a worker that sends
+anything but the expected reply is replaced at once: no two frames in flight
+on one channel can share an id.
+
 ``ERR`` frames are ``[ERR, id, kind, exc_type, message, traceback, index,
 argument]``: ``index`` is the batch item concerned (or None), ``argument``
 the argument a codec error is about (or None).
@@ -47,7 +52,7 @@ MODULE, ATTR, HOOKS, PATH, MAX_MESSAGE, STREAMS = "module", "attr", "hooks", "pa
 # READY's fields.
 IMPLS, CODEC_NAME = "impls", "codec"
 
-#: The id of the handshake's replies; requests count up from 1.
+#: The id of the handshake's replies; requests' ids cycle through 1 to 127.
 HANDSHAKE_ID = 0
 
 
