@@ -137,7 +137,7 @@ def _check_unpacked(
     """Problems a host would meet with the wheel installed (``site``: the wheel unpacked)."""
     from . import _wheel
     from ._survey import judge
-    from .config import AVAILABLE
+    from .config import AVAILABLE, UNAVAILABLE
     from .discovery import discover
 
     found = judge(discover(spec, path=[str(site)], use_index=False), spec.group, spec)
@@ -157,7 +157,9 @@ def _check_unpacked(
             problems.append(f"plugin {name!r}: the wheel's entry point is {c.value!r}, pyproject.toml says {value!r}")
     for c in found:
         notes.append(f"plugin {c.name!r}: entry point {c.value} in {wheel}")
-        if c.status != AVAILABLE:
+        if c.status == UNAVAILABLE:  # this machine lacks the level (no wasmtime...), not a fault of the project
+            notes.append(f"note: plugin {c.name!r} cannot run at isolation {c.isolation!r} here ({c.reason})")
+        elif c.status != AVAILABLE:
             reason = c.reason.replace(str(site), wheel)  # the unpacked copy is gone once check returns
             if c.manifest_path is None and c.package_dir and _source_manifest(path, c.module):
                 top = c.module.split(".")[0]

@@ -216,6 +216,7 @@ def summary_of(demo_output: str, step: str) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(wasm_unavailable() is not None, reason="the demo runs the rogue plugin in the sandbox too")
 class TestDemo:
     def test_demo_succeeds_because_the_rogue_plugin_is_contained(self, demo: Demo) -> None:
         """The demo exits 0, every check it makes holding, and says what happened to rogue at each level."""
