@@ -27,6 +27,8 @@ class BackendOptions(NamedTuple):
         wasm_paths: Directories the host mounts in the sandbox (``/paths/N``).
         wasm_spin: Seconds a sandbox call spins before it sleeps (default: the backend's).
         prewarm: Start every worker or instance now, not as calls arrive.
+        coalesce: Let calls that find every worker busy queue and cross together
+            (see :mod:`pluginsdk.backends.coalesce`); ``False``: each waits for a worker.
         sys_path_tail: Directories a worker puts after its interpreter's own path.
         host_path: Whether a worker also sees the host: the plugin's path entry,
             ``sys_path`` (default the host's ``sys.path``) and the SDK's root in front
@@ -42,6 +44,7 @@ class BackendOptions(NamedTuple):
     wasm_paths: tuple[str, ...] = ()
     wasm_spin: float | None = None
     prewarm: bool = False
+    coalesce: bool = True
     sys_path_tail: tuple[str, ...] = ()
     host_path: bool = True
 

@@ -6,6 +6,7 @@ import _thread
 import _weakref
 import atexit
 import contextlib
+import inspect
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -150,6 +151,9 @@ class Host:
         strict: Raise on a broken plugin instead of marking it failed.
         path: Directories to search for plugins (default ``sys.path``).
         prewarm: Start worker pools and sandboxes now, not on first call.
+        coalesce: Let concurrent calls to an isolated plugin whose workers are
+            all busy cross together (see :mod:`pluginsdk.backends.coalesce`);
+            ``False``: each call waits for a worker of its own.
         force_isolation: Run every plugin at exactly this level, whatever
             manifests and policy say: for tests of a plugin at every level.
         use_index: Use (and refresh) the on-disk discovery index.
@@ -164,6 +168,7 @@ class Host:
         strict: bool = False,
         path: Sequence[str] | None = None,
         prewarm: bool = False,
+        coalesce: bool = True,
         force_isolation: str | None = None,
         use_index: bool = True,
     ) -> None:
@@ -177,13 +182,17 @@ class Host:
         self._force = force_isolation
         self._path = None if path is None else [str(p) for p in path]
         self._prewarm = prewarm
+        self._coalesce = coalesce
+        self._ahook: Any = None  # host.ahook, made on first use
         self._closed = False
         self._dispatch_lock = _thread.allocate_lock()
         self._plugins: dict[str, _Plugin] = {}
-        # In-process plugins not imported yet, by hook: a hook's first call loads them.
+        # Plugins to load before a hook's first call, by hook: in-process ones not imported yet,
+        # and isolated ones whose ordering options matter (see _order_isolated).
         self._pending: dict[str, list[_Plugin]] = {}
         for cand in discover(spec, path=self._path, use_index=use_index, dists=policy.dists):
             self._admit(cand)
+        self._order_isolated()
 
         self._pm = pluggy.PluginManager(PROJECT)
         lazy = _dispatch.lazy_caller_class(self._load_pending)
@@ -210,6 +219,24 @@ class Host:
         :class:`~pluginsdk.HookCallError` before any plugin runs.
         """
         return self._pm.hook  # type: ignore[return-value]
+
+    @property
+    def ahook(self) -> Any:
+        """Async calls: ``await host.ahook.NAME(**kwargs)``; ``.map``, ``.by_plugin``, ``.results``, ``.map_results``.
+
+        Same results, ordering and errors as :attr:`hook`; the event loop is
+        never blocked (see :mod:`pluginsdk._aio`).
+        """
+        relay = self._ahook
+        if relay is None:
+            from ._aio import AsyncHookRelay, CallThreads
+
+            with self._dispatch_lock:
+                if self._ahook is None:
+                    self._threads = CallThreads("host")
+                    self._ahook = AsyncHookRelay(self, self._threads)
+                relay = self._ahook
+        return relay
 
     def plugins(self) -> list[PluginInfo]:
         """Every plugin found, whatever its status, sorted by name."""
@@ -253,6 +280,8 @@ class Host:
                     backend.close()
                 except Exception as exc:  # one plugin's teardown must not stop the others'
                     self._log().warning("closing plugin %r failed: %s", plugin.candidate.name, exc)
+        if self._ahook is not None:
+            self._threads.close()  # after the backends: their calls have ended
         _live_hosts.pop(id(self), None)
 
     def __enter__(self) -> Host:
@@ -299,6 +328,25 @@ class Host:
         if isolation == "inprocess":
             for hook in cand.hooks:
                 self._pending.setdefault(hook, []).append(plugin)
+
+    def _order_isolated(self) -> None:
+        """Start a hook's isolated plugins before its first call when it has others to be ordered with.
+
+        Their ``tryfirst``/``trylast`` are in their code, which only their
+        workers read: dispatching before those are known would call the
+        implementations in the wrong order, once.
+        """
+        isolated: dict[str, list[_Plugin]] = {}
+        count: dict[str, int] = {}
+        for plugin in self._plugins.values():
+            if plugin.status == AVAILABLE:
+                for hook in plugin.candidate.hooks:
+                    count[hook] = count.get(hook, 0) + 1
+                    if plugin.isolation != "inprocess":
+                        isolated.setdefault(hook, []).append(plugin)
+        for hook, plugins in isolated.items():
+            if count[hook] > 1:
+                self._pending.setdefault(hook, []).extend(plugins)
 
     def _environment_problem(self, cand: Candidate, isolation: str) -> tuple[str, str] | None:
         """``(status, reason)`` if plugin ``cand``, which declares ``[environment]``, cannot run here."""
@@ -364,6 +412,7 @@ class Host:
             wasm_packages=tuple(cand.wasm_packages),
             wasm_allowed=tuple(sorted(self.policy.wasm_packages)),
             prewarm=self._prewarm,  # the host's choice: otherwise workers start as calls need them
+            coalesce=self._coalesce,
         )
         if cand.environment is not None:  # its own interpreter, seeing the plugin and the SDK, not the host's packages
             from .envs import provision, worker_path
@@ -407,8 +456,13 @@ class Host:
                         from .backends.inprocess import InProcessBackend
 
                         assert isinstance(backend, InProcessBackend) and backend.impls is not None
+                        impls = backend.impls
+                        if any(inspect.iscoroutinefunction(i.function) for i in impls.values()):
+                            from ._aio import wrap_coroutine_impls
+
+                            impls = wrap_coroutine_impls(plugin.candidate.name, impls)
                         _dispatch.replace_impls(
-                            self._pm, plugin.candidate.name, plugin.placeholder, backend.plugin_object, backend.impls
+                            self._pm, plugin.candidate.name, plugin.placeholder, backend.plugin_object, impls
                         )
                     else:
                         _dispatch.apply_ordering(self._pm, plugin.placeholder, backend.impl_options)

@@ -144,6 +144,17 @@ class Pool:
                     self._waiters -= 1
         return self._spawn()
 
+    def take_idle(self) -> Worker | None:
+        """An idle worker (its handshake maybe unfinished), or ``None``: never starts one, never waits."""
+        with self.lock:
+            if self.idle and self.failed is None and not self.closed:
+                return self.idle.pop()
+        return None
+
+    def can_grow(self) -> bool:
+        """Whether a worker may start now (fewer than ``size`` running or starting); a hint, not a reservation."""
+        return len(self.all) + self._starting < self.size
+
     def try_take(self) -> Worker | None:
         """An idle or newly started worker (its handshake maybe unfinished), or ``None`` rather than wait."""
         with self.lock:
@@ -211,13 +222,14 @@ class Pool:
         retire = retire or bool(self.recycle_after and w.calls >= self.recycle_after)
         with self.lock:
             # Under the lock: the watchdog only kills workers that are not idle.
-            if not (retire or w.timed_out or self.closed) and w in self.all:
+            kept = not (retire or w.timed_out or self.closed) and w in self.all
+            if kept:
                 w.last_used = _monotonic()
                 self.idle.append(w)
                 if self._waiters:
                     self._cond.notify()
-                return
-        self.discard(w, graceful=retire and not w.timed_out)
+        if not kept:
+            self.discard(w, graceful=retire and not w.timed_out)
 
     def release_fast(self, w: Worker) -> bool:
         """:meth:`release` after a plain call when :attr:`plain_release`; ``False`` if ``w`` needs the slow path."""

@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Generator, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .. import codec
 from .._errors import PluginError, PluginLoadError, PluginTimeout
@@ -35,9 +35,13 @@ from ..config import DEFAULT_LIMITS, BackendOptions, Limits
 from ..guest import protocol as P
 from . import pool as _pool
 from .base import Backend, PluginTarget
+from .coalesce import Coalescer
 from .pool import Pool, StartFailed
 from .replies import Replies
 from .worker import Worker
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["PooledBackend"]
 
@@ -89,6 +93,10 @@ class PooledBackend(Backend):
             handshake=self._handshake,
             record_incident=lambda kind, detail: self.record_incident(kind, detail),
         )
+        # Calls finding every worker busy queue and cross together (see .coalesce); a host may opt out.
+        self._coalescer = Coalescer(self)
+        self._coalesce = self.options.coalesce
+        self._queued = self._coalescer.pending
         self._start_lock = threading.Lock()
         self._started = False
         self._hooks: dict[str, _HookInfo] = {}
@@ -118,6 +126,11 @@ class PooledBackend(Backend):
     @property
     def started(self) -> bool:
         return self._started
+
+    @property
+    def call_timeout(self) -> float:
+        """Seconds a call may take, from its request (or the reply before it) to its reply."""
+        return self._timeout
 
     @property
     def max_message(self) -> int:
@@ -154,7 +167,9 @@ class PooledBackend(Backend):
             self._started = True
 
     def close(self) -> None:
+        self._coalescer.close()
         self.pool.close()
+        self._coalescer.join()
 
     # -- the handshake (the pool calls it for each new worker) -------------------
     def _handshake(self, w: Worker) -> None:
@@ -201,7 +216,17 @@ class PooledBackend(Backend):
             self.start()
         info = self._hooks.get(hook) or self._hook_info(hook)
         pool = self.pool
-        w = pool.take()
+        # Behind calls already queued, or with every worker busy, a call queues (see .coalesce).
+        w = None if self._queued else pool.take_idle()
+        if w is None or not w.ready:
+            if w is not None:  # a replacement whose handshake is unfinished
+                if not pool.ensure_ready(w):
+                    w = pool.take()
+            elif self._coalesce and not info.stream and not pool.can_grow():
+                pool.check_usable()
+                return self._coalescer.call(hook, args, info)
+            else:
+                w = pool.take()
         rid = w.rid = w.rid % 127 + 1  # one byte on the wire (see guest.protocol)
         try:
             w.send([_CALL, rid, hook, args])
@@ -241,6 +266,16 @@ class PooledBackend(Backend):
             return stream
         self._done(w, hook, retire=Replies.retires(reply))
         raise self.replies.error(hook, reply)
+
+    def submit(self, hook: str, args: tuple[Any, ...], future: asyncio.Future[Any]) -> None:
+        """An async call: queued (see :mod:`.coalesce`); ``future`` gets its outcome.
+
+        The backend must be started, and ``hook`` must not stream (see :attr:`streams`).
+        """
+        info = self._hooks.get(hook) or self._hook_info(hook)
+        assert not info.stream, f"hook {hook!r} streams: call it on a thread"
+        self.pool.check_usable()
+        self._coalescer.submit(hook, args, info, future)
 
     def _done(self, w: Worker, hook: str, *, retire: bool = False) -> None:
         """Give ``w`` back after a reply to ``hook``, unless it sent too much or must be retired."""

@@ -22,7 +22,9 @@ from _collections_abc import Iterator  # collections.abc's own, without importin
 
 from .. import codec
 from .._errors import PluginError, PluginResourceError, exception_text, format_traceback, type_name
+from . import awaiting
 from . import protocol as P
+from .gather import serve_gather
 from .impls import ArgumentError, Impl, LoadError, load_impls
 
 TYPE_CHECKING = False
@@ -39,7 +41,8 @@ CHUNK_AGE = 0.05
 
 _encode_frame = codec.encode_frame
 _PLAIN = frozenset((type(None), bool, int, float, str, bytes, list, dict, tuple))
-_OK, _CALL, _BATCH, _BYE = P.OK, P.CALL, P.BATCH, P.BYE
+_OK, _CALL, _BATCH, _BYE, _GATHER = P.OK, P.CALL, P.BATCH, P.BYE, P.GATHER
+_COROUTINE = awaiting.COROUTINE
 
 
 def _type_name(exc: BaseException) -> str:
@@ -182,6 +185,8 @@ class Guest:
                     self.reply(rid, msg[2], result)
                 else:
                     self.call(rid, msg[2], msg[3])
+            elif kind == _GATHER and len(msg) == 3:
+                serve_gather(self, msg[1], msg[2])
             elif kind == _BATCH and len(msg) == 4:
                 self.batch(msg[1], msg[2], msg[3])
             elif kind == _BYE:
@@ -214,7 +219,16 @@ class Guest:
         self.reply(rid, hook, result)
 
     def reply(self, rid: int, hook: str, result: Any) -> None:
-        """Answer a call with ``result``: streamed if it is an iterator of a streaming hook, else one OK frame."""
+        """Answer a call with ``result``: streamed if it is an iterator of a streaming hook, else one OK frame.
+
+        An ``async def`` implementation's coroutine is run to its result first.
+        """
+        if type(result) is _COROUTINE:
+            try:
+                result = awaiting.run(result)
+            except BaseException as exc:
+                self.send_error(rid, P.HOOK, exc, skip=1)
+                return
         if type(result) not in _PLAIN and isinstance(result, Iterator):
             if hook in self.streams:
                 self.stream(rid, result)
@@ -249,6 +263,15 @@ class Guest:
             return
         if not {type(r) for r in results} <= _PLAIN:  # a batch has no room for streams
             for index, result in enumerate(results):
+                if type(result) is _COROUTINE:
+                    try:
+                        result = results[index] = awaiting.run(result)
+                    except BaseException as exc:
+                        for later in results[index + 1 :]:  # never to be awaited: closed quietly
+                            if type(later) is _COROUTINE:
+                                later.close()
+                        self.send_error(rid, P.HOOK, exc, index=index, skip=1)
+                        return
                 if isinstance(result, Iterator):
                     try:
                         results[index] = list(result)

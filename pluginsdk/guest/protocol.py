@@ -9,6 +9,7 @@ taken for the answer to a later request::
     [HELLO, config]                       [READY, info] | [ERR, 0, "load", ...]
     [CALL, id, hook, args]                [OK, id, value] | [ERR, id, ...] | stream
     [BATCH, id, hook, [args, ...]]        [OK, id, [value, ...]] | [ERR, id, ...]
+    [GATHER, id, [[hook, args], ...]]     [GATHERED, id, values, errors, last] ... (see below)
     stream:                               [CHUNK, id, items] ... [END, id, items]
       after each CHUNK: [MORE, id] | [CANCEL, id] (CANCEL is answered by [END, id, []])
     [BYE]                                 (the guest exits)
@@ -21,6 +22,17 @@ on one channel can share an id.
 ``ERR`` frames are ``[ERR, id, kind, exc_type, message, traceback, index,
 argument]``: ``index`` is the batch item concerned (or None), ``argument``
 the argument a codec error is about (or None).
+
+``GATHER`` carries many independent calls (coalesced callers' calls, see
+:mod:`pluginsdk.backends.coalesce`): the guest runs them in order, each on
+its own (one raising does not stop the next), and answers with one or more
+``GATHERED`` frames: ``values`` are the outcomes of the next calls in order
+(``None`` where one failed), ``errors`` the failures among them as
+``[position in values, kind, exc_type, message, traceback, argument]``, and
+``last`` is true on the frame that answers the final call.  A gather sends
+one frame when it is quick; one that runs longer than
+:data:`GATHER_FLUSH` seconds sends what it has before each further call, so
+the host sees progress, and learns which call a crash or a hang was in.
 
 HELLO's config is built by :func:`hello` only; READY's info holds
 :data:`IMPLS` (hook -> its ``tryfirst``/``trylast``) and :data:`CODEC_NAME`.
@@ -39,8 +51,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 # Message kinds (small ints: one byte on the wire).
-HELLO, CALL, BATCH, MORE, CANCEL, BYE = 0, 1, 2, 3, 4, 5
-READY, OK, ERR, CHUNK, END = 10, 11, 12, 13, 14
+HELLO, CALL, BATCH, MORE, CANCEL, BYE, GATHER = 0, 1, 2, 3, 4, 5, 6
+READY, OK, ERR, CHUNK, END, GATHERED = 10, 11, 12, 13, 14, 15
 
 # Error kinds: the plugin raised; a value could not cross; a cap was hit; the
 # plugin could not be loaded; a request made no sense to the guest.
@@ -54,6 +66,8 @@ IMPLS, CODEC_NAME = "impls", "codec"
 
 #: The id of the handshake's replies; requests' ids cycle through 1 to 127.
 HANDSHAKE_ID = 0
+#: Seconds a gather runs before the guest sends its outcomes call by call (see above).
+GATHER_FLUSH = 0.002
 
 
 def hello(
@@ -146,6 +160,35 @@ def check_error(msg: list[Any], rid: int, *, items: int | None = None) -> list[A
     if argument is not None and type(argument) is not str:
         raise ProtocolViolation(f"an error's argument must be a string, got {_show(argument)}")
     return msg
+
+
+def check_gathered(msg: Any, rid: int, left: int) -> tuple[list[Any], dict[int, list[Any]], bool]:
+    """``(values, errors by position, last)`` of a well-formed ``GATHERED`` frame answering
+    request ``rid``, of which ``left`` calls are unanswered; else :class:`ProtocolViolation`.
+
+    Each error is returned as an ``ERR`` frame (``[ERR, rid, kind, ...]``,
+    checked by :func:`check_error`), so it is translated as any other.
+    """
+    if type(msg) is not list or len(msg) != 5 or msg[0] != GATHERED or type(msg[0]) is not int:
+        raise ProtocolViolation(f"expected the answers to gather {rid}, got {_show(msg)}")
+    _, got, values, errors, last = msg
+    if not _is_int(got) or got != rid:
+        raise ProtocolViolation(f"answers to request {_show(got)} arrived while gather {rid} was waiting")
+    if type(values) is not list or not 0 < len(values) <= left:
+        raise ProtocolViolation(f"a gather with {left} calls unanswered was sent {_show(values)}")
+    if type(last) is not bool or last != (len(values) == left):
+        raise ProtocolViolation(f"a gather's 'last' must say whether every call is answered, got {_show(last)}")
+    if type(errors) is not list:
+        raise ProtocolViolation(f"a gather's errors must be a list, got {_show(errors)}")
+    failed: dict[int, list[Any]] = {}
+    for entry in errors:
+        if type(entry) is not list or len(entry) != 6:
+            raise ProtocolViolation(f"a gather's error has 6 fields, got {_show(entry)}")
+        at = entry[0]
+        if not _is_int(at) or not 0 <= at < len(values) or at in failed:
+            raise ProtocolViolation(f"a gather's error names call {_show(at)} of {len(values)}")
+        failed[at] = check_error([ERR, rid, *entry[1:5], None, entry[5]], rid)
+    return values, failed, last
 
 
 def check_ready(msg: Any, hooks: Sequence[str]) -> dict[str, dict[str, bool]]:
