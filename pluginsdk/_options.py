@@ -32,6 +32,8 @@ class BackendOptions(NamedTuple):
             ``sys_path`` (default the host's ``sys.path``) and the SDK's root in front
             of its own path.  ``False`` for a private environment: then ``sys_path``
             alone goes in front (see :mod:`pluginsdk.envs`).
+        check_values: In-process, apply the value contract of the isolated levels
+            (``Host(..., check_values=True)``; see :mod:`pluginsdk.backends.inprocess`).
     """
 
     sys_path: tuple[str, ...] | None = None
@@ -44,6 +46,7 @@ class BackendOptions(NamedTuple):
     prewarm: bool = False
     sys_path_tail: tuple[str, ...] = ()
     host_path: bool = True
+    check_values: bool = False
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> BackendOptions:

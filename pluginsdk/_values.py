@@ -114,9 +114,7 @@ def _encodable_children(node: Any, unstructure: Callable[[Any], Any]) -> Iterato
             yield from _encodable_children(plain, unstructure)
 
 
-def unencodable(
-    value: Any, encode: Callable[[Any], Any], unstructure: Callable[[Any], Any]
-) -> tuple[str, str] | None:
+def unencodable(value: Any, encode: Callable[[Any], Any], unstructure: Callable[[Any], Any]) -> tuple[str, str] | None:
     """``(path, reason)`` for the part of ``value`` that ``encode`` refuses; ``None`` if it encodes.
 
     The path is empty when ``value`` itself is to blame; the reason names the

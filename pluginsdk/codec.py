@@ -441,9 +441,7 @@ def _needs_structuring(tp: Any, value: Any) -> bool:
     return True
 
 
-def from_wire(
-    value: Any, tp: Any, *, hook: str, argument: str = "return value", plugin: str | None = None
-) -> Any:
+def from_wire(value: Any, tp: Any, *, hook: str, argument: str = "return value", plugin: str | None = None) -> Any:
     """Structure plain ``value`` as ``tp`` (a spec annotation); :class:`CodecError` if it can't be.
 
     The error names where in ``value`` the part that cannot be read is.

@@ -153,6 +153,9 @@ class Host:
         force_isolation: Run every plugin at exactly this level, whatever
             manifests and policy say: for tests of a plugin at every level.
         use_index: Use (and refresh) the on-disk discovery index.
+        check_values: Call in-process plugins as isolated ones are called: arguments
+            and results cross the codec, so they come back, or fail, as at ``process``
+            and ``wasm`` (see the value contract, docs/values.md).  For tests.
     """
 
     def __init__(
@@ -166,6 +169,7 @@ class Host:
         prewarm: bool = False,
         force_isolation: str | None = None,
         use_index: bool = True,
+        check_values: bool = False,
     ) -> None:
         if force_isolation is not None and force_isolation not in ISOLATION_LEVELS:
             raise ValueError(f"force_isolation must be one of {', '.join(ISOLATION_LEVELS)}")
@@ -177,6 +181,7 @@ class Host:
         self._force = force_isolation
         self._path = None if path is None else [str(p) for p in path]
         self._prewarm = prewarm
+        self._check_values = check_values
         self._closed = False
         self._dispatch_lock = _thread.allocate_lock()
         self._plugins: dict[str, _Plugin] = {}
@@ -364,6 +369,7 @@ class Host:
             wasm_packages=tuple(cand.wasm_packages),
             wasm_allowed=tuple(sorted(self.policy.wasm_packages)),
             prewarm=self._prewarm,  # the host's choice: otherwise workers start as calls need them
+            check_values=self._check_values,
         )
         if cand.environment is not None:  # its own interpreter, seeing the plugin and the SDK, not the host's packages
             from .envs import provision, worker_path
@@ -453,7 +459,9 @@ class Host:
             return None  # failed to load: skipped, as if unregistered
         try:
             return backend.call(hook, args)
-        except PluginError:
+        except PluginError as exc:
+            if exc.plugin is None:  # a result the host could not read (the codec knows no plugin)
+                exc.plugin = plugin.candidate.name
             self._check_backend(plugin, backend)
             raise
         except Exception as exc:  # only in-process plugin code raises other exceptions
@@ -465,7 +473,9 @@ class Host:
             return [None] * len(items)
         try:
             return backend.call_batch(hook, items)
-        except PluginError:
+        except PluginError as exc:
+            if exc.plugin is None:
+                exc.plugin = plugin.candidate.name
             self._check_backend(plugin, backend)
             raise
 

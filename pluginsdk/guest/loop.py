@@ -76,8 +76,9 @@ def _codec_error(msg: list[Any], exc: Exception, batch: bool) -> list[Any]:
         for index, value in enumerate(values):
             found = codec.locate_unencodable(value)
             if found is not None:
+                path, reason = found
                 where = index if batch else None
-                return P.error_frame(_rid(msg), P.CODEC, "CodecError", found[1], index=where, argument=RETURN + found[0])
+                return P.error_frame(_rid(msg), P.CODEC, "CodecError", reason, index=where, argument=RETURN + path)
     return P.error_frame(_rid(msg), P.CODEC, _type_name(exc), codec.describe_error(exc))
 
 
