@@ -25,16 +25,19 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import datetime
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
 
-from pluginsdk import CodecError, Host, PluginHookError, codec
+from pluginsdk import CodecError, Host, PluginHookError
 from pluginsdk._values import ALLOWED
 
 from .plugin_env import wasm_unavailable
 from .plugin_factory import add_requires, install_library, install_plugin
+
+pytest_plugins = ["pytester"]
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "values.md"
 PLUGIN = "values"
@@ -315,7 +318,7 @@ def test_a_batch_names_the_item(level_host: tuple[str, Host]) -> None:
 
 def test_a_plugin_error_keeps_its_kind(level_host: tuple[str, Host]) -> None:
     """An implementation that raises is a PluginHookError at every level, check_values or not."""
-    level, host = level_host
+    _level, host = level_host
     with pytest.raises(PluginHookError) as info:
         host.hook.value(kind="no such kind")
     assert (PLUGIN, "value", "KeyError") == (info.value.plugin, info.value.hook, info.value.exc_type)
@@ -341,7 +344,9 @@ def markdown(rows: list[Row], sent: str) -> str:
     )
 
 
-@pytest.mark.parametrize(("name", "rows", "sent"), [("results", RESULTS, "returned"), ("arguments", ARGUMENTS, "passed")])
+@pytest.mark.parametrize(
+    ("name", "rows", "sent"), [("results", RESULTS, "returned"), ("arguments", ARGUMENTS, "passed")]
+)
 def test_the_docs_show_the_tested_tables(name: str, rows: list[Row], sent: str) -> None:
     """docs/values.md holds these very tables, between markers (regenerate with :func:`markdown`)."""
     text = DOCS.read_text(encoding="utf-8")
@@ -372,3 +377,68 @@ def test_the_happy_path_never_walks_a_value() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "False" == result.stdout.strip()
+
+
+# --- the pytest kit checks values in-process ------------------------------------------
+
+KIT_SPEC = """
+from typing import Any
+from pluginsdk import HookSpec, hookspec
+
+class TagHooks:
+    @hookspec
+    def tags(self, text: str) -> Any: ...
+
+SPEC = HookSpec("kitvalues", version="1.0", hooks=TagHooks)
+"""
+KIT_PYPROJECT = """
+[project]
+name = "kitvalues-tagger"
+version = "1.0"
+
+[project.entry-points."kitvalues.plugins"]
+tagger = "kitvalues_tagger"
+
+[tool.pluginsdk]
+spec = "kitvalues_spec:SPEC"
+
+[tool.pytest.ini_options]
+pluginsdk_isolation = ["inprocess", "process"]
+{ini}
+"""
+KIT_TESTS = """
+def test_tags(plugin_host):
+    assert [["a"]] == plugin_host.hook.tags(text="a")   # a set crosses as a list
+
+def test_own_host(host_factory):
+    host = host_factory("inprocess", check_values=False)
+    assert [{"a"}] == host.hook.tags(text="a")          # the very object
+"""
+
+
+@pytest.mark.parametrize("ini", ["", "pluginsdk_check_values = false"])
+def test_the_kit_checks_values_in_process(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ini: str
+) -> None:
+    """The kit's in-process hosts give what a worker gives (a set as a list), unless told not to."""
+    monkeypatch.setenv("PLUGINSDK_CACHE_DIR", str(tmp_path / "cache"))
+    site = tmp_path / "site"
+    install_plugin(
+        site, "tagger", "from pluginsdk import hookimpl\n@hookimpl\ndef tags(text):\n    return {text}\n",
+        module="kitvalues_tagger", dist="kitvalues-tagger", group="kitvalues.plugins",
+        manifest='[plugin]\nrequires = "kitvalues>=1,<2"\nisolation = "inprocess"\nhooks = ["tags"]\n',
+    )  # fmt: skip
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    pytester.makepyfile(kitvalues_spec=KIT_SPEC, test_tags=KIT_TESTS)
+    pytester.makefile(".toml", pyproject=KIT_PYPROJECT.format(ini=ini))
+    kit = (
+        []
+        if any(ep.value == "pluginsdk.testing" for ep in entry_points(group="pytest11"))
+        else ["-p", "pluginsdk.testing"]
+    )
+    result = pytester.runpytest_subprocess(*kit, "-p", "no:cacheprovider")
+    if ini:  # in-process, the very set: the [inprocess] run fails where the [process] run passes
+        result.assert_outcomes(passed=2, failed=1, skipped=1)
+        result.stdout.fnmatch_lines(["*test_tags?inprocess?*"])
+    else:
+        result.assert_outcomes(passed=3, skipped=1)  # wasm: not in pluginsdk_isolation
