@@ -29,12 +29,15 @@ rejects a header announcing more than its limit before reading the body, so
 an oversized or truncated frame costs bounded memory and never hangs on data
 that is not coming.
 
-Values: plain data (None, bool, int up to 64 bits, float, str, bytes, list,
-tuple, dict) crosses as is (tuples arrive as lists); anything else is
-unstructured with a private :class:`cattrs.Converter` (attrs classes, enums,
-sets...) or refused.  :func:`from_wire`/:func:`converter` structure values
-back by an annotation (the host: the spec's return type; the guest: an
-implementation's parameter types).
+Values (the contract: docs/values.md): plain data (None, bool, int up to 64
+bits, float, str, bytes, list, tuple, dict, with keys of those kinds) crosses
+as is (tuples arrive as lists, except as dict keys); anything else is
+unstructured with a private :class:`cattrs.Converter` (attrs classes,
+dataclasses, enums, sets, dates and times as ISO text) or refused.
+:func:`from_wire`/:func:`converter` structure values back by an annotation
+(the host: the spec's return type; the guest: an implementation's parameter
+types).  Errors name the path to the part of a value to blame, found by
+walking the value again once something failed (:mod:`pluginsdk._values`).
 """
 
 from __future__ import annotations
