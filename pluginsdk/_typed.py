@@ -57,12 +57,15 @@ class _Calls(Protocol[P, R]):
 
     def by_plugin(self, *args: P.args, **kwargs: P.kwargs) -> dict[str, R]:
         """Each plugin's non-``None`` result, by plugin name."""
+        ...
 
     def results(self, executor: Executor | None = None, /, *args: P.args, **kwargs: P.kwargs) -> list[PluginResult]:
         """Each plugin's value, error and time."""
+        ...
 
     def map_results(self, items: _Items, executor: Executor | None = None) -> list[PluginResult]:
         """:meth:`results` for a batch."""
+        ...
 
 
 class HookCaller(_Calls[P, R], Protocol[P, R]):
@@ -72,6 +75,7 @@ class HookCaller(_Calls[P, R], Protocol[P, R]):
 
     def map(self, items: _Items) -> list[list[R]]:
         """One call per item: what each call would return, in order."""
+        ...
 
 
 class FirstResultCaller(_Calls[P, R], Protocol[P, R]):
@@ -81,6 +85,7 @@ class FirstResultCaller(_Calls[P, R], Protocol[P, R]):
 
     def map(self, items: _Items) -> list[R | None]:
         """One call per item: what each call would return, in order."""
+        ...
 
 
 class HistoricCaller(_Calls[P, R], Protocol[P, R]):
@@ -93,6 +98,7 @@ class HistoricCaller(_Calls[P, R], Protocol[P, R]):
 
     def map(self, items: _Items) -> list[list[R]]:
         """One call per item: what each call would return, in order."""
+        ...
 
 
 # -- async callers: ``host.ahook.NAME`` ----------------------------------------
@@ -101,12 +107,15 @@ class HistoricCaller(_Calls[P, R], Protocol[P, R]):
 class _AsyncCalls(Protocol[P, R]):
     async def by_plugin(self, *args: P.args, **kwargs: P.kwargs) -> dict[str, R]:
         """Each plugin's non-``None`` result, by plugin name."""
+        ...
 
     async def results(self, *args: P.args, **kwargs: P.kwargs) -> list[PluginResult]:
         """Each plugin's value, error and time."""
+        ...
 
     async def map_results(self, items: _Items) -> list[PluginResult]:
         """``results`` for a batch."""
+        ...
 
 
 class AsyncHookCaller(_AsyncCalls[P, R], Protocol[P, R]):
@@ -116,6 +125,7 @@ class AsyncHookCaller(_AsyncCalls[P, R], Protocol[P, R]):
 
     async def map(self, items: _Items) -> list[list[R]]:
         """One call per item: what each call would return, in order."""
+        ...
 
 
 class AsyncFirstResultCaller(_AsyncCalls[P, R], Protocol[P, R]):
@@ -125,6 +135,7 @@ class AsyncFirstResultCaller(_AsyncCalls[P, R], Protocol[P, R]):
 
     async def map(self, items: _Items) -> list[R | None]:
         """One call per item: what each call would return, in order."""
+        ...
 
 
 class AsyncHistoricCaller(_AsyncCalls[P, R], Protocol[P, R]):
@@ -132,6 +143,7 @@ class AsyncHistoricCaller(_AsyncCalls[P, R], Protocol[P, R]):
 
     async def map(self, items: _Items) -> list[list[R]]:
         """One call per item: what each call would return, in order."""
+        ...
 
 
 # -- the descriptors ``hookspec`` makes of a hooks class's methods -------------
