@@ -203,7 +203,8 @@ class Host(Generic[H]):
         """Call hooks here: ``host.hook.NAME(**kwargs)``, ``.map([...])``, ``.by_plugin(...)``, ``.results(...)``.
 
         A call must pass exactly the spec's arguments, or it raises
-        :class:`~pluginsdk.HookCallError` before any plugin runs.
+        :class:`~pluginsdk.HookCallError` before any plugin runs.  Type
+        checkers know each hook's arguments and result from the spec's hooks class.
         """
         return self._pm.hook  # type: ignore[return-value]  # typed as the hooks class: docs/typed-calls.md
 

@@ -97,6 +97,12 @@ def hookspec(
     ``firstresult`` and ``historic`` have pluggy's meaning; ``since`` is the
     spec version that introduced the hook (hosts on an older version don't
     have it, and plugins implementing it are refused there).
+
+    For type checkers, the method becomes its hook's typed caller on a
+    :class:`~pluginsdk.Host` of the spec (``host.hook.NAME``, ``host.ahook.NAME``),
+    with the method's arguments and result; ``firstresult`` and ``historic``
+    must then be written as ``True`` or ``False``.  At run time the function
+    itself is returned, marked.
     """
     if since is not None:
         parse_release(since)
