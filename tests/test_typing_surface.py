@@ -257,10 +257,17 @@ class TestTypedHookCalls:
     def test_sample_host(self, tmp_path: Path, checker: str) -> None:
         """Each checker reports exactly the sample's expected errors, and reveals its expected types."""
         (errors, reveals), others = (_mypy_report if checker == "mypy" else _pyright_report)(tmp_path)
-        want_errors, want_reveals = _expected(SAMPLE.read_text())[checker]
+        source = SAMPLE.read_text()
+        want_errors, want_reveals = _expected(source)[checker]
+        lines = source.splitlines()
+        wrong = [
+            f"line {n}: {what} {want.get(n)}, reported {got.get(n)}: {lines[n - 1].strip()}"
+            for what, want, got in (("expected", want_reveals, reveals), ("expected errors", want_errors, errors))
+            for n in sorted(want.keys() | got.keys())
+            if want.get(n) != got.get(n)
+        ]
         assert [] == others
-        assert want_reveals == reveals
-        assert want_errors == errors
+        assert not wrong, "\n".join([f"{checker} on {SAMPLE.name}:", *wrong])
 
 
 # -- typed hook calls at run time: nothing changes, nothing costs -----------------------------------------

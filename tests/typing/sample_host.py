@@ -46,9 +46,20 @@ class TextHooks:
         raise NotImplementedError
 
 
+class OtherHooks:
+    @hookspec(firstresult=True)
+    def describe(self) -> str | None: ...
+
+
 SPEC = HookSpec("textkit", version="1.1", hooks=TextHooks)
+OTHER = HookSpec("otherkit", version="1.0", hooks=OtherHooks)
 reveal_type(SPEC)  # R: HookSpec[TextHooks]
+reveal_type(SPEC.hooks)  # R: type[TextHooks]
 reveal_type(Host(SPEC))  # R: Host[TextHooks]
+with Host(OTHER) as other:
+    reveal_type(other)  # R: Host[OtherHooks]
+    reveal_type(other.hook.describe())  # R: str | None
+    reveal_type(other.hook.describe.by_plugin())  # R: dict[str, str | None]
 
 
 def sync_calls(host: Host[TextHooks], pool: ThreadPoolExecutor) -> None:
@@ -101,6 +112,11 @@ async def async_calls(host: Host[TextHooks]) -> None:
     await host.ahook.transform.results(None, text="x")  # E: misc, arg-type / reportCallIssue
     await host.ahook.configure(settings={})  # E: operator / reportCallIssue
     host.ahook.transform(text="x")  # E: unused-coroutine / reportUnusedCoroutine
+
+
+def wrong_host(host: Host[TextHooks]) -> None:
+    sync_calls(Host(OTHER), ThreadPoolExecutor())  # E: arg-type / reportArgumentType
+    host.hook.describe()  # E: attr-defined / reportAttributeAccessIssue, reportUnknownMemberType
 
 
 def untyped(spec: HookSpec[Any], hooks: type[Any], bare: Host) -> None:
