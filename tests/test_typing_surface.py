@@ -13,7 +13,6 @@ import inspect
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -29,7 +28,7 @@ SAMPLE = ROOT / "tests" / "typing" / "sample_host.py"
 
 # Each function must keep its own type through the decorator, bare or with options.
 GOOD = """
-from collections.abc import Callable
+from collections.abc import Generator
 from typing_extensions import assert_type
 
 from pluginsdk import hookimpl
@@ -51,7 +50,7 @@ def renamed(lines: list[str], limit: int) -> list[int]:
 
 
 @hookimpl(wrapper=True)
-def wrapping(text: str) -> object:
+def wrapping(text: str) -> Generator[None, object, object]:
     return (yield)
 
 
@@ -113,19 +112,51 @@ def _mypy(tmp_path: Path, source: str, name: str = "sample.py") -> subprocess.Co
     return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env)
 
 
-class TestHookimplTyping:
-    def test_decorated_functions_keep_their_types(self, tmp_path: Path) -> None:
-        """@hookimpl and @hookimpl(...) with any pluggy option pass mypy --strict and return the function's type."""
-        result = _mypy(tmp_path, GOOD)
-        assert (0, "") == (result.returncode, result.stdout + result.stderr)
+def _pyright(tmp_path: Path, source: str, name: str = "sample.py") -> list[dict[str, Any]]:
+    """pyright's diagnostics (strict, Python 3.10) on ``source``, written to ``tmp_path / name``."""
+    _need("pyright")
+    (tmp_path / name).write_text(source)
+    config = {"typeCheckingMode": "strict", "pythonVersion": "3.10", "include": [name]}
+    config["extraPaths"] = [str(ROOT)]  # this checkout's pluginsdk, whichever way it is installed
+    (tmp_path / "pyrightconfig.json").write_text(json.dumps(config))
+    cmd = [sys.executable, "-m", "pyright", "--outputjson", "--pythonpath", sys.executable]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    try:
+        diagnostics: list[dict[str, Any]] = json.loads(result.stdout)["generalDiagnostics"]
+    except (ValueError, KeyError):
+        pytest.fail(f"pyright gave no report: {result.stdout}{result.stderr}")
+    return diagnostics
 
-    def test_misuse_is_reported(self, tmp_path: Path) -> None:
-        """Wrong options, unknown options and calls against the kept signature are mypy errors."""
-        result = _mypy(tmp_path, BAD)
-        source_lines = textwrap.dedent(BAD).splitlines()
-        expected = {n + 1 for n, line in enumerate(source_lines) if re.search(r"# E\d$", line)}
-        reported = {int(m.group(1)) for m in re.finditer(r"sample\.py:(\d+): error", result.stdout)}
-        assert (1, expected) == (result.returncode, reported), result.stdout
+
+def _problems(diagnostics: list[dict[str, Any]]) -> list[str]:
+    """pyright's errors and warnings, as ``line: message``."""
+    found = [d for d in diagnostics if d["severity"] in ("error", "warning")]
+    return [f"{d['range']['start']['line'] + 1}: {d['message']}" for d in found]
+
+
+class TestHookimplTyping:
+    @pytest.mark.parametrize("checker", ["mypy", "pyright"])
+    def test_decorated_functions_keep_their_types(self, tmp_path: Path, checker: str) -> None:
+        """@hookimpl and @hookimpl(...) with any pluggy option pass the checker and return the function's type."""
+        source = textwrap.dedent(GOOD)
+        if checker == "mypy":
+            result = _mypy(tmp_path, source)
+            assert (0, "") == (result.returncode, result.stdout + result.stderr)
+        else:
+            assert [] == _problems(_pyright(tmp_path, source))
+
+    @pytest.mark.parametrize("checker", ["mypy", "pyright"])
+    def test_misuse_is_reported(self, tmp_path: Path, checker: str) -> None:
+        """Wrong options, unknown options and calls against the kept signature are errors, and nothing else is."""
+        source = textwrap.dedent(BAD)
+        expected = {n + 1 for n, line in enumerate(source.splitlines()) if re.search(r"# E\d$", line)}
+        if checker == "mypy":
+            result = _mypy(tmp_path, source)
+            reported = {int(m.group(1)) for m in re.finditer(r"sample\.py:(\d+): error", result.stdout)}
+            assert (1, expected) == (result.returncode, reported), result.stdout
+        else:
+            problems = _problems(_pyright(tmp_path, source))
+            assert expected == {int(p.split(":")[0]) for p in problems}, problems
 
 
 class TestRuntimeCost:
@@ -185,48 +216,31 @@ def _plain_type(shown: str) -> str:
     return shown
 
 
-def _sample(tmp_path: Path) -> Path:
-    sample = tmp_path / SAMPLE.name
-    shutil.copy(SAMPLE, sample)
-    return sample
-
-
 def _mypy_report(tmp_path: Path) -> tuple[Report, list[str]]:
     """What ``mypy --strict`` reports on the sample; and any error elsewhere (in pluginsdk, say)."""
-    sample = _sample(tmp_path)
-    result = _mypy(tmp_path, sample.read_text(), name=sample.name)
+    result = _mypy(tmp_path, SAMPLE.read_text(), name=SAMPLE.name)
     errors: dict[int, set[str]] = {}
     reveals: dict[int, str] = {}
     others = []
     for line in result.stdout.splitlines():
-        if m := re.match(rf"{re.escape(sample.name)}:(\d+): error: .*\[([\w-]+)\]$", line):
+        if m := re.match(rf"{re.escape(SAMPLE.name)}:(\d+): error: .*\[([\w-]+)\]$", line):
             errors.setdefault(int(m.group(1)), set()).add(m.group(2))
-        elif m := re.match(rf'{re.escape(sample.name)}:(\d+): note: Revealed type is "(.*)"$', line):
+        elif m := re.match(rf'{re.escape(SAMPLE.name)}:(\d+): note: Revealed type is "(.*)"$', line):
             reveals[int(m.group(1))] = _plain_type(m.group(2))
-        elif ": error:" in line or not re.match(rf"{re.escape(sample.name)}:\d+: note: ", line):
+        elif ": error:" in line or not re.match(rf"{re.escape(SAMPLE.name)}:\d+: note: ", line):
             others.append(line)
     return (errors, reveals), others + result.stderr.splitlines()
 
 
 def _pyright_report(tmp_path: Path) -> tuple[Report, list[str]]:
     """What pyright (strict, Python 3.10) reports on the sample; and anything it says of other files."""
-    _need("pyright")
-    sample = _sample(tmp_path)
-    config = {"typeCheckingMode": "strict", "pythonVersion": "3.10", "include": [sample.name]}
-    config["extraPaths"] = [str(ROOT)]  # this checkout's pluginsdk, whichever way it is installed
-    (tmp_path / "pyrightconfig.json").write_text(json.dumps(config))
-    cmd = [sys.executable, "-m", "pyright", "--outputjson", "--pythonpath", sys.executable]
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
-    try:
-        diagnostics = json.loads(result.stdout)["generalDiagnostics"]
-    except (ValueError, KeyError):
-        pytest.fail(f"pyright gave no report: {result.stdout}{result.stderr}")
+    diagnostics = _pyright(tmp_path, SAMPLE.read_text(), name=SAMPLE.name)
     errors: dict[int, set[str]] = {}
     reveals: dict[int, str] = {}
     others = []
     for d in diagnostics:
         line = d["range"]["start"]["line"] + 1
-        if Path(d["file"]).name != sample.name:
+        if Path(d["file"]).name != SAMPLE.name:
             others.append(f"{d['file']}:{line}: {d['message']}")
         elif d["severity"] == "information" and d["message"].startswith('Type of "'):
             reveals[line] = _plain_type(d["message"].rsplit(' is "', 1)[1][:-1])
