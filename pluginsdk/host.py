@@ -7,7 +7,7 @@ import _weakref
 import atexit
 import contextlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 import pluggy
 
@@ -32,7 +32,9 @@ if TYPE_CHECKING:
     import logging
     from pathlib import Path
 
-    from .spec import HookSpec
+    from .spec import H, HookSpec
+else:
+    H = TypeVar("H")  # checkers see spec.H: a bare Host is Host[Any]
 
 __all__ = ["Host", "PluginInfo"]
 
@@ -79,12 +81,6 @@ class PluginInfo(NamedTuple):
     value: str
     incidents: tuple[Incident, ...] = ()
     incident_count: int = 0
-
-
-class HookRelay(Protocol):
-    """``host.hook``: one :class:`~pluginsdk._dispatch.SDKHookCaller` per hook of the spec."""
-
-    def __getattr__(self, name: str) -> _dispatch.SDKHookCaller: ...
 
 
 class _Plugin:
@@ -134,7 +130,7 @@ def _close_live_hosts() -> None:
             host.close()
 
 
-class Host:
+class Host(Generic[H]):
     """Runs the plugins of one spec.
 
     Discovery happens here and reads metadata only; no plugin is imported
@@ -160,7 +156,7 @@ class Host:
 
     def __init__(
         self,
-        spec: HookSpec,
+        spec: HookSpec[H],
         *,
         policy: Policy | None = None,
         config: str | Path | None = None,
@@ -208,13 +204,21 @@ class Host:
     # -- public API ---------------------------------------------------------
 
     @property
-    def hook(self) -> HookRelay:
+    def hook(self) -> H:
         """Call hooks here: ``host.hook.NAME(**kwargs)``, ``.map([...])``, ``.by_plugin(...)``, ``.results(...)``.
 
         A call must pass exactly the spec's arguments, or it raises
-        :class:`~pluginsdk.HookCallError` before any plugin runs.
+        :class:`~pluginsdk.HookCallError` before any plugin runs.  Type
+        checkers know each hook's arguments and result from the spec's hooks class.
         """
-        return self._pm.hook  # type: ignore[return-value]
+        return self._pm.hook  # type: ignore[return-value]  # typed as the hooks class: docs/typed-calls.md
+
+    if TYPE_CHECKING:  # the async calls' own property replaces this declaration (issue 14)
+
+        @property
+        def ahook(self) -> type[H]:
+            """Await hooks here: ``await host.ahook.NAME(**kwargs)``, typed as the hooks class (docs/typed-calls.md)."""
+            ...
 
     def plugins(self) -> list[PluginInfo]:
         """Every plugin found, whatever its status, sorted by name."""
@@ -260,7 +264,7 @@ class Host:
                     self._log().warning("closing plugin %r failed: %s", plugin.candidate.name, exc)
         _live_hosts.pop(id(self), None)
 
-    def __enter__(self) -> Host:
+    def __enter__(self) -> Host[H]:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
