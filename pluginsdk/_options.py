@@ -32,6 +32,8 @@ class BackendOptions(NamedTuple):
             ``sys_path`` (default the host's ``sys.path``) and the SDK's root in front
             of its own path.  ``False`` for a private environment: then ``sys_path``
             alone goes in front (see :mod:`pluginsdk.envs`).
+        wasm_engine: The sandbox engine, ``"interpreter"`` or ``"component"``
+            (default: ``PLUGINSDK_WASM_ENGINE``, else ``"interpreter"``).
     """
 
     sys_path: tuple[str, ...] | None = None
@@ -44,6 +46,8 @@ class BackendOptions(NamedTuple):
     prewarm: bool = False
     sys_path_tail: tuple[str, ...] = ()
     host_path: bool = True
+    # The sandbox engine (see pluginsdk.backends.wasm.wasm_engine).
+    wasm_engine: str | None = None
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> BackendOptions:
