@@ -36,7 +36,8 @@ class ComponentBackend(WasmBackend):
         super().__init__(target, log=log)
         self._runtime: Any = None
         self.built: Any = None  # the build.Built, once prepared
-        self.pool.plain_release = True  # no descriptor gate to ask after each call
+        # No descriptor gate to ask after each call (WasmBackend's reason to turn the fast release off).
+        self.pool.plain_release = not self.pool.recycle_after and not self.pool.idle_timeout
 
     @classmethod
     def unavailable_reason(cls, options: Mapping[str, Any] | None = None) -> str | None:
