@@ -40,10 +40,11 @@ from pluginsdk._errors import PluginHookError, PluginLoadError, PluginResourceEr
 from pluginsdk.backends.base import DEFAULT_LIMITS, Limits, PluginTarget
 from pluginsdk.backends.wasm import WasmBackend
 
+from .plugin_env import component_unavailable
 from .procs import wait_until
 from .test_wasm import _rss_kb, make_target
 
-_REASON = WasmBackend.unavailable_reason({"wasm_engine": "component"})
+_REASON = component_unavailable()
 pytestmark = [
     pytest.mark.wasm,
     pytest.mark.skipif(_REASON is not None, reason=f"component engine unavailable: {_REASON}"),
@@ -70,8 +71,8 @@ def backend(site: Path) -> Iterator[WasmBackend]:
 
 class TestEngine:
     def test_selected_by_option_and_environment(self, site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        from pluginsdk._component.backend import ComponentBackend
         from pluginsdk._errors import ConfigError
+        from pluginsdk.backends.wasm import ComponentBackend
 
         assert type(backend_for(site)) is ComponentBackend
         plain = make_target(site, "plain")

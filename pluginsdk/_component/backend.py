@@ -1,7 +1,9 @@
 """The ``wasm`` level on the ``component`` engine: the same pooled backend, another kind of worker.
 
-:class:`ComponentBackend` is the :class:`~pluginsdk.backends.wasm.WasmBackend`
-that ``wasm_engine = "component"`` selects.  Preparing it resolves the
+:class:`ComponentEngine` holds what ``pluginsdk.backends.wasm.ComponentBackend``
+(the :class:`~pluginsdk.backends.wasm.WasmBackend` that ``wasm_engine =
+"component"`` selects) does differently; it does not import that module, so
+the two do not import each other.  Preparing it resolves the
 plugin's dependency closure for the guest's Python (the markers evaluated
 as CPython 3.14 on WASI sees them), builds or finds the plugin's snapshot
 component (:mod:`.build`), and keeps engines with it loaded
@@ -15,22 +17,38 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 from .._errors import PluginError, PluginLoadError
 from ..backends.base import PluginTarget
-from ..backends.wasm import WasmBackend, _native_files
+from ..backends.pooled import PooledBackend
 from ..backends.worker import Worker
 
-__all__ = ["ComponentBackend"]
+__all__ = ["ComponentEngine"]
+
+_NATIVE_SUFFIXES = (".so", ".pyd", ".dylib")
 
 
-class ComponentBackend(WasmBackend):
-    """Runs a plugin in a pool of snapshot-component instances (see the module docstring)."""
+def _native_files(root: str) -> list[str]:
+    base = Path(root)
+    if not base.is_dir():
+        return []
+    return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.suffix in _NATIVE_SUFFIXES)
+
+
+class ComponentEngine(PooledBackend):
+    """Runs a plugin in a pool of snapshot-component instances (see the module docstring).
+
+    Mixed in before ``WasmBackend``, whose start-up and clean-up it keeps.
+    """
 
     engine: ClassVar[str] = "component"
+    _prepare_lock: threading.Lock
+    _plugin_log: logging.Logger
+    _guest_path: list[str]
 
     def __init__(self, target: PluginTarget, *, log: logging.Logger) -> None:
         super().__init__(target, log=log)

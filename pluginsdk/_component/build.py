@@ -59,6 +59,7 @@ MAIN_MODULE = "pluginsdk_component_main"
 WORLD = "plugin"
 _COMPLETE = ".complete"
 _SKIP_DIRS = {"__pycache__"}
+_HINT = "install the extra: pip install 'pluginsdk-isolated[wasm]'"
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
 
@@ -286,7 +287,8 @@ import sys
 sys.path.insert(0, sys.argv[1])
 import componentize_py
 d = sys.argv[2]
-componentize_py.componentize([d + "/wit"], [sys.argv[3]], [], False, None, [d + "/0", d + "/1", d + "/2", d + "/3", d + "/4"],
+paths = [d + "/0", d + "/1", d + "/2", d + "/3", d + "/4"]
+componentize_py.componentize([d + "/wit"], [sys.argv[3]], [], False, None, paths,
                              [], sys.argv[4], d + "/component.wasm", False, [], [], False, None)
 """
 
@@ -296,7 +298,7 @@ def _componentize(build_dir: Path) -> None:
 
     spec = importlib.util.find_spec("componentize_py")
     if spec is None or not spec.submodule_search_locations:
-        raise BackendUnavailable("componentize-py is not installed; install the extra: pip install 'pluginsdk-isolated[wasm]'")
+        raise BackendUnavailable(f"componentize-py is not installed; {_HINT}")
     where = str(Path(next(iter(spec.submodule_search_locations))).parent)
     cmd = [sys.executable, "-S", "-E", "-c", _BUILD_SCRIPT, where, str(build_dir), WORLD, MAIN_MODULE]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}

@@ -223,7 +223,7 @@ class ComponentInstance(Worker):
         finally:
             with self._lock:
                 self._busy = False
-                if self._killed:
+                if self._stopped():  # signal_kill() ran meanwhile: the store is ours to free
                     self._release()
         if not reply:
             self._ended = "the guest ended its loop"
@@ -231,6 +231,9 @@ class ComponentInstance(Worker):
         return reply.encode("latin-1")
 
     # -- lifecycle -------------------------------------------------------------
+    def _stopped(self) -> bool:
+        return self._killed
+
     def death_detail(self) -> str:
         self._pump.join(0.2)  # its last stderr lines
         how = self._ended or "did not end"

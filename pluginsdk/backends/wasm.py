@@ -38,12 +38,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .._component.backend import ComponentEngine
 from .._errors import PluginError, PluginLoadError
 from .base import PluginTarget
 from .pooled import PooledBackend
 from .worker import Worker
 
-__all__ = ["WasmBackend", "wasm_engine"]
+__all__ = ["ComponentBackend", "WasmBackend", "wasm_engine"]
 
 #: Chooses the sandbox engine when the host's options do not (see :func:`wasm_engine`).
 ENV_ENGINE = "PLUGINSDK_WASM_ENGINE"
@@ -64,6 +65,7 @@ def wasm_engine(options: Any = None) -> str:
         raise ConfigError(f"wasm_engine: {engine!r} is not an engine; expected one of {', '.join(ENGINES)}")
     return str(engine)
 
+
 _NATIVE_SUFFIXES = (".so", ".pyd", ".dylib")
 
 
@@ -82,8 +84,6 @@ class WasmBackend(PooledBackend):
 
     def __new__(cls, target: PluginTarget, *, log: logging.Logger) -> WasmBackend:
         if cls is WasmBackend and wasm_engine(target.options) == "component":
-            from .._component.backend import ComponentBackend
-
             return super().__new__(ComponentBackend)
         return super().__new__(cls)
 
@@ -257,3 +257,7 @@ class WasmBackend(PooledBackend):
         if self._staging is not None:
             shutil.rmtree(self._staging, ignore_errors=True)
             self._staging = None
+
+
+class ComponentBackend(ComponentEngine, WasmBackend):
+    """The ``wasm`` level on the ``component`` engine (see :mod:`pluginsdk._component.backend`)."""

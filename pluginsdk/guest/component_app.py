@@ -221,7 +221,7 @@ def boot(module: str, out: str, extract_to: str | None = None) -> None:
     if extract_to is not None:
         _extract_stdlib(extract_to)
     with open(f"{out}/python-version", "w") as f:
-        f.write("%d.%d.%d" % sys.version_info[:3])
+        f.write(".".join(map(str, sys.version_info[:3])))
     # The fast encoders recurse in Python: allow the nesting msgpack's C encoder allows (1022 levels).
     sys.setrecursionlimit(2500)
     sys.stdout = _MarkedStdout()
