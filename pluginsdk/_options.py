@@ -34,6 +34,8 @@ class BackendOptions(NamedTuple):
             alone goes in front (see :mod:`pluginsdk.envs`).
         check_values: In-process, apply the value contract of the isolated levels
             (``Host(..., check_values=True)``; see :mod:`pluginsdk.backends.inprocess`).
+        wasm_engine: The sandbox engine, ``"interpreter"`` or ``"component"``
+            (default: ``PLUGINSDK_WASM_ENGINE``, else ``"interpreter"``).
     """
 
     sys_path: tuple[str, ...] | None = None
@@ -47,6 +49,8 @@ class BackendOptions(NamedTuple):
     sys_path_tail: tuple[str, ...] = ()
     host_path: bool = True
     check_values: bool = False
+    # The sandbox engine (see pluginsdk.backends.wasm.wasm_engine).
+    wasm_engine: str | None = None
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> BackendOptions:
