@@ -271,6 +271,8 @@ class CodecError(PluginError):
         hook: The hook being called, when known.
         argument: The argument (or ``"return value"``) concerned, when known.
         index: In a batch, the position of the item concerned, when known.
+        path: Where inside the argument or return value the part to blame is
+            (``"[2]['when']"``); empty when it is the value itself or unknown.
     """
 
     def __init__(
@@ -281,19 +283,19 @@ class CodecError(PluginError):
         hook: str | None = None,
         argument: str | None = None,
         index: int | None = None,
+        path: str = "",
     ) -> None:
-        where = ", ".join(
-            part
-            for part in (
-                f"hook {hook!r}" if hook else "",
-                f"argument {argument!r}" if argument else "",
-            )
-            if part
-        )
+        location = ""
+        if argument:  # "return value[2]['when']", "argument 'doc'['items'][0]"
+            location = (argument if argument == "return value" else f"argument {argument!r}") + path
+        if index is not None:
+            location += f" (batch item {index})"
+        where = ", ".join(part for part in (f"hook {hook!r}" if hook else "", location.strip()) if part)
         super().__init__(f"{where}: {message}" if where else message, plugin=plugin)
         self.hook = hook
         self.argument = argument
         self.index = index
+        self.path = path
 
 
 class PluginCrashed(PluginError):

@@ -34,6 +34,10 @@ class BackendOptions(NamedTuple):
             ``sys_path`` (default the host's ``sys.path``) and the SDK's root in front
             of its own path.  ``False`` for a private environment: then ``sys_path``
             alone goes in front (see :mod:`pluginsdk.envs`).
+        check_values: In-process, apply the value contract of the isolated levels
+            (``Host(..., check_values=True)``; see :mod:`pluginsdk.backends.inprocess`).
+        wasm_engine: The sandbox engine, ``"interpreter"`` or ``"component"``
+            (default: ``PLUGINSDK_WASM_ENGINE``, else ``"interpreter"``).
     """
 
     sys_path: tuple[str, ...] | None = None
@@ -47,6 +51,9 @@ class BackendOptions(NamedTuple):
     coalesce: bool = True
     sys_path_tail: tuple[str, ...] = ()
     host_path: bool = True
+    check_values: bool = False
+    # The sandbox engine (see pluginsdk.backends.wasm.wasm_engine).
+    wasm_engine: str | None = None
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> BackendOptions:

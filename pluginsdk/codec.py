@@ -29,12 +29,15 @@ rejects a header announcing more than its limit before reading the body, so
 an oversized or truncated frame costs bounded memory and never hangs on data
 that is not coming.
 
-Values: plain data (None, bool, int up to 64 bits, float, str, bytes, list,
-tuple, dict) crosses as is (tuples arrive as lists); anything else is
-unstructured with a private :class:`cattrs.Converter` (attrs classes, enums,
-sets...) or refused.  :func:`from_wire`/:func:`converter` structure values
-back by an annotation (the host: the spec's return type; the guest: an
-implementation's parameter types).
+Values (the contract: docs/values.md): plain data (None, bool, int up to 64
+bits, float, str, bytes, list, tuple, dict, with keys of those kinds) crosses
+as is (tuples arrive as lists, except as dict keys); anything else is
+unstructured with a private :class:`cattrs.Converter` (attrs classes,
+dataclasses, enums, sets, dates and times as ISO text) or refused.
+:func:`from_wire`/:func:`converter` structure values back by an annotation
+(the host: the spec's return type; the guest: an implementation's parameter
+types).  Errors name the path to the part of a value to blame, found by
+walking the value again once something failed (:mod:`pluginsdk._values`).
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from ._errors import CodecError, PluginError, PluginResourceError
 # sandbox's start-up pays for every import (see pluginsdk.guest).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Sequence
     from typing import Any
 
 __all__ = [
@@ -63,6 +66,10 @@ __all__ = [
     "from_wire",
     "needs_structuring",
     "structure",
+    "StructureError",
+    "argument_types",
+    "locate_unencodable",
+    "unencodable_error",
     "implementation",
     "install_packer",
     "make_packer",
@@ -135,8 +142,27 @@ def _get_converter() -> Any:
         # the annotation on the host).
         conv.register_unstructure_hook(set, lambda v: [conv.unstructure(x) for x in v])
         conv.register_unstructure_hook(frozenset, lambda v: [conv.unstructure(x) for x in v])
+        # Dates and times cross as ISO 8601 text, rebuilt by the annotation (docs/values.md).
+        import datetime as dt
+
+        for cls in (dt.datetime, dt.date, dt.time):
+            conv.register_unstructure_hook(cls, cls.isoformat)
+            conv.register_structure_hook(cls, _iso_reader(cls))
         _converter = conv
     return _converter
+
+
+def _iso_reader(cls: Any) -> Callable[[Any, Any], Any]:
+    """A cattrs structure hook reading ``cls`` (a date, time or datetime) from its ISO text."""
+
+    def read(value: Any, _: Any) -> Any:
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, str):
+            raise TypeError(f"expected ISO 8601 text, got {type(value).__qualname__}")
+        return cls.fromisoformat(value)
+
+    return read
 
 
 def unstructure(value: Any) -> Any:
@@ -185,8 +211,27 @@ def decode(data: bytes | bytearray | memoryview) -> Any:
     assert _unpackb is not None
     try:
         return _unpackb(data, raw=False, strict_map_key=False, ext_hook=_reject_ext, use_list=True)
+    except TypeError as exc:
+        if "unhashable" not in str(exc):
+            raise CodecError(f"malformed message: {type(exc).__name__}: {exc}") from None
     except Exception as exc:  # msgpack raises several unrelated types
         raise CodecError(f"malformed message: {type(exc).__name__}: {exc}") from None
+    # A map key that is an array (a tuple key, sent): read again, with such keys as tuples.
+    try:
+        return _unpackb(
+            data, raw=False, strict_map_key=False, ext_hook=_reject_ext, use_list=True, object_pairs_hook=_tuple_keys
+        )
+    except Exception as exc:
+        raise CodecError(f"malformed message: {type(exc).__name__}: {exc}") from None
+
+
+def _tuple_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    """A map whose array keys become tuples (a dict key must be hashable); only after a plain decode failed."""
+    return {_frozen(k): v for k, v in pairs}
+
+
+def _frozen(key: Any) -> Any:
+    return tuple(_frozen(k) for k in key) if type(key) is list else key
 
 
 def encode_frame(obj: Any, max_size: int = MAX_FRAME) -> bytes:
@@ -203,19 +248,43 @@ def encode_frame(obj: Any, max_size: int = MAX_FRAME) -> bytes:
 
 
 def encode_args(args: Iterable[Any], names: Iterable[str], hook: str) -> list[Any]:
-    """Check each argument can be encoded; raise :class:`CodecError` naming the bad one.
+    """Check each argument can be encoded; raise :class:`CodecError` naming the bad one and where in it.
 
     Only used to explain a failed :func:`encode` (the fast path encodes the
     whole message at once).
     """
     out = []
     for name, value in zip(names, args):
-        try:
-            encode(value)
-        except Exception as exc:
-            raise CodecError(_describe(exc), hook=hook, argument=name) from None
+        found = locate_unencodable(value)
+        if found is not None:
+            raise CodecError(found[1], hook=hook, argument=name, path=found[0])
         out.append(value)
     return out
+
+
+def locate_unencodable(value: Any) -> tuple[str, str] | None:
+    """``(path, reason)`` for the part of ``value`` that cannot be encoded, or ``None`` if it all can.
+
+    For error paths only: it walks the value again (see :mod:`pluginsdk._values`).
+    """
+    from . import _values
+
+    return _values.unencodable(value, encode, unstructure)
+
+
+def unencodable_error(
+    value: Any,
+    exc: BaseException,
+    *,
+    hook: str | None = None,
+    argument: str = "return value",
+    plugin: str | None = None,
+    index: int | None = None,
+) -> CodecError:
+    """The :class:`CodecError` for ``value``, whose encoding failed with ``exc``: where in it, and why."""
+    found = locate_unencodable(value)
+    path, reason = found if found is not None else ("", _describe(exc))
+    return CodecError(reason, plugin=plugin, hook=hook, argument=argument, path=path, index=index)
 
 
 def _describe(exc: BaseException) -> str:
@@ -375,40 +444,88 @@ def _needs_structuring(tp: Any, value: Any) -> bool:
     return True
 
 
-def from_wire(value: Any, tp: Any, *, hook: str, argument: str = "return value") -> Any:
+def from_wire(value: Any, tp: Any, *, hook: str, argument: str = "return value", plugin: str | None = None) -> Any:
     """Structure plain ``value`` as ``tp`` (a spec annotation); :class:`CodecError` if it can't be.
 
+    The error names where in ``value`` the part that cannot be read is.
     ``None`` passes whatever the annotation: a hook implementation returning
     ``None`` means "no result" to pluggy.
     """
     try:
         return structure(value, tp)
-    except ValueError as exc:
-        raise CodecError(str(exc), hook=hook, argument=argument) from None
+    except StructureError as exc:
+        raise CodecError(exc.reason, plugin=plugin, hook=hook, argument=argument, path=exc.path) from None
+
+
+class StructureError(ValueError):
+    """A value cannot be read as its annotation.
+
+    Attributes:
+        path: Where in the value the part to blame is (``"[2]['when']"``; empty: the value itself).
+        reason: Why, naming the annotation and the part's type.
+    """
+
+    def __init__(self, reason: str, path: str = "") -> None:
+        super().__init__(f"{path}: {reason}" if path else reason)
+        self.path = path
+        self.reason = reason
+
+
+def _structure_raw(value: Any, tp: Any) -> Any:
+    if value is None or not _needs_structuring(tp, value):
+        return value
+    return _get_converter().structure(value, tp)
 
 
 def structure(value: Any, tp: Any) -> Any:
-    """Plain ``value`` as ``tp``; ``ValueError`` saying why if it cannot be (``None`` always passes)."""
+    """Plain ``value`` as ``tp``; :class:`StructureError` (a ``ValueError``) saying where and why if it cannot be.
+
+    ``None`` always passes.  The path is found only after a failure, by
+    walking the value again (:mod:`pluginsdk._values`).
+    """
     if value is None or not _needs_structuring(tp, value):
         return value
     try:
         return _get_converter().structure(value, tp)
     except Exception as exc:
-        raise ValueError(f"cannot be read as {_type_name(tp)}: {type(exc).__name__}: {exc}") from None
+        error = exc
+    from . import _values
+
+    found = _values.unreadable(value, tp, _structure_raw)
+    if found is None:  # it read the second time: report the first failure as it was
+        raise StructureError(f"cannot be read as {_type_name(tp)}: {type(error).__name__}: {error}") from None
+    raise StructureError(found[1], found[0]) from None
 
 
-def converter(tp: Any, *, hook: str) -> Callable[[Any], Any] | None:
+def converter(tp: Any, *, hook: str, plugin: str | None = None) -> Callable[[Any], Any] | None:
     """A function structuring one wire value as ``tp``, or ``None`` when values pass as they are.
 
     Plain annotations (``str``, ``int | None``...) cost one type check per
     value; cattrs runs only when the value is not already of such a type.
+    ``plugin`` is named in the errors it raises.
     """
     if tp is object or _is_any(tp):
         return None
     plain = plain_types(tp)
     if plain is not None:
-        return lambda v: v if type(v) in plain else from_wire(v, tp, hook=hook)
-    return lambda v: from_wire(v, tp, hook=hook)
+        return lambda v: v if type(v) in plain else from_wire(v, tp, hook=hook, plugin=plugin)
+    return lambda v: from_wire(v, tp, hook=hook, plugin=plugin)
+
+
+def argument_types(func: Callable[..., Any], names: Sequence[str]) -> list[tuple[int, str, Any]]:
+    """``(position, name, annotation)`` of each of ``func``'s arguments ``names`` that needs structuring.
+
+    Arguments cross as plain data; an implementation that annotates one with
+    a class (attrs, enum, tuple...) gets an instance, as it would in-process.
+    Unresolvable annotations count as none: the implementation gets plain data.
+    """
+    import typing
+
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception:
+        return []
+    return [(i, n, hints[n]) for i, n in enumerate(names) if n in hints and needs_structuring(hints[n])]
 
 
 def plain_types(tp: Any) -> frozenset[type] | None:

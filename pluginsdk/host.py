@@ -8,7 +8,7 @@ import atexit
 import contextlib
 import inspect
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 import pluggy
 
@@ -33,7 +33,9 @@ if TYPE_CHECKING:
     import logging
     from pathlib import Path
 
-    from .spec import HookSpec
+    from .spec import H, HookSpec
+else:
+    H = TypeVar("H")  # checkers see spec.H: a bare Host is Host[Any]
 
 __all__ = ["Host", "PluginInfo"]
 
@@ -80,12 +82,6 @@ class PluginInfo(NamedTuple):
     value: str
     incidents: tuple[Incident, ...] = ()
     incident_count: int = 0
-
-
-class HookRelay(Protocol):
-    """``host.hook``: one :class:`~pluginsdk._dispatch.SDKHookCaller` per hook of the spec."""
-
-    def __getattr__(self, name: str) -> _dispatch.SDKHookCaller: ...
 
 
 class _Plugin:
@@ -135,7 +131,7 @@ def _close_live_hosts() -> None:
             host.close()
 
 
-class Host:
+class Host(Generic[H]):
     """Runs the plugins of one spec.
 
     Discovery happens here and reads metadata only; no plugin is imported
@@ -157,11 +153,14 @@ class Host:
         force_isolation: Run every plugin at exactly this level, whatever
             manifests and policy say: for tests of a plugin at every level.
         use_index: Use (and refresh) the on-disk discovery index.
+        check_values: Call in-process plugins as isolated ones are called: arguments
+            and results cross the codec, so they come back, or fail, as at ``process``
+            and ``wasm`` (see the value contract, docs/values.md).  For tests.
     """
 
     def __init__(
         self,
-        spec: HookSpec,
+        spec: HookSpec[H],
         *,
         policy: Policy | None = None,
         config: str | Path | None = None,
@@ -171,6 +170,7 @@ class Host:
         coalesce: bool = True,
         force_isolation: str | None = None,
         use_index: bool = True,
+        check_values: bool = False,
     ) -> None:
         if force_isolation is not None and force_isolation not in ISOLATION_LEVELS:
             raise ValueError(f"force_isolation must be one of {', '.join(ISOLATION_LEVELS)}")
@@ -184,6 +184,7 @@ class Host:
         self._prewarm = prewarm
         self._coalesce = coalesce
         self._ahook: Any = None  # host.ahook, made on first use
+        self._check_values = check_values
         self._closed = False
         self._dispatch_lock = _thread.allocate_lock()
         self._plugins: dict[str, _Plugin] = {}
@@ -212,20 +213,23 @@ class Host:
     # -- public API ---------------------------------------------------------
 
     @property
-    def hook(self) -> HookRelay:
+    def hook(self) -> H:
         """Call hooks here: ``host.hook.NAME(**kwargs)``, ``.map([...])``, ``.by_plugin(...)``, ``.results(...)``.
 
         A call must pass exactly the spec's arguments, or it raises
-        :class:`~pluginsdk.HookCallError` before any plugin runs.
+        :class:`~pluginsdk.HookCallError` before any plugin runs.  Type
+        checkers know each hook's arguments and result from the spec's hooks class.
         """
-        return self._pm.hook  # type: ignore[return-value]
+        return self._pm.hook  # type: ignore[return-value]  # typed as the hooks class: docs/typed-calls.md
 
     @property
-    def ahook(self) -> Any:
-        """Async calls: ``await host.ahook.NAME(**kwargs)``; ``.map``, ``.by_plugin``, ``.results``, ``.map_results``.
+    def ahook(self) -> type[H]:
+        """Await hooks here: ``await host.ahook.NAME(**kwargs)``, ``.map``, ``.by_plugin``, ``.results``...
 
         Same results, ordering and errors as :attr:`hook`; the event loop is
-        never blocked (see :mod:`pluginsdk._aio`).
+        never blocked (see :mod:`pluginsdk._aio`).  Type checkers see the
+        hooks class, whose hooks read through the class are async callers
+        (docs/typed-calls.md).
         """
         relay = self._ahook
         if relay is None:
@@ -236,7 +240,7 @@ class Host:
                     self._threads = CallThreads("host")
                     self._ahook = AsyncHookRelay(self, self._threads)
                 relay = self._ahook
-        return relay
+        return relay  # type: ignore[no-any-return]  # typed as the hooks class: docs/typed-calls.md
 
     def plugins(self) -> list[PluginInfo]:
         """Every plugin found, whatever its status, sorted by name."""
@@ -284,7 +288,7 @@ class Host:
             self._threads.close()  # after the backends: their calls have ended
         _live_hosts.pop(id(self), None)
 
-    def __enter__(self) -> Host:
+    def __enter__(self) -> Host[H]:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -413,6 +417,7 @@ class Host:
             wasm_allowed=tuple(sorted(self.policy.wasm_packages)),
             prewarm=self._prewarm,  # the host's choice: otherwise workers start as calls need them
             coalesce=self._coalesce,
+            check_values=self._check_values,
         )
         if cand.environment is not None:  # its own interpreter, seeing the plugin and the SDK, not the host's packages
             from .envs import provision, worker_path
@@ -507,7 +512,9 @@ class Host:
             return None  # failed to load: skipped, as if unregistered
         try:
             return backend.call(hook, args)
-        except PluginError:
+        except PluginError as exc:
+            if exc.plugin is None:  # a result the host could not read (the codec knows no plugin)
+                exc.plugin = plugin.candidate.name
             self._check_backend(plugin, backend)
             raise
         except Exception as exc:  # only in-process plugin code raises other exceptions
@@ -519,7 +526,9 @@ class Host:
             return [None] * len(items)
         try:
             return backend.call_batch(hook, items)
-        except PluginError:
+        except PluginError as exc:
+            if exc.plugin is None:
+                exc.plugin = plugin.candidate.name
             self._check_backend(plugin, backend)
             raise
 

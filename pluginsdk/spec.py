@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, TypeVar, overload
 
 import pluggy
 
 from ._errors import SpecError
 from ._markers import PROJECT
 
+if TYPE_CHECKING:
+    from typing import Concatenate, ParamSpec
+
+    # PEP 696 defaults, for checkers only (typing_extensions is not a dependency):
+    # a bare ``HookSpec`` or ``Host`` means ``HookSpec[Any]``, as before they were generic.
+    from typing_extensions import TypeVar as _DefaultTypeVar
+
+    from ._typed import FirstResultMarker, HistoricMarker, Hook, PlainMarker
+
+    H = _DefaultTypeVar("H", default=Any)
+    _P = ParamSpec("_P")
+    _R = TypeVar("_R")
+else:
+    H = TypeVar("H")
+
 __all__ = ["HookDef", "HookSpec", "hookspec", "parse_release"]
 
-_F = TypeVar("_F", bound=Callable[..., object])
 _SINCE_ATTR = "pluginsdk_since"
 _SPEC_ATTR = f"{PROJECT}_spec"  # where pluggy's HookspecMarker stores its options
 _spec_marker = pluggy.HookspecMarker(PROJECT)
@@ -33,8 +47,36 @@ def parse_release(version: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
+# Typed for checkers (see pluginsdk/_typed.py): each hook becomes a descriptor
+# whose caller knows the hook's arguments and result; ``firstresult=True`` and
+# ``historic=True`` as literals pick the caller's shape.  At run time the
+# function itself is returned, marked.
 @overload
-def hookspec(function: _F) -> _F: ...
+def hookspec(function: Callable[Concatenate[Any, _P], _R], /) -> Hook[_P, _R]: ...
+@overload
+def hookspec(
+    function: None = None,
+    *,
+    firstresult: Literal[False] = False,
+    historic: Literal[False] = False,
+    since: str | None = None,
+) -> PlainMarker: ...
+@overload
+def hookspec(
+    function: None = None,
+    *,
+    firstresult: Literal[True],
+    historic: Literal[False] = False,
+    since: str | None = None,
+) -> FirstResultMarker: ...
+@overload
+def hookspec(
+    function: None = None,
+    *,
+    firstresult: Literal[False] = False,
+    historic: Literal[True],
+    since: str | None = None,
+) -> HistoricMarker: ...
 @overload
 def hookspec(
     function: None = None,
@@ -42,24 +84,30 @@ def hookspec(
     firstresult: bool = False,
     historic: bool = False,
     since: str | None = None,
-) -> Callable[[_F], _F]: ...
+) -> Callable[[Callable[..., Any]], Any]: ...  # options known only at run time: an untyped hook
 def hookspec(
-    function: _F | None = None,
+    function: Callable[..., Any] | None = None,
     *,
     firstresult: bool = False,
     historic: bool = False,
     since: str | None = None,
-) -> _F | Callable[[_F], _F]:
+) -> Any:
     """Mark a method of a hooks class as a hook specification.
 
     ``firstresult`` and ``historic`` have pluggy's meaning; ``since`` is the
     spec version that introduced the hook (hosts on an older version don't
     have it, and plugins implementing it are refused there).
+
+    For type checkers, the method becomes its hook's typed caller on a
+    :class:`~pluginsdk.Host` of the spec (``host.hook.NAME``, ``host.ahook.NAME``),
+    with the method's arguments and result; ``firstresult`` and ``historic``
+    must then be written as ``True`` or ``False``.  At run time the function
+    itself is returned, marked.
     """
     if since is not None:
         parse_release(since)
 
-    def mark(func: _F) -> _F:
+    def mark(func: Callable[..., Any]) -> Callable[..., Any]:
         setattr(func, _SINCE_ATTR, since)
         return _spec_marker(func, firstresult=firstresult, historic=historic)
 
@@ -110,11 +158,15 @@ def _argnames(func: Callable[..., object]) -> tuple[str, ...]:
     return tuple(names[1:] if names and names[0] == "self" else names)
 
 
-class HookSpec:
+class HookSpec(Generic[H]):
     """A named, versioned set of hooks a host offers to plugins.
 
     Plugins are found in the entry-point group ``group`` (``NAME.plugins`` by
     default) and declare in their manifest which spec versions they accept.
+
+    Generic in its hooks class: ``HookSpec("textkit", "1.1", hooks=TextHooks)``
+    is a ``HookSpec[TextHooks]``, and a :class:`~pluginsdk.Host` of it types
+    its hook calls (see "Typed hook calls" in the docs).
 
     Attributes:
         name: Spec name, as plugins write it in ``requires``.
@@ -127,7 +179,7 @@ class HookSpec:
         self,
         name: str,
         version: str,
-        hooks: type,
+        hooks: type[H],
         *,
         group: str | None = None,
     ) -> None:
@@ -136,7 +188,7 @@ class HookSpec:
         self.name = name
         self.version = version
         self.release = parse_release(version)
-        self.hooks = hooks
+        self.hooks: type[H] = hooks
         self.group = group or f"{name}.plugins"
         self._all = self._collect(hooks)
         self._active = {n: d for n, d in self._all.items() if d.since is None or parse_release(d.since) <= self.release}

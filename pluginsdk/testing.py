@@ -24,6 +24,11 @@ Configuration, all optional:
 * ini option ``pluginsdk_isolation``: the levels to run at (default: all).
 * marker ``@pytest.mark.pluginsdk_isolation("inprocess", "process")``:
   the levels one test runs at.
+* ini option ``pluginsdk_check_values`` (default true): in-process hosts
+  apply the value contract of the isolated levels (``Host(...,
+  check_values=True)``), so an in-process test sees the values, and the
+  errors, a worker or the sandbox would give; ``host_factory(...,
+  check_values=False)`` for one host.
 
 Fixtures: ``pluginsdk_spec``, ``pluginsdk_plugins``, ``isolation``,
 ``host_factory``, ``plugin_host``, ``same_everywhere``.
@@ -80,6 +85,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "pluginsdk_plugins", "names of the plugins under test (default: the project's entry points)", type="args"
     )
     parser.addini("pluginsdk_isolation", "isolation levels to test at (default: all)", type="args")
+    parser.addini(
+        "pluginsdk_check_values",
+        "in-process hosts apply the isolated levels' value contract (default: true)",
+        type="bool",
+        default=True,
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -174,12 +185,15 @@ class HostFactory:
     Call it as ``host_factory(isolation)``; keyword arguments override the
     defaults: ``plugins`` (names allowed to load), ``spec``, ``policy``
     (replaces the allow-list policy), and any other :class:`~pluginsdk.Host`
-    argument (``path``, ``prewarm``...).
+    argument (``path``, ``prewarm``...).  ``check_values`` (default: the
+    factory's, from the ``pluginsdk_check_values`` ini option) makes in-process
+    plugins meet the isolated levels' value contract.
     """
 
-    def __init__(self, spec: HookSpec, plugins: Sequence[str]) -> None:
+    def __init__(self, spec: HookSpec, plugins: Sequence[str], *, check_values: bool = True) -> None:
         self.spec = spec
         self.plugins = tuple(plugins)
+        self.check_values = check_values
         self._hosts: list[Host] = []
 
     def __call__(
@@ -199,6 +213,7 @@ class HostFactory:
             # Only the plugins under test: other plugins of the same spec installed
             # in the environment must not change the results.
             policy = Policy(allow=frozenset(names)) if names else Policy()
+        host_kwargs.setdefault("check_values", self.check_values)
         host = Host(spec or self.spec, policy=policy, force_isolation=isolation, **host_kwargs)
         self._hosts.append(host)
         if names:
@@ -233,9 +248,12 @@ def _check_found(host: Host, names: Sequence[str], isolation: str | None) -> Non
 
 
 @pytest.fixture
-def host_factory(pluginsdk_spec: HookSpec, pluginsdk_plugins: tuple[str, ...]) -> Iterator[HostFactory]:
+def host_factory(
+    pluginsdk_spec: HookSpec, pluginsdk_plugins: tuple[str, ...], pytestconfig: pytest.Config
+) -> Iterator[HostFactory]:
     """A :class:`HostFactory` for the spec and plugins under test."""
-    factory = HostFactory(pluginsdk_spec, pluginsdk_plugins)
+    check_values = bool(pytestconfig.getini("pluginsdk_check_values"))
+    factory = HostFactory(pluginsdk_spec, pluginsdk_plugins, check_values=check_values)
     try:
         yield factory
     finally:

@@ -165,3 +165,10 @@ def wasm_unavailable() -> str | None:
     from pluginsdk.testing import isolation_unavailable
 
     return isolation_unavailable("wasm")
+
+
+def component_unavailable() -> str | None:
+    """Why the wasm level's ``component`` engine cannot run here (``None`` if it can)."""
+    from pluginsdk.backends.wasm import WasmBackend
+
+    return WasmBackend.unavailable_reason({"wasm_engine": "component"})

@@ -18,7 +18,6 @@ from pluginsdk.backends.pooled import PooledBackend
 from pluginsdk.spec import HookSpec, hookspec
 
 from .plugin_factory import install_plugin
-from .procs import wait_until
 from .test_faults import WASM, assert_nothing_left, snapshot, warm_wasm
 
 
@@ -114,7 +113,12 @@ def make_host(site: Path) -> Iterator[Callable[..., Host]]:
     hosts: list[Host] = []
 
     def make(
-        level: str, *, limits: Limits | None = None, coalesce: bool = True, extra: str | None = None, prewarm: bool = False
+        level: str,
+        *,
+        limits: Limits | None = None,
+        coalesce: bool = True,
+        extra: str | None = None,
+        prewarm: bool = False,
     ) -> Host:
         if level == "wasm":
             warm_wasm(site)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 import enum
 import marshal
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -16,7 +18,7 @@ from typing import Any, Optional
 import attrs
 import pytest
 
-from pluginsdk import codec
+from pluginsdk import _values, codec
 from pluginsdk._errors import CodecError, PluginResourceError
 from pluginsdk.guest import impls as guest_impls
 from pluginsdk.guest import loop as guest_loop
@@ -454,3 +456,185 @@ class TestGuestLoop:
         channel = guest(GUEST_PLUGIN, HOOKS, max_message=1000)
         assert [G.ERR, 1, "resource", "MessageTooLarge"] == channel.ask(G.CALL, 1, "big", [2000])[:4]
         assert [G.OK, 2, 3] == channel.ask(G.CALL, 2, "add", [1, 2])
+
+
+# --- the value contract's details (the table at every level is tests/test_values.py) ---------
+
+
+class Opaque:
+    """No plain form."""
+
+
+@attrs.frozen
+class Stamped:
+    name: str
+    when: datetime.datetime
+
+
+class TestDatesAndTimes:
+    @pytest.mark.parametrize(
+        "value",
+        [
+            datetime.datetime(2024, 5, 1, 12, 30, 1, 5),
+            datetime.datetime(2024, 5, 1, tzinfo=datetime.timezone(datetime.timedelta(hours=2))),
+            datetime.date(2024, 2, 29),
+            datetime.time(23, 59, 59),
+        ],
+    )
+    def test_cross_as_iso_text_and_come_back_by_annotation(self, value: Any) -> None:
+        """Dates and times cross as ISO 8601 text, time zone offset included, and are rebuilt by annotation."""
+        plain = codec.decode(codec.encode(value))
+        assert value.isoformat() == plain
+        assert value == codec.structure(plain, type(value))
+
+    def test_inside_a_class(self) -> None:
+        """A class's datetime field crosses and is rebuilt with the class."""
+        value = Stamped("a", datetime.datetime(2024, 1, 1))
+        assert value == codec.structure(codec.decode(codec.encode(value)), Stamped)
+
+    def test_text_that_is_no_date_is_refused_with_its_path(self) -> None:
+        """Text that is no ISO date cannot be read as one: the error says where and what it got."""
+        with pytest.raises(codec.StructureError) as info:
+            codec.structure([{"name": "a", "when": "2024-01-01"}, {"name": "b", "when": "soon"}], list[Stamped])
+        assert "[1]['when']" == info.value.path
+        assert "expected datetime as annotated, got str 'soon'" in info.value.reason
+
+
+class TestTupleKeys:
+    def test_tuple_keys_cross(self) -> None:
+        """A dict keyed by tuples (nested too) arrives keyed by tuples; the values' lists stay lists."""
+        value = {(1, (2, "a")): [1, (2,)], "k": {(3,): None}}
+        assert {(1, (2, "a")): [1, [2]], "k": {(3,): None}} == codec.decode(codec.encode(value))
+
+    def test_a_map_as_a_key_is_still_malformed(self) -> None:
+        """A map key that is itself a map (no Python dict can be a key) is refused as malformed."""
+        body = b"\x81\x81\x01\x02\x03"  # {{1: 2}: 3}
+        with pytest.raises(CodecError, match="malformed"):
+            codec.decode(body)
+
+
+class TestWhereAValueFails:
+    @pytest.mark.parametrize(
+        ("value", "path", "culprit"),
+        [
+            (Opaque(), "", "test_codec.Opaque"),
+            ([1, {"when": Opaque()}], "[1]['when']", "test_codec.Opaque"),
+            ({"a": [1, 2**70]}, "['a'][1]", "int"),
+            ({Opaque(): 1}, "[key <tests.test_codec.Opaque object", "Opaque"),
+            (Stamped("a", Opaque()), ".when", "Opaque"),  # type: ignore[arg-type]
+            ([{frozenset({Opaque()})}], "[0][0][0]", "Opaque"),
+            ("\ud800", "", "str"),
+        ],
+    )
+    def test_the_path_to_what_cannot_be_encoded(self, value: Any, path: str, culprit: str) -> None:
+        """The part that cannot be encoded is found by its path, named by its type, and what crosses is listed."""
+        found = codec.locate_unencodable(value)
+        assert found is not None
+        assert found[0].startswith(path), found
+        assert culprit in found[1]
+        assert _values.ALLOWED in found[1]
+
+    def test_what_encodes_has_no_path(self) -> None:
+        assert codec.locate_unencodable({"a": [1, (2, 3)], 4: {5}}) is None
+
+    def test_too_deep_is_blamed_where_it_gets_too_deep(self) -> None:
+        """Nesting past msgpack's limit is blamed on a list inside, not on the whole."""
+        value: Any = 1
+        for _ in range(1200):  # msgpack refuses 1024 levels
+            value = [value]
+        found = codec.locate_unencodable(value)
+        assert found is not None
+        assert found[0].startswith("[0][0]") and "list cannot cross" in found[1]
+
+    @pytest.mark.parametrize(
+        ("value", "tp", "path", "expected"),
+        [
+            ([1], dict[str, int], "", "expected dict[str, int] as annotated, got list [1]"),
+            ({"a": [1, "q"]}, dict[str, list[int]], "['a'][1]", "expected int as annotated, got str 'q'"),
+            ({"x": "z", "y": 1}, Point | None, "['x']", "expected int as annotated, got str 'z'"),
+            ([{"x": 1}], list[Point], "[0]", "missing key 'y'"),
+            ([1, "a", 3], tuple[int, ...], "[1]", "expected int as annotated"),
+            ({"k": "v"}, dict[int, str], "[key 'k']", "expected int as annotated, got str 'k'"),
+            ("purple", Color, "", "expected Color as annotated, got str 'purple'"),
+        ],
+    )
+    def test_the_path_to_what_cannot_be_read(self, value: Any, tp: Any, path: str, expected: str) -> None:
+        """The part that cannot be read as its annotation is found by its path; the error says what it got."""
+        with pytest.raises(CodecError) as info:
+            codec.from_wire(value, tp, hook="h", plugin="p")
+        error = info.value
+        assert ("p", "h", "return value", path) == (error.plugin, error.hook, error.argument, error.path)
+        assert expected in error.message
+        assert str(error).startswith(f"plugin 'p': hook 'h', return value{path}: ")
+
+    @pytest.mark.parametrize(
+        ("field", "split"),
+        [
+            (None, ("return value", "")),
+            ("return value[2]['when']", ("return value", "[2]['when']")),
+            ("doc['items'][0]", ("doc", "['items'][0]")),
+            ("doc", ("doc", "")),
+            ("[odd", ("[odd", "")),
+        ],
+    )
+    def test_an_error_frame_carries_the_path_after_the_name(self, field: str | None, split: tuple[str, str]) -> None:
+        assert split == _values.split_location(field)
+
+    def test_codec_error_message_and_pickling(self) -> None:
+        """The location reads as Python; every field survives pickling."""
+        error = CodecError("why", plugin="p", hook="h", argument="doc", path="['items'][0]", index=3)
+        assert "plugin 'p': hook 'h', argument 'doc'['items'][0] (batch item 3): why" == str(error)
+        again = pickle.loads(pickle.dumps(error))
+        assert (str(error), "['items'][0]", 3) == (str(again), again.path, again.index)
+
+    def test_encode_args_names_the_argument_and_the_path(self) -> None:
+        with pytest.raises(CodecError) as info:
+            codec.encode_args(["fine", {"items": [Opaque()]}], ["text", "doc"], "h")
+        assert ("doc", "['items'][0]") == (info.value.argument, info.value.path)
+
+
+VALUE_HOOKS = {"give": ["kind"], "take": ["doc"]}
+VALUE_PLUGIN = """
+import attrs
+import datetime
+from pluginsdk import hookimpl
+
+class Opaque:
+    pass
+
+@attrs.frozen
+class Stamped:
+    name: str
+    when: datetime.datetime
+
+@hookimpl
+def give(kind):
+    return [1, 2, {"when": Opaque()}] if kind == "bad" else kind
+
+@hookimpl
+def take(doc: Stamped):
+    return doc.name
+"""
+
+
+class TestGuestLoopPaths:
+    def test_a_result_that_cannot_cross_names_its_path(self, guest: Callable[..., GuestChannel]) -> None:
+        """The guest's error frame carries the path after "return value"; the loop goes on."""
+        channel = guest(VALUE_PLUGIN, VALUE_HOOKS)
+        reply = channel.ask(G.CALL, 1, "give", ["bad"])
+        assert [G.ERR, 1, "codec", "CodecError"] == reply[:4]
+        assert (None, "return value[2]['when']") == (reply[6], reply[7])
+        assert "Opaque cannot cross" in reply[4]
+        assert [G.OK, 2, "fine"] == channel.ask(G.CALL, 2, "give", ["fine"])
+
+    def test_in_a_batch_the_item_is_named(self, guest: Callable[..., GuestChannel]) -> None:
+        channel = guest(VALUE_PLUGIN, VALUE_HOOKS)
+        reply = channel.ask(G.BATCH, 1, "give", [["a"], ["b"], ["bad"]])
+        assert (G.ERR, 2, "return value[2]['when']") == (reply[0], reply[6], reply[7])
+
+    def test_an_argument_that_cannot_be_read_names_its_path(self, guest: Callable[..., GuestChannel]) -> None:
+        channel = guest(VALUE_PLUGIN, VALUE_HOOKS)
+        reply = channel.ask(G.CALL, 1, "take", [{"name": "a", "when": "soon"}])
+        assert [G.ERR, 1, "codec"] == reply[:3]
+        assert "doc['when']" == reply[7]
+        assert [G.OK, 2, "a"] == channel.ask(G.CALL, 2, "take", [{"name": "a", "when": "2024-01-01"}])

@@ -412,7 +412,7 @@ class TestFrames:
             b"\xdf\xff\xff\xff\xff\x01",  # map claiming 4 billion pairs
             b"\x91" * (MAX - 1) + b"\xc0",  # nesting bomb, as deep as the limit allows
             b"\xc7\xff\x05" + b"e" * 255,  # extension type
-            b"\x81\x91\x01\x02",  # unhashable map key
+            b"\x81\x81\x01\x02\x03",  # unhashable map key (a map; an array key is read as a tuple)
         ],
         ids=["array", "str", "map", "nesting", "ext", "key"],
     )

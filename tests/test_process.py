@@ -320,7 +320,7 @@ class TestCalls:
         with pytest.raises(CodecError) as info:
             backend.call("probe", (1, {"words": "many"}))
         assert ("probe", "extra") == (info.value.hook, info.value.argument)
-        assert "cannot be read as Pair" in info.value.message
+        assert ("['words']", True) == (info.value.path, "expected int as annotated" in info.value.message)
 
     def test_entry_point_object(self, make: Callable[..., ProcessBackend]) -> None:
         """With ``pkg.mod:obj`` the object's attributes are the implementations."""

@@ -24,6 +24,7 @@ from .._errors import (
     PluginResourceError,
     PluginTimeout,
 )
+from .._values import split_location
 from ..config import Limits
 from ..guest import protocol as P
 from .base import PluginTarget
@@ -57,10 +58,9 @@ class Replies:
             return PluginHookError(
                 plugin=name, hook=hook, exc_type=exc_type, exc_message=message, traceback=tb, index=index
             )
-        if kind == P.CODEC:
-            return CodecError(
-                message, plugin=name, hook=hook, argument=f"{argument or 'return value'}{where}", index=index
-            )
+        if kind == P.CODEC:  # the guest appends the path inside the value to the argument's name
+            argument, path = split_location(argument)
+            return CodecError(message, plugin=name, hook=hook, argument=argument, path=path, index=index)
         if kind == P.RESOURCE:
             if exc_type == "MemoryError":
                 message = f"out of memory (the worker's cap is {self.memory_mb} MiB) {message}"

@@ -38,12 +38,33 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .._component.backend import ComponentEngine
 from .._errors import PluginError, PluginLoadError
 from .base import PluginTarget
 from .pooled import PooledBackend
 from .worker import Worker
 
-__all__ = ["WasmBackend"]
+__all__ = ["ComponentBackend", "WasmBackend", "wasm_engine"]
+
+#: Chooses the sandbox engine when the host's options do not (see :func:`wasm_engine`).
+ENV_ENGINE = "PLUGINSDK_WASM_ENGINE"
+
+
+def wasm_engine(options: Any = None) -> str:
+    """The sandbox engine ``options`` ask for: ``interpreter`` (CPython booted per instance) or
+    ``component`` (a snapshot component per plugin, :mod:`pluginsdk._component`).
+
+    ``options`` is a ``BackendOptions`` or a mapping; unset, ``PLUGINSDK_WASM_ENGINE`` decides.
+    """
+    from .._component import ENGINES
+    from .._errors import ConfigError
+
+    found = options.get("wasm_engine") if isinstance(options, Mapping) else getattr(options, "wasm_engine", None)
+    engine = found or os.environ.get(ENV_ENGINE) or ENGINES[0]
+    if engine not in ENGINES:
+        raise ConfigError(f"wasm_engine: {engine!r} is not an engine; expected one of {', '.join(ENGINES)}")
+    return str(engine)
+
 
 _NATIVE_SUFFIXES = (".so", ".pyd", ".dylib")
 
@@ -59,6 +80,12 @@ class WasmBackend(PooledBackend):
     """Runs a plugin in a pool of WebAssembly sandbox instances (see the module docstring)."""
 
     isolation: ClassVar[str] = "wasm"
+    engine: ClassVar[str] = "interpreter"
+
+    def __new__(cls, target: PluginTarget, *, log: logging.Logger) -> WasmBackend:
+        if cls is WasmBackend and wasm_engine(target.options) == "component":
+            return super().__new__(ComponentBackend)
+        return super().__new__(cls)
 
     def __init__(self, target: PluginTarget, *, log: logging.Logger) -> None:
         super().__init__(target, log=log)
@@ -73,6 +100,10 @@ class WasmBackend(PooledBackend):
 
     @classmethod
     def unavailable_reason(cls, options: Mapping[str, Any] | None = None) -> str | None:
+        if cls is WasmBackend and wasm_engine(options) == "component":
+            from .._component import unavailable_reason as component_unavailable
+
+            return component_unavailable()
         from .._wasm.interpreter import unavailable_reason
 
         return unavailable_reason((options or {}).get("wasm_interpreter"))
@@ -226,3 +257,7 @@ class WasmBackend(PooledBackend):
         if self._staging is not None:
             shutil.rmtree(self._staging, ignore_errors=True)
             self._staging = None
+
+
+class ComponentBackend(ComponentEngine, WasmBackend):
+    """The ``wasm`` level on the ``component`` engine (see :mod:`pluginsdk._component.backend`)."""

@@ -155,13 +155,7 @@ def _arg_converter(func: Callable[..., Any], names: Sequence[str]) -> Callable[[
             return None  # the common case, decided without importing typing
     except TypeError:  # an unhashable annotation: let typing judge it
         pass
-    import typing
-
-    try:
-        hints = typing.get_type_hints(func)
-    except Exception:  # unresolvable annotations: the implementation gets plain data
-        return None
-    targets = [(i, n, hints[n]) for i, n in enumerate(names) if n in hints and codec.needs_structuring(hints[n])]
+    targets = codec.argument_types(func, names)
     if not targets:
         return None
 
@@ -169,8 +163,8 @@ def _arg_converter(func: Callable[..., Any], names: Sequence[str]) -> Callable[[
         for i, name, tp in targets:
             try:
                 values[i] = codec.structure(values[i], tp)
-            except ValueError as exc:
-                raise ArgumentError(name, str(exc)) from None
+            except codec.StructureError as exc:  # the path inside the argument travels after its name
+                raise ArgumentError(name + exc.path, exc.reason) from None
         return values
 
     return convert

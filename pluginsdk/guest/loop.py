@@ -65,6 +65,26 @@ def _error_msg(rid: int, kind: str, exc: BaseException, index: int | None, skip:
     return P.error_frame(rid, kind, _type_name(exc), exception_text(exc), _tb_text(exc, skip), index)
 
 
+def _codec_error(msg: list[Any], exc: Exception, batch: bool) -> list[Any]:
+    """The ERR frame for a reply that could not be encoded: which batch item, where in it, and why.
+
+    The path travels after ``"return value"`` in the frame's argument field
+    (``"return value[2]['when']"``); found by walking the value again, here
+    on the error path only.
+    """
+    from .._values import RETURN
+
+    if msg[0] == _OK and len(msg) == 3:
+        values = msg[2] if batch else [msg[2]]
+        for index, value in enumerate(values):
+            found = codec.locate_unencodable(value)
+            if found is not None:
+                path, reason = found
+                where = index if batch else None
+                return P.error_frame(_rid(msg), P.CODEC, "CodecError", reason, index=where, argument=RETURN + path)
+    return P.error_frame(_rid(msg), P.CODEC, _type_name(exc), codec.describe_error(exc))
+
+
 def _rid(msg: list[Any]) -> int:
     """The request id a reply carries (READY carries none: the handshake's)."""
     return msg[1] if len(msg) > 1 and type(msg[1]) is int else P.HANDSHAKE_ID
@@ -114,14 +134,17 @@ class Guest:
             m = self._raw_write(view)
             view = view[m if m is not None else len(view) :]
 
-    def send(self, msg: list[Any]) -> None:
-        """Send ``msg``; a value that cannot cross becomes an ``ERR`` frame for the same request."""
+    def send(self, msg: list[Any], *, batch: bool = False) -> None:
+        """Send ``msg``; a value that cannot cross becomes an ``ERR`` frame for the same request.
+
+        ``batch``: ``msg`` answers a batch (its value is the list of results).
+        """
         try:
             frame = _encode_frame(msg, self.max_message)
         except PluginResourceError as exc:
             frame = _encode_frame(P.error_frame(_rid(msg), P.RESOURCE, "MessageTooLarge", exc.message))
         except Exception as exc:
-            frame = _encode_frame(P.error_frame(_rid(msg), P.CODEC, _type_name(exc), codec.describe_error(exc)))
+            frame = _encode_frame(_codec_error(msg, exc, batch))
         self._write(frame)
 
     def send_error(self, rid: int, kind: str, exc: BaseException, index: int | None = None, skip: int = 1) -> None:
@@ -278,7 +301,7 @@ class Guest:
                     except BaseException as exc:
                         self.send_error(rid, P.HOOK, exc, index=index, skip=1)
                         return
-        self.send([_OK, rid, results])
+        self.send([_OK, rid, results], batch=True)
 
     def stream(self, rid: int, it: Iterator[Any]) -> None:
         """Send ``it``'s items in growing chunks, waiting for MORE after each one.
@@ -337,7 +360,7 @@ class Guest:
             try:
                 data = codec.encode(item)
             except Exception as exc:
-                return items, P.error_frame(rid, P.CODEC, _type_name(exc), codec.describe_error(exc)), True
+                return items, _codec_error([_OK, rid, item], exc, False), True
             if len(data) > budget:
                 msg = f"stream item of {len(data)} bytes exceeds the {self.max_message}-byte limit"
                 return items, P.error_frame(rid, P.RESOURCE, "MessageTooLarge", msg), True

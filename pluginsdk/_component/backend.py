@@ -1,0 +1,181 @@
+"""The ``wasm`` level on the ``component`` engine: the same pooled backend, another kind of worker.
+
+:class:`ComponentEngine` holds what ``pluginsdk.backends.wasm.ComponentBackend``
+(the :class:`~pluginsdk.backends.wasm.WasmBackend` that ``wasm_engine =
+"component"`` selects) does differently; it does not import that module, so
+the two do not import each other.  Preparing it resolves the
+plugin's dependency closure for the guest's Python (the markers evaluated
+as CPython 3.14 on WASI sees them), builds or finds the plugin's snapshot
+component (:mod:`.build`), and keeps engines with it loaded
+(:class:`.instance.Runtime`); its workers are
+:class:`.instance.ComponentInstance`.  Calls, batches, streams, errors and
+limits go through :class:`~pluginsdk.backends.pooled.PooledBackend` as at
+every other level.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .._errors import PluginError, PluginLoadError
+from ..backends.base import PluginTarget
+from ..backends.pooled import PooledBackend
+from ..backends.worker import Worker
+
+__all__ = ["ComponentEngine"]
+
+_NATIVE_SUFFIXES = (".so", ".pyd", ".dylib")
+
+
+def _native_files(root: str) -> list[str]:
+    base = Path(root)
+    if not base.is_dir():
+        return []
+    return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.suffix in _NATIVE_SUFFIXES)
+
+
+class ComponentEngine(PooledBackend):
+    """Runs a plugin in a pool of snapshot-component instances (see the module docstring).
+
+    Mixed in before ``WasmBackend``, whose start-up and clean-up it keeps.
+    """
+
+    engine: ClassVar[str] = "component"
+    _prepare_lock: threading.Lock
+    _plugin_log: logging.Logger
+    _guest_path: list[str]
+
+    def __init__(self, target: PluginTarget, *, log: logging.Logger) -> None:
+        super().__init__(target, log=log)
+        self._runtime: Any = None
+        self.built: Any = None  # the build.Built, once prepared
+        # No descriptor gate to ask after each call (WasmBackend's reason to turn the fast release off).
+        self.pool.plain_release = not self.pool.recycle_after and not self.pool.idle_timeout
+
+    @classmethod
+    def unavailable_reason(cls, options: Mapping[str, Any] | None = None) -> str | None:
+        from . import unavailable_reason
+
+        return unavailable_reason()
+
+    def describe(self) -> str:
+        from .._wasm.interpreter import wasmtime_version
+        from .build import tool_version
+
+        python = self.built.python if self.built is not None else "not built"
+        return (
+            f"wasm (component, Python {python}, componentize-py {tool_version()}, wasmtime {wasmtime_version()},"
+            f" {self.pool.occupancy()} instances)"
+        )
+
+    @property
+    def guest_python(self) -> str:
+        """The Python version the plugin runs under (known before the build: the tool's)."""
+        from .build import guest_python
+
+        return self.built.python if self.built is not None else guest_python()
+
+    def _prepare(self) -> None:
+        name = self.target.name
+        reason = self.unavailable_reason()
+        if reason is not None:
+            from .._errors import BackendUnavailable
+
+            raise BackendUnavailable(reason, plugin=name)
+        native = _native_files(self.target.package_dir)
+        if native:
+            raise PluginLoadError(
+                f"isolation 'wasm' cannot load C extensions, found {', '.join(native)} in {self.target.package_dir}",
+                plugin=name,
+            )
+        with self._prepare_lock:
+            if self._runtime is not None:
+                return
+            try:
+                self.built = prepare_target(self.target, self.options, log=self.log)
+            except PluginError as exc:
+                exc.plugin = name
+                raise
+            from .instance import Runtime
+
+            self._runtime = Runtime(str(self.built.cwasm), self.built.mounts, keep=int(self.limits.workers or 1))
+            extra = [(path, f"/paths/{i}") for i, path in enumerate(self.options.wasm_paths)]
+            self._extra_mounts = tuple(extra)
+            self._guest_path = [guest for _, guest in extra]
+
+    def _build_mounts(self) -> Any:
+        return None
+
+    def _new_worker(self) -> Worker:
+        from .instance import ComponentInstance
+
+        try:
+            return ComponentInstance(
+                self._runtime,
+                self.hello(self._guest_path),
+                self._extra_mounts,
+                max_message=self.max_message,
+                memory_mb=int(self.limits.memory_mb or 0),
+                log=self._plugin_log,
+            )
+        except PluginError:
+            raise
+        except Exception as exc:
+            raise PluginLoadError(
+                f"cannot start a sandbox instance: {type(exc).__name__}: {exc}", plugin=self.target.name
+            ) from exc
+
+    def close(self) -> None:
+        super().close()
+        if self._runtime is not None:
+            self._runtime.clear()
+
+
+def prepare_target(target: PluginTarget, options: Any, *, log: logging.Logger, progress: Any = None) -> Any:
+    """Resolve ``target``'s closure for the guest and build (or find) its component."""
+    from .._closure import guest_environment, resolve
+    from .._deps import wasm_package_dirs
+    from .._wasm.cache import GUEST_PACKAGES, OPTIONAL_GUEST_PACKAGES
+    from .._wasm.deps import _files
+    from .build import ensure, guest_python
+
+    search = [target.path_entry, *(options.sys_path or sys.path)]
+    closure = resolve(
+        target.name,
+        target.dist,
+        search,
+        env=guest_environment(f"python-{guest_python()}"),
+        group=target.spec.group,
+        provided=("pluginsdk", *GUEST_PACKAGES, *OPTIONAL_GUEST_PACKAGES),
+    )
+    top = target.module.split(".")[0]
+    files, _left_out = _files(target.name, closure)
+    site = [(rel, Path(host)) for rel, host, _ in files if rel.split("/")[0] != top]
+    on_site = {rel.split("/")[0].split(".")[0] for rel, _ in site}
+    # The manifest only asks; the host's dependency closure and policy decide (see _deps).
+    for dep, host_path, single_file in wasm_package_dirs(
+        target.name, target.dist, options.wasm_packages, options.wasm_allowed, search, group=target.spec.group
+    ):
+        if dep in on_site:
+            continue
+        if single_file:
+            site.append((f"{dep}.py", Path(host_path)))
+        else:
+            root = Path(host_path)
+            site += [
+                (f"{dep}/{p.relative_to(root).as_posix()}", p)
+                for p in sorted(root.rglob("*"))
+                if p.is_file() and "__pycache__" not in p.parts
+            ]
+
+    def report(text: str) -> None:
+        log.info("plugin %r: %s (once; then cached)", target.name, text)
+        if progress is not None:
+            progress(text)
+
+    return ensure(module=target.module, package_dir=target.package_dir, site_files=site, progress=report)
