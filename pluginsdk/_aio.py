@@ -34,7 +34,6 @@ import pluggy
 
 from . import _dispatch
 from ._errors import PluginError
-from .host import _Placeholder
 
 if TYPE_CHECKING:
     from ._dispatch import PluginResult, SDKHookCaller
@@ -142,10 +141,12 @@ class AsyncHookCaller:
             return [_async_stream(r) for r in result] if type(result) is list else _async_stream(result)
         firstresult, results = caller._firstresult, []
         host = self._host
+        plugins = host._plugins
         for impl in reversed(impls):  # pluggy calls the list back to front
             args = [kwargs[a] for a in impl.argnames]
-            if type(impl.plugin) is _Placeholder:  # isolated (or not loaded): a worker answers
-                result = await _submit(host, host._plugins[impl.plugin_name], self.name, tuple(args))
+            plugin = plugins.get(impl.plugin_name)
+            if plugin is not None and impl.plugin is plugin.placeholder:  # isolated (or not loaded): a worker answers
+                result = await _submit(host, plugin, self.name, tuple(args))
             else:
                 try:
                     coroutine_function = getattr(impl.function, _COROUTINE_ATTR, None)
