@@ -231,13 +231,7 @@ class Coalescer:
                 except BaseException as exc:  # the plugin failed for good, or the pool closed
                     self._fail_all(exc)
                     continue
-                with self.cond:
-                    batch: list[Slot] = []
-                    pending = self.pending
-                    while pending and len(batch) < MAX_ITEMS and not (batch and (batch[0].solo or pending[0].solo)):
-                        s = pending.popleft()
-                        s.state = _TAKEN
-                        batch.append(s)
+                batch = self._take_batch()
                 if not batch:
                     pool.release(w, used=False)
                     continue
@@ -256,6 +250,38 @@ class Coalescer:
                     t = threading.Thread(target=self._drive, daemon=True, name=me.name)
                     self._drivers.add(t)
                     t.start()
+
+    def _take_batch(self) -> list[Slot]:
+        """The calls to send next: those queued, up to MAX_ITEMS; a call re-run alone goes alone."""
+        batch: list[Slot] = []
+        with self.cond:
+            pending = self.pending
+            while pending and len(batch) < MAX_ITEMS and not (batch and (batch[0].solo or pending[0].solo)):
+                s = pending.popleft()
+                s.state = _TAKEN
+                batch.append(s)
+        return batch
+
+    def serve_with(self, w: Worker) -> bool:
+        """A sync caller done with ``w`` sends the calls queued meanwhile on it before giving it back.
+
+        ``False`` if there were none (``w`` is still the caller's to give
+        back); else ``w`` was given back (or replaced).  The caller's own
+        call is answered already: this spares the queued calls a driver's
+        wake-up and a wait for the pool, at the price of this caller's time.
+        """
+        batch = self._take_batch()
+        if not batch:
+            return False
+        settling: _Settling = {}
+        try:
+            self._run(w, batch, settling)
+        finally:
+            for s in batch:
+                if s.state == _TAKEN:
+                    _finish(settling, s, error=PluginError("the queued call was lost", plugin=self.backend.pool.name))
+            _flush(settling)
+        return True
 
     def _expire(self) -> None:
         """No worker came free within ``timeout``: calls queued that long fail; the rest wait on."""

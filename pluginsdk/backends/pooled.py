@@ -246,7 +246,9 @@ class PooledBackend(Backend):
         w.deadline = 0.0
         # The common reply, checked inline: OK, this request's id, one value.
         if type(reply) is list and len(reply) == 3 and reply[0] == _OK and reply[1] == rid and type(reply[1]) is int:
-            if not (pool.plain_release and not w.surplus() and pool.release_fast(w)):
+            if self._queued and not w.surplus() and self._coalescer.serve_with(w):
+                pass  # calls queued meanwhile went on this worker, which is given back
+            elif not (pool.plain_release and not w.surplus() and pool.release_fast(w)):
                 self._done(w, hook)
             value = reply[2]
             return value if info.convert is None or type(value) in info.plain else info.convert(value)
