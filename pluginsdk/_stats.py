@@ -177,6 +177,8 @@ class Histogram:
         for index, n in enumerate(self.counts):
             seen += n
             if n and seen >= rank:
+                if index == _LAST:  # open-ended: the largest value is the one figure known
+                    return self.max
                 low, high = bucket_bounds(index)
                 return min(max((low + high - 1) // 2, self.min), self.max)
         return self.max
