@@ -74,7 +74,7 @@ def recorder_class(spec: str, *, metrics: MetricsMode) -> type[Recorder]:
     except PackageNotFoundError:  # run from a source tree
         ours = None
     tracer = trace.get_tracer("pluginsdk", ours)
-    meter = otel_metrics.get_meter("pluginsdk", ours)
+    meter = otel_metrics.get_meter("pluginsdk", ours or "")
     requests = meter.create_counter(
         "pluginsdk.plugin.requests", unit="{request}", description="Requests to a plugin's hook, by outcome"
     )

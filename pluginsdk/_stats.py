@@ -17,6 +17,7 @@ buckets, so memory is bounded whatever the number of calls.
 from __future__ import annotations
 
 import _thread
+from collections import deque
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -44,6 +45,8 @@ _SUB = 1 << _SUB_BITS
 _TOP_BITS = 37
 BUCKETS = (_TOP_BITS - _SUB_BITS - 1) * _SUB + 2 * _SUB
 _LAST = BUCKETS - 1
+#: A recorder folds its queue itself once it holds this many records.
+FOLD_EVERY = 256
 
 
 def bucket_of(ns: int) -> int:
@@ -68,18 +71,18 @@ class Latency(NamedTuple):
 
     Percentiles come from a histogram of logarithmic buckets: each is within
     about 7% of the exact figure (never outside the smallest and largest
-    time recorded); ``count``, ``total``, ``mean`` and ``max`` are exact.
+    time recorded); ``samples``, ``total``, ``mean`` and ``max`` are exact.
 
     Attributes:
-        count: How many items were timed.
+        samples: How many items were timed.
         total: Their time, added up.
-        mean: ``total / count`` (0 when nothing was timed).
+        mean: ``total / samples`` (0 when nothing was timed).
         p50: The median.
         p99: The 99th percentile.
         max: The longest.
     """
 
-    count: int = 0
+    samples: int = 0
     total: float = 0.0
     mean: float = 0.0
     p50: float = 0.0
@@ -132,7 +135,7 @@ class HookStats(NamedTuple):
         (a batch shared among several workers can spend less wall time than
         its workers together).
         """
-        if not self.inside.count or not self.latency.count:
+        if not self.inside.samples or not self.latency.samples:
             return None
         return max(0.0, self.latency.mean - self.inside.mean)
 
@@ -143,14 +146,17 @@ class Histogram:
     Not locked: its owner (a :class:`Recorder`) holds the lock.
     """
 
-    __slots__ = ("count", "counts", "max", "min", "total")
+    __slots__ = ("counts", "max", "total")
 
     def __init__(self) -> None:
         self.counts = [0] * BUCKETS
-        self.count = 0
         self.total = 0
-        self.min = 0
         self.max = 0
+
+    @property
+    def count(self) -> int:
+        """How many values were recorded (added up when asked: one less thing to do per value)."""
+        return sum(self.counts)
 
     def add(self, ns: int, weight: int = 1) -> None:
         """Record ``weight`` values of ``ns`` nanoseconds each (``ns`` >= 0)."""
@@ -161,18 +167,16 @@ class Histogram:
             shift = ns.bit_length() - 4
             index = shift * 8 + (ns >> shift)
             self.counts[index if index < _LAST else _LAST] += weight
-        if not self.count or ns < self.min:
-            self.min = ns
         if ns > self.max:
             self.max = ns
-        self.count += weight
         self.total += ns * weight
 
     def percentile(self, fraction: float) -> int:
-        """The value (ns) below which ``fraction`` of the values lie: a bucket's midpoint, within min..max."""
-        if not self.count:
+        """The value (ns) below which ``fraction`` of the values lie: a bucket's midpoint (never above max)."""
+        count = self.count
+        if not count:
             return 0
-        rank = fraction * self.count
+        rank = fraction * count
         seen = 0
         for index, n in enumerate(self.counts):
             seen += n
@@ -180,17 +184,18 @@ class Histogram:
                 if index == _LAST:  # open-ended: the largest value is the one figure known
                     return self.max
                 low, high = bucket_bounds(index)
-                return min(max((low + high - 1) // 2, self.min), self.max)
+                return min((low + high - 1) // 2, self.max)
         return self.max
 
     def latency(self) -> Latency:
         """The distribution in seconds."""
-        if not self.count:
+        count = self.count
+        if not count:
             return Latency()
         return Latency(
-            count=self.count,
+            samples=count,
             total=self.total / 1e9,
-            mean=self.total / self.count / 1e9,
+            mean=self.total / count / 1e9,
             p50=self.percentile(0.5) / 1e9,
             p99=self.percentile(0.99) / 1e9,
             max=self.max / 1e9,
@@ -211,15 +216,29 @@ class Recorder:
 
     ``start = clock()`` before a request, then :meth:`ok` or :meth:`failed`
     after it; :meth:`inside` when the plugin reports its own time.
+
+    What a request costs its caller is one append to a queue
+    (``deque.append`` is atomic: no lock on the reply's path).  The queue is
+    folded into the counters and histograms by :meth:`fold`, which the pooled
+    backend calls while it waits for a worker's reply (time the caller spends
+    blocked anyway), and every :data:`FOLD_EVERY` records or on a snapshot
+    otherwise.
     """
 
-    __slots__ = ("_hooks", "_lock", "isolation", "plugin")
+    __slots__ = ("_hooks", "_lock", "_queue", "isolation", "plugin")
 
     def __init__(self, plugin: str, isolation: str) -> None:
         self.plugin = plugin
         self.isolation = isolation
         self._hooks: dict[str, _HookCounts] = {}
         self._lock = _thread.allocate_lock()
+        # (hook, latency ns, items) of a request that succeeded, or (hook, -1 - own ns, items).
+        self._queue: deque[tuple[str, int, int]] = deque()
+
+    @property
+    def pending(self) -> int:
+        """Records waiting to be folded in."""
+        return len(self._queue)
 
     def _counts(self, hook: str) -> _HookCounts:
         counts = self._hooks.get(hook)
@@ -229,15 +248,14 @@ class Recorder:
 
     def ok(self, hook: str, start: int, items: int = 1) -> None:
         """A request of ``items`` items, started at ``start`` (:func:`clock`), succeeded."""
-        elapsed = clock() - start
-        with self._lock:
-            counts = self._hooks.get(hook) or self._counts(hook)
-            counts.calls += 1
-            counts.items += items
-            if items == 1:
-                counts.latency.add(elapsed)
-            elif items > 1:
-                counts.latency.add(elapsed // items, items)
+        queue = self._queue
+        queue.append((hook, clock() - start, items))
+        if len(queue) >= FOLD_EVERY:  # nobody folded meanwhile (in-process plugins): memory stays bounded
+            self.fold()
+
+    def inside(self, hook: str, ns: int, items: int = 1) -> None:
+        """The plugin reports ``ns`` nanoseconds in its own code for ``items`` items (already checked)."""
+        self._queue.append((hook, -1 - ns, items))
 
     def failed(self, hook: str, start: int, error: BaseException, items: int = 1) -> None:
         """A request of ``items`` items, started at ``start``, failed with ``error``."""
@@ -251,17 +269,32 @@ class Recorder:
             elif isinstance(error, PluginCrashed):
                 counts.crashes += 1
 
-    def inside(self, hook: str, ns: int, items: int = 1) -> None:
-        """The plugin reports ``ns`` nanoseconds in its own code for ``items`` items (already checked)."""
-        with self._lock:
-            counts = self._hooks.get(hook) or self._counts(hook)
-            if items == 1:
-                counts.inside.add(ns)
-            elif items > 1:
-                counts.inside.add(ns // items, items)
+    def fold(self, wait: bool = True) -> None:
+        """Move queued records into the counters and histograms (``wait=False``: not if another thread is at it)."""
+        if not self._lock.acquire(wait):
+            return
+        try:
+            queue, hooks = self._queue, self._hooks
+            while queue:
+                hook, ns, items = queue.popleft()
+                counts = hooks.get(hook) or self._counts(hook)
+                if ns >= 0:
+                    counts.calls += 1
+                    counts.items += items
+                    histogram = counts.latency
+                else:
+                    ns = -1 - ns
+                    histogram = counts.inside
+                if items == 1:
+                    histogram.add(ns)
+                elif items > 1:
+                    histogram.add(ns // items, items)
+        finally:
+            self._lock.release()
 
     def snapshot(self) -> list[HookStats]:
         """Every hook's figures so far, sorted by hook."""
+        self.fold()
         with self._lock:
             rows = [
                 (hook, c.calls, c.items, c.errors, c.timeouts, c.crashes, c.latency.latency(), c.inside.latency())
@@ -279,9 +312,10 @@ class Recorder:
 
 def check_mode(metrics: object) -> MetricsMode:
     """``metrics`` if it is one of :data:`METRICS_MODES`; else ``ValueError`` saying what is."""
-    for mode in METRICS_MODES:
-        if metrics == mode and type(metrics) is str:
-            return mode
+    if type(metrics) is str:
+        for mode in METRICS_MODES:
+            if metrics == mode:
+                return mode
     raise ValueError(f"metrics must be one of {', '.join(map(repr, METRICS_MODES))}, got {metrics!r}")
 
 

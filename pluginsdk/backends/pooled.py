@@ -213,6 +213,8 @@ class PooledBackend(Backend):
             pool.release(w, used=False)
             raise self.replies.encode_error(hook, exc, [args]) from None
         w.deadline = _monotonic() + self._timeout
+        if self.stats is not None and self.stats.pending:
+            self.stats.fold(False)  # the metrics' bookkeeping, while the worker works
         try:
             reply = w.recv()
         except BaseException as exc:
