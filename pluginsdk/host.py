@@ -156,9 +156,9 @@ class Host:
             manifests and policy say: for tests of a plugin at every level.
         use_index: Use (and refresh) the on-disk discovery index.
         metrics: Which plugins :meth:`stats` measures: ``"isolated"`` (the
-            default: ``process`` and ``wasm`` plugins, where it costs under 2%
-            of a call), ``"all"`` (in-process plugins too, at a cost there)
-            or ``"off"``.
+            default: ``process`` and ``wasm`` plugins, whose calls already
+            cost a round trip to another process), ``"all"`` (in-process
+            plugins too, which costs a wrapper on every call) or ``"off"``.
         otel: Also report each measured call to OpenTelemetry (a span, and
             the ``pluginsdk.plugin.*`` metrics) through ``opentelemetry-api``,
             which must be installed (the ``otel`` extra).
