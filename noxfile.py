@@ -102,7 +102,7 @@ def typecheck(session: nox.Session) -> None:
 
     Typed hook calls are checked by mypy and pyright both, on tests/typing/sample_host.py.
     """
-    _install(session, "typecheck")
+    _install(session, "typecheck", extras="wasm,envs,otel")
     session.install("cookiecutter>=2.6")
     session.run("mypy")
     # What a plugin author's and a host author's checkers see of the public surface (hookimpl keeps the

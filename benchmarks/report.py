@@ -44,6 +44,7 @@ KNOWN = {
     "wasm_deps": ("bench_wasm_deps.py", "A sandboxed plugin with a dependency closure"),
     "envs": ("bench_envs.py", "A process plugin in its own environment"),
     "component": ("bench_component.py", "The component sandbox engine against the interpreter engine (one run)"),
+    "stats": ("bench_stats.py", "Per-plugin metrics on against off, and the guest's time field"),
 }
 # Files whose times are in seconds whatever they say (written before the convention).
 SECONDS = {"core", "scaling"}

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ._dispatch import PluginResult
+    from ._stats import HookStats, Latency
     from .config import Incident, Limits
     from .host import Host, PluginInfo
     from .policy import Policy
@@ -45,9 +46,11 @@ __all__ = [
     "ConfigError",
     "HookCallError",
     "HookSpec",
+    "HookStats",
     "Host",
     "Incident",
     "IncompatiblePlugin",
+    "Latency",
     "Limits",
     "ManifestError",
     "PluginCrashed",
@@ -71,6 +74,8 @@ _LAZY = {
     "Host": ".host",
     "PluginInfo": ".host",
     "PluginResult": "._dispatch",
+    "HookStats": "._stats",
+    "Latency": "._stats",
     "HookSpec": ".spec",
     "hookspec": ".spec",
     "Policy": ".policy",

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from . import _dispatch
+from . import _dispatch, _stats
 from ._errors import PluginError
 
 if TYPE_CHECKING:
@@ -200,12 +200,19 @@ async def _submit(host: Host, plugin: _Plugin, hook: str, args: tuple[Any, ...])
     if submit is None or hook in getattr(backend, "streams", ()):
         return await threads.submit(loop, lambda: host._call(plugin, hook, args))
     future = loop.create_future()
+    rec = plugin.stats
+    start = _stats.clock() if rec is not None else 0
     try:
         submit(hook, args, future)
-        return await future
-    except PluginError:
+        result = await future
+    except PluginError as exc:
+        if rec is not None:
+            rec.failed(hook, start, exc)
         host._check_backend(plugin, backend)
         raise
+    if rec is not None:
+        rec.ok(hook, start)
+    return result
 
 
 def _async_stream(value: Any) -> Any:

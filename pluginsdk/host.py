@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 import pluggy
 
-from . import _dispatch
+from . import _dispatch, _stats
 from ._errors import (
     BackendUnavailable,
     IncompatiblePlugin,
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import logging
     from pathlib import Path
 
+    from ._stats import HookStats, MetricsMode
     from .spec import H, HookSpec
 else:
     H = TypeVar("H")  # checkers see spec.H: a bare Host is Host[Any]
@@ -87,7 +88,7 @@ class PluginInfo(NamedTuple):
 class _Plugin:
     """The host's mutable record of one plugin."""
 
-    __slots__ = ("backend", "candidate", "isolation", "lock", "placeholder", "reason", "status")
+    __slots__ = ("backend", "candidate", "isolation", "lock", "placeholder", "reason", "stats", "status")
 
     def __init__(self, candidate: Candidate, isolation: str | None, status: str, reason: str) -> None:
         self.candidate = candidate
@@ -97,6 +98,7 @@ class _Plugin:
         self.backend: Backend | None = None
         self.placeholder: object | None = None
         self.lock = _thread.allocate_lock()
+        self.stats: _stats.Recorder | None = None  # set on its first load, when metrics measure its level
 
 
 class _Placeholder:
@@ -156,6 +158,13 @@ class Host(Generic[H]):
         check_values: Call in-process plugins as isolated ones are called: arguments
             and results cross the codec, so they come back, or fail, as at ``process``
             and ``wasm`` (see the value contract, docs/values.md).  For tests.
+        metrics: Which plugins :meth:`stats` measures: ``"isolated"`` (the
+            default: ``process`` and ``wasm`` plugins, whose calls already
+            cost a round trip to another process), ``"all"`` (in-process
+            plugins too, which costs a wrapper on every call) or ``"off"``.
+        otel: Also report each measured call to OpenTelemetry (a span, and
+            the ``pluginsdk.plugin.*`` metrics) through ``opentelemetry-api``,
+            which must be installed (the ``otel`` extra).
     """
 
     def __init__(
@@ -171,7 +180,15 @@ class Host(Generic[H]):
         force_isolation: str | None = None,
         use_index: bool = True,
         check_values: bool = False,
+        metrics: MetricsMode = "isolated",
+        otel: bool = False,
     ) -> None:
+        self._metrics = _stats.check_mode(metrics)
+        self._recorder_class = _stats.Recorder
+        if otel:
+            from ._otel import recorder_class
+
+            self._recorder_class = recorder_class(spec.name, metrics=self._metrics)
         if force_isolation is not None and force_isolation not in ISOLATION_LEVELS:
             raise ValueError(f"force_isolation must be one of {', '.join(ISOLATION_LEVELS)}")
         if policy is None:
@@ -253,6 +270,16 @@ class Host(Generic[H]):
         found no plugin of that name; its message lists those it has.
         """
         return self._info(self._get(name))
+
+    def stats(self, plugin: str | None = None) -> list[HookStats]:
+        """Calls, errors, timeouts, crashes and latency of every measured plugin (or of ``plugin``), per hook.
+
+        Sorted by plugin, then hook; only hooks called so far appear.  Which
+        plugins are measured is ``Host(metrics=...)``'s choice: by default
+        those in worker processes and the sandbox.  See :class:`~pluginsdk.HookStats`.
+        """
+        chosen = [self._get(plugin)] if plugin is not None else sorted(self._plugins.values(), key=_plugin_name)
+        return [row for p in chosen if p.stats is not None for row in p.stats.snapshot()]
 
     def load(self, name: str) -> PluginInfo:
         """Load plugin ``name`` now rather than on its first call.
@@ -453,6 +480,9 @@ class Host(Generic[H]):
             backend = None
             try:
                 backend = backend_class(plugin.isolation)(self._target(plugin), log=self._log(plugin.candidate.name))
+                if plugin.stats is None and _stats.measures(self._metrics, plugin.isolation):
+                    plugin.stats = self._recorder_class(plugin.candidate.name, plugin.isolation)
+                backend.stats = plugin.stats  # where an isolated plugin's own reported times go
                 backend.start()
                 if self._closed:  # closed while this plugin was starting: nothing may outlive close()
                     raise PluginError("the host was closed while the plugin started", plugin=plugin.candidate.name)
@@ -466,6 +496,8 @@ class Host(Generic[H]):
                             from ._aio import wrap_coroutine_impls
 
                             impls = wrap_coroutine_impls(plugin.candidate.name, impls)
+                        if plugin.stats is not None:
+                            impls = _stats.timed_impls(plugin.stats, impls)
                         _dispatch.replace_impls(
                             self._pm, plugin.candidate.name, plugin.placeholder, backend.plugin_object, impls
                         )
@@ -510,27 +542,43 @@ class Host(Generic[H]):
         backend = self._ensure_started(plugin)
         if backend is None:
             return None  # failed to load: skipped, as if unregistered
+        rec = plugin.stats
+        start = _stats.clock() if rec is not None else 0
         try:
-            return backend.call(hook, args)
+            result = backend.call(hook, args)
         except PluginError as exc:
             if exc.plugin is None:  # a result the host could not read (the codec knows no plugin)
                 exc.plugin = plugin.candidate.name
+            if rec is not None:
+                rec.failed(hook, start, exc)
             self._check_backend(plugin, backend)
             raise
         except Exception as exc:  # only in-process plugin code raises other exceptions
+            if rec is not None:
+                rec.failed(hook, start, exc)
             raise _dispatch.hook_error(plugin.candidate.name, hook, exc) from exc
+        if rec is not None:
+            rec.ok(hook, start)
+        return result
 
     def _call_batch(self, plugin: _Plugin, hook: str, items: list[tuple[Any, ...]]) -> list[Any]:
         backend = self._ensure_started(plugin)
         if backend is None:
             return [None] * len(items)
+        rec = plugin.stats
+        start = _stats.clock() if rec is not None else 0
         try:
-            return backend.call_batch(hook, items)
+            result = backend.call_batch(hook, items)
         except PluginError as exc:
             if exc.plugin is None:
                 exc.plugin = plugin.candidate.name
+            if rec is not None:
+                rec.failed(hook, start, exc, len(items))
             self._check_backend(plugin, backend)
             raise
+        if rec is not None:
+            rec.ok(hook, start, len(items))
+        return result
 
     def _check_backend(self, plugin: _Plugin, backend: Backend) -> None:
         reason = backend.failed_reason
@@ -570,3 +618,7 @@ class Host(Generic[H]):
         import logging
 
         return logging.getLogger("pluginsdk" if plugin is None else f"pluginsdk.plugin.{plugin}")
+
+
+def _plugin_name(plugin: _Plugin) -> str:
+    return plugin.candidate.name

@@ -393,7 +393,8 @@ class TestHookFaults:
             assert ["good:print:2", "printed"] == sorted(host.hook.transform(text="print:2"))
 
             def logged() -> bool:
-                return {r.getMessage() for r in caplog.records} >= {"END-OF-STDOUT", "END-OF-STDERR"}
+                expected = {"[hostile] END-OF-STDOUT", "[hostile] END-OF-STDERR"}
+                return {r.getMessage() for r in caplog.records} >= expected
 
             assert wait_until(logged)
             others_answer(host)

@@ -27,7 +27,7 @@ SHARED = {"pluginsdk" if m == "__init__.py" else f"pluginsdk.{m[:-3]}" for m in 
 GUEST_MODULES = sorted(f"pluginsdk.guest.{p.stem}" for p in (PACKAGE / "guest").glob("*.py") if p.stem != "__init__")
 #: Third-party packages only the host side may import.
 HOST_ONLY_DEPENDENCIES = ["attr", "attrs", "cattrs", "packaging", "importlib_metadata", "platformdirs", "pluggy",
-                          "wasmtime", "tomli"]  # fmt: skip
+                          "wasmtime", "tomli", "opentelemetry"]  # fmt: skip
 DISCOVERY = ["pluginsdk.discovery", "pluginsdk.manifest", "pluginsdk._metadata", "pluginsdk._index"]
 
 BLOCKER = """

@@ -883,9 +883,9 @@ class TestLifecycle:
             assert wait_until(lambda: len([r for r in caplog.records if r.name == logger]) >= 3)
         got = sorted((r.levelno, r.getMessage()) for r in caplog.records if r.name == logger)
         assert [
-            (logging.INFO, "raw fd 1"),
-            (logging.INFO, "to stdout 42"),
-            (logging.WARNING, "to stderr"),
+            (logging.INFO, f"[{backend.target.name}] raw fd 1"),
+            (logging.INFO, f"[{backend.target.name}] to stdout 42"),
+            (logging.WARNING, f"[{backend.target.name}] to stderr"),
         ] == got
 
     def test_describe(self, make: Callable[..., ProcessBackend]) -> None:
@@ -1068,5 +1068,5 @@ class TestHost:
         install_plugin(site, "upper", TEXT_PLUGIN, isolation="process")
         with caplog.at_level(logging.INFO, logger="pluginsdk.plugin.upper"), Host(TEXTKIT, path=[str(site)]) as host:
             assert ["ABC"] == host.hook.transform(text="abc")
-            assert wait_until(lambda: any(r.getMessage() == "transforming abc" for r in caplog.records))
+            assert wait_until(lambda: any(r.getMessage() == "[upper] transforming abc" for r in caplog.records))
         assert before == children()

@@ -382,6 +382,24 @@ class TestResults:
         out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
         assert ["True False", "True"] == out.splitlines()
 
+    def test_stats_records_exported_lazily(self, site: Path) -> None:
+        """HookStats and Latency are in __all__, typed records; host.stats() returns them."""
+        script = (
+            "import sys, pluginsdk\n"
+            "names = pluginsdk.__all__\n"
+            "print('HookStats' in names, 'Latency' in names, 'pluginsdk._stats' in sys.modules)\n"
+            "from pluginsdk._stats import HookStats, Latency\n"
+            "print(pluginsdk.HookStats is HookStats, pluginsdk.Latency is Latency, HookStats._fields[:2])\n"
+        )
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+        assert ["True True False", "True True ('plugin', 'hook')"] == out.splitlines()
+        install_plugin(site, "upper", UPPER, isolation="process")
+        with Host(SPEC, path=[str(site)]) as host:
+            host.hook.transform(text="a")
+            (row,) = host.stats()
+        assert isinstance(row, pluginsdk.HookStats) and isinstance(row.latency, pluginsdk.Latency)
+        assert ("upper", "transform", 1) == (row.plugin, row.hook, row.calls)
+
 
 class ScaleHooks:
     @hookspec

@@ -29,6 +29,10 @@ class Output:
 
     def __init__(self, log: logging.Logger) -> None:
         self.log = log
+        # A plugin's logger is pluginsdk.plugin.NAME: each line also names it, for handlers that show only messages.
+        name = log.name.partition("pluginsdk.plugin.")[2]
+        self._prefix = f"[{name}] " if name else ""
+        self._extra = {"plugin": name} if name else {}
         self.tail: deque[str] = deque(maxlen=STDERR_TAIL)
         self._buf = bytearray()
 
@@ -40,10 +44,10 @@ class Output:
             line = self._buf[: end if cut < 0 else cut].decode("utf-8", "replace")
             del self._buf[:end]
             if line.startswith("\x01"):  # the plugin's print(), see pluginsdk.guest.sandbox
-                self.log.info("%s", line[1:], extra={"plugin_stream": "stdout"})
+                self.log.info("%s%s", self._prefix, line[1:], extra={**self._extra, "plugin_stream": "stdout"})
             else:
                 self.tail.append(line)
-                self.log.warning("%s", line, extra={"plugin_stream": "stderr"})
+                self.log.warning("%s%s", self._prefix, line, extra={**self._extra, "plugin_stream": "stderr"})
 
 
 def new_store(sandbox: Sandbox, memory_mb: int) -> tuple[Any, Any, Any, Any]:

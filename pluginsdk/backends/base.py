@@ -21,6 +21,7 @@ from ..config import DEFAULT_LIMITS, ISOLATION_LEVELS, Incident, Limits
 if TYPE_CHECKING:
     import logging
 
+    from .._stats import Recorder
     from ..config import BackendOptions
     from ..spec import HookSpec
 
@@ -67,6 +68,8 @@ class Backend(abc.ABC):
 
     #: The isolation level this backend provides.
     isolation: ClassVar[str]
+    #: Where the plugin's own reported times go (the host sets it when it measures the plugin).
+    stats: Recorder | None = None
 
     def __init__(self, target: PluginTarget, *, log: logging.Logger) -> None:
         self.target = target

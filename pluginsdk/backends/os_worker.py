@@ -133,7 +133,7 @@ class ProcessWorker(Worker):
         self._closed = False
         self._pump = threading.Thread(
             target=_pump_output,
-            args=(self.proc, logging.getLogger(f"pluginsdk.plugin.{self.plugin}"), self.stderr_tail),
+            args=(self.proc, logging.getLogger(f"pluginsdk.plugin.{self.plugin}"), self.stderr_tail, self.plugin),
             name=f"pluginsdk-{self.plugin}-output-{self.pid}",
             daemon=True,
         )
@@ -259,8 +259,12 @@ def _unique(entries: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(e for e in entries if e))
 
 
-def _pump_output(proc: subprocess.Popen[bytes], log: logging.Logger, tail: deque[str]) -> None:
-    """Forward a worker's stdout (INFO) and stderr (WARNING) to ``log``, line by line."""
+def _pump_output(proc: subprocess.Popen[bytes], log: logging.Logger, tail: deque[str], plugin: str) -> None:
+    """Forward a worker's stdout (INFO) and stderr (WARNING) to ``log``, line by line.
+
+    Each line's message starts with ``[plugin]``, so it says whose it is
+    wherever it is shown (Python's last-resort handler shows messages only).
+    """
     assert proc.stdout is not None and proc.stderr is not None
     sel = selectors.DefaultSelector()
     streams = {proc.stdout.fileno(): ("stdout", logging.INFO), proc.stderr.fileno(): ("stderr", logging.WARNING)}
@@ -286,7 +290,7 @@ def _pump_output(proc: subprocess.Popen[bytes], log: logging.Logger, tail: deque
                     del buf[:end]
                     if stream == "stderr":
                         tail.append(line)
-                    log.log(level, "%s", line, extra={"plugin_stream": stream})
+                    log.log(level, "[%s] %s", plugin, line, extra={"plugin": plugin, "plugin_stream": stream})
     finally:
         sel.close()
         proc.stdout.close()

@@ -81,6 +81,8 @@ class PooledBackend(Backend):
         assert limits.timeout is not None and limits.max_message_mb is not None and limits.workers is not None
         self._timeout = float(limits.timeout)
         self._max_message = int(limits.max_message_mb * 2**20)
+        # The most a guest may say it spent on one request (its deadline, and a second for the watchdog's tick).
+        self._inside_limit = int((self._timeout + 1.0) * 1e9)
         self.limits = limits
         options = target.options
         self.options = options if isinstance(options, BackendOptions) else BackendOptions.from_mapping(options)
@@ -236,6 +238,8 @@ class PooledBackend(Backend):
             pool.release(w, used=False)
             raise self.replies.encode_error(hook, exc, [args]) from None
         w.deadline = _monotonic() + self._timeout
+        if self.stats is not None and self.stats.pending:
+            self.stats.fold(False)  # the metrics' bookkeeping, while the worker works
         try:
             reply = w.recv()
         except BaseException as exc:
@@ -244,12 +248,21 @@ class PooledBackend(Backend):
             pool.discard(w)
             raise error from None
         w.deadline = 0.0
-        # The common reply, checked inline: OK, this request's id, one value.
-        if type(reply) is list and len(reply) == 3 and reply[0] == _OK and reply[1] == rid and type(reply[1]) is int:
+        # The common reply, checked inline: OK, this request's id, one value, the guest's time.
+        if (
+            type(reply) is list
+            and len(reply) == 4
+            and reply[0] == _OK
+            and reply[1] == rid
+            and type(reply[1]) is int
+            and type(reply[3]) is int
+        ):
             if self._queued and not w.surplus() and self._coalescer.serve_with(w):
                 pass  # calls queued meanwhile went on this worker, which is given back
             elif not (pool.plain_release and not w.surplus() and pool.release_fast(w)):
                 self._done(w, hook)
+            if self.stats is not None and 0 <= reply[3] <= self._inside_limit:
+                self.stats.inside(hook, reply[3])
             value = reply[2]
             return value if info.convert is None or type(value) in info.plain else info.convert(value)
         try:
@@ -260,6 +273,7 @@ class PooledBackend(Backend):
         kind = reply[0]
         if kind == _OK:
             self._done(w, hook)
+            self._inside(hook, reply)
             value = reply[2]
             return value if info.convert is None or type(value) in info.plain else info.convert(value)
         if kind in (_CHUNK, _END):
@@ -278,6 +292,13 @@ class PooledBackend(Backend):
         assert not info.stream, f"hook {hook!r} streams: call it on a thread"
         self.pool.check_usable()
         self._coalescer.submit(hook, args, info, future)
+
+    def _inside(self, hook: str, reply: list[Any], items: int = 1) -> None:
+        """Hand the time a checked OK/END frame reports to the host's metrics, if it measures this plugin."""
+        if self.stats is not None:
+            ns = P.inside_ns(reply, self._inside_limit)
+            if ns >= 0:
+                self.stats.inside(hook, ns, items)
 
     def _done(self, w: Worker, hook: str, *, retire: bool = False) -> None:
         """Give ``w`` back after a reply to ``hook``, unless it sent too much or must be retired."""
@@ -361,6 +382,7 @@ class PooledBackend(Backend):
     def _collect(self, hook: str, sent: list[tuple[Worker, int, int, int]], error: BaseException | None) -> list[Any]:
         """Every share's reply, in order (every channel stays in step); the first error is raised."""
         values: list[Any] = []
+        inside = 0  # the guests' time for the whole batch, -1 once one share has none
         for w, rid, start, size in sent:
             try:
                 reply = self._reply(w, hook, rid, items=size)
@@ -371,12 +393,16 @@ class PooledBackend(Backend):
             if reply[0] == _OK:
                 self._done(w, hook)
                 values.extend(reply[2])
+                ns = P.inside_ns(reply, self._inside_limit)
+                inside = inside + ns if ns >= 0 and inside >= 0 else -1
                 continue
             self._done(w, hook, retire=Replies.retires(reply))
             failure = self.replies.error(hook, reply, offset=start)  # always: it records a cap hit
             error = error or failure
         if error is not None:
             raise error
+        if inside >= 0 and self.stats is not None and values:
+            self.stats.inside(hook, inside, len(values))
         return values
 
     # -- streams ---------------------------------------------------------------
@@ -417,6 +443,7 @@ class PooledBackend(Backend):
                 w.deadline = 0.0
                 if kind == _END:
                     self._done(w, hook)
+                    self._inside(hook, reply)
                     w = None
                     return
                 reply = self._reply(w, hook, rid, stream=True)

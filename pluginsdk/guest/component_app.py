@@ -119,8 +119,8 @@ class Stepper(Guest):
             self.send(P.error_frame(rid, P.PROTOCOL, "ProtocolError", f"unexpected message {kind!r}"))
 
     # -- streams, one chunk per call ----------------------------------------
-    def stream(self, rid: int, it: Iterator[Any]) -> None:
-        self._stream = [rid, it, 1, []]
+    def stream(self, rid: int, it: Iterator[Any], inside: int = 0) -> None:
+        self._stream = [rid, it, 1, [], [inside]]
         self._next_chunk()
 
     def _stream_answer(self, msg: Any) -> None:
@@ -135,12 +135,14 @@ class Stepper(Guest):
 
     def _next_chunk(self) -> None:
         assert self._stream is not None
-        rid, it, limit, carry = self._stream
-        items, error, done = self._fill_chunk(rid, it, limit, carry)
+        rid, it, limit, carry, spent = self._stream
+        items, error, done = self._fill_chunk(rid, it, limit, carry, spent)
         if items or error is None:
             last = done and error is None
-            body = _array_header(3) + bytes((P.END if last else P.CHUNK,)) + codec.encode(rid)
+            body = _array_header(4 if last else 3) + bytes((P.END if last else P.CHUNK,)) + codec.encode(rid)
             body += _array_header(len(items)) + b"".join(items)
+            if last:  # END carries the plugin's own time, as the loop's does
+                body += codec.encode(spent[0])
             self._write(codec.HEADER.pack(len(body)) + body)
         if error is not None:
             self.send(error)

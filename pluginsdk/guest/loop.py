@@ -12,6 +12,10 @@ hook the spec declares as returning an iterator streams its items; any other
 hook's iterator result (``return map(...)``, say) is sent whole, as a list, so
 it never holds the worker after the call.  A stream whose generator raises
 delivers the items pulled before, then the ERR frame.
+
+Every ``OK`` and ``END`` carries the nanoseconds spent in the plugin's own
+code (calling it, and for an iterator result, draining it): the host's
+metrics set that against the time the request took to cross.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ CHUNK_ITEMS = 4096
 CHUNK_AGE = 0.05
 
 _encode_frame = codec.encode_frame
+_ns = time.perf_counter_ns
 _PLAIN = frozenset((type(None), bool, int, float, str, bytes, list, dict, tuple))
 _OK, _CALL, _BATCH, _BYE, _GATHER = P.OK, P.CALL, P.BATCH, P.BYE, P.GATHER
 _COROUTINE = awaiting.COROUTINE
@@ -190,22 +195,24 @@ class Guest:
                 # Inlined fast path: a plain result of an implementation taking every argument.
                 impl = impls.get(msg[2])
                 if impl is not None and impl.whole:
+                    start = _ns()
                     try:
                         result = impl.func(*msg[3])
                     except BaseException as exc:
                         self.send_error(rid, P.HOOK, exc, skip=1)
                         continue
+                    inside = _ns() - start
                     if type(result) in _PLAIN:
                         try:
-                            frame = _encode_frame([_OK, rid, result], max_message)
+                            frame = _encode_frame([_OK, rid, result, inside], max_message)
                         except Exception:
-                            self.send([_OK, rid, result])  # reports why as an ERR frame
+                            self.send([_OK, rid, result, inside])  # reports why as an ERR frame
                             continue
                         n = raw_write(frame)
                         if n is not None and n < len(frame):
                             self._write_rest(frame, n)
                         continue
-                    self.reply(rid, msg[2], result)
+                    self.reply(rid, msg[2], result, inside)
                 else:
                     self.call(rid, msg[2], msg[3])
             elif kind == _GATHER and len(msg) == 3:
@@ -234,34 +241,40 @@ class Guest:
         except ArgumentError as exc:
             self.send(P.error_frame(rid, P.CODEC, "CodecError", exc.reason, argument=exc.argument))
             return
+        start = _ns()
         try:
             result = impl.func(*call_args)
         except BaseException as exc:
             self.send_error(rid, P.HOOK, exc, skip=1)
             return
-        self.reply(rid, hook, result)
+        self.reply(rid, hook, result, _ns() - start)
 
-    def reply(self, rid: int, hook: str, result: Any) -> None:
+    def reply(self, rid: int, hook: str, result: Any, inside: int = 0) -> None:
         """Answer a call with ``result``: streamed if it is an iterator of a streaming hook, else one OK frame.
 
-        An ``async def`` implementation's coroutine is run to its result first.
+        ``inside``: the nanoseconds the call itself took (draining an iterator adds to it).  An
+        ``async def`` implementation's coroutine is run to its result first (its time counts too).
         """
         if type(result) is _COROUTINE:
+            start = _ns()
             try:
                 result = awaiting.run(result)
             except BaseException as exc:
                 self.send_error(rid, P.HOOK, exc, skip=1)
                 return
+            inside += _ns() - start
         if type(result) not in _PLAIN and isinstance(result, Iterator):
             if hook in self.streams:
-                self.stream(rid, result)
+                self.stream(rid, result, inside)
                 return
+            start = _ns()
             try:  # not a streaming hook: the whole result, now (the host's deadline bounds it)
                 result = list(result)
             except BaseException as exc:
                 self.send_error(rid, P.HOOK, exc, skip=1)
                 return
-        self.send([_OK, rid, result])
+            inside += _ns() - start
+        self.send([_OK, rid, result, inside])
 
     def batch(self, rid: int, hook: str, items: list[list[Any]]) -> None:
         impl = self._impl(rid, hook)
@@ -270,6 +283,7 @@ class Guest:
         func, arguments = impl.func, impl.arguments
         results: list[Any] = []
         append = results.append
+        start = _ns()
         try:
             if impl.whole:
                 for args in items:
@@ -301,10 +315,13 @@ class Guest:
                     except BaseException as exc:
                         self.send_error(rid, P.HOOK, exc, index=index, skip=1)
                         return
-        self.send([_OK, rid, results], batch=True)
+        self.send([_OK, rid, results, _ns() - start], batch=True)
 
-    def stream(self, rid: int, it: Iterator[Any]) -> None:
+    def stream(self, rid: int, it: Iterator[Any], inside: int = 0) -> None:
         """Send ``it``'s items in growing chunks, waiting for MORE after each one.
+
+        ``END`` reports ``inside`` (the call's own time) plus the time spent
+        pulling items from ``it``.
 
         Chunks start at one item (the first arrives at once) and double up
         to :data:`CHUNK_ITEMS`; a chunk also closes at :data:`CHUNK_BYTES`
@@ -314,19 +331,22 @@ class Guest:
         limit = 1
         carry: list[bytes] = []
         rid_bytes = codec.encode(rid)
+        spent = [inside]  # _fill_chunk adds the time it spends in next(it)
         try:
             while True:
-                items, error, done = self._fill_chunk(rid, it, limit, carry)
+                items, error, done = self._fill_chunk(rid, it, limit, carry, spent)
                 if items or error is None:
                     last = done and error is None
-                    body = _array_header(3) + bytes((P.END if last else P.CHUNK,)) + rid_bytes
+                    body = _array_header(4 if last else 3) + bytes((P.END if last else P.CHUNK,)) + rid_bytes
                     body += _array_header(len(items)) + b"".join(items)
+                    if last:
+                        body += codec.encode(spent[0])
                     self._write(codec.HEADER.pack(len(body)) + body)
                     if last:
                         return
                     answer = self._reader.read()
                     if type(answer) is not list or answer[:2] != [P.MORE, rid]:
-                        self.send([P.END, rid, []])
+                        self.send([P.END, rid, [], spent[0]])
                         return
                 if error is not None:
                     self.send(error)
@@ -338,12 +358,13 @@ class Guest:
                 close()
 
     def _fill_chunk(
-        self, rid: int, it: Iterator[Any], limit: int, carry: list[bytes]
+        self, rid: int, it: Iterator[Any], limit: int, carry: list[bytes], spent: list[int]
     ) -> tuple[list[bytes], list[Any] | None, bool]:
         """Pull and encode up to ``limit`` items: ``(items, error frame or None, exhausted)``.
 
         An item that would push the chunk past the message limit is left in
-        ``carry`` to open the next chunk.
+        ``carry`` to open the next chunk.  The time spent in ``next(it)`` is
+        added to ``spent[0]``.
         """
         items: list[bytes] = carry[:]
         carry.clear()
@@ -351,12 +372,15 @@ class Guest:
         started = time.monotonic()
         budget = self.max_message - 32  # room for the chunk's own headers
         while len(items) < limit and size < CHUNK_BYTES and time.monotonic() - started <= CHUNK_AGE:
+            pulled = _ns()
             try:
                 item = next(it)
             except StopIteration:
+                spent[0] += _ns() - pulled
                 return items, None, True
             except BaseException as exc:
                 return items, _error_msg(rid, P.HOOK, exc, None, 1), True
+            spent[0] += _ns() - pulled
             try:
                 data = codec.encode(item)
             except Exception as exc:

@@ -19,6 +19,12 @@ sandbox's codec is pure Python); that is enough, since a worker that sends
 anything but the expected reply is replaced at once: no two frames in flight
 on one channel can share an id.
 
+``OK`` and ``END`` may carry a fourth field, the nanoseconds the guest spent
+in the plugin's own code for the request (for a batch, all its items; for a
+stream, producing all its items): ``[OK, id, value, ns]``.  A guest may leave
+it out; the host takes it only as a whole number (anything else is a
+protocol violation) and ignores one that no deadline could allow.
+
 ``ERR`` frames are ``[ERR, id, kind, exc_type, message, traceback, index,
 argument]``: ``index`` is the batch item concerned (or None), ``argument``
 the argument a codec error is about (or None).
@@ -129,8 +135,12 @@ def check_reply(msg: Any, rid: int, *, items: int | None = None, stream: bool = 
         return check_error(msg, rid, items=items)
     if kind not in (OK, CHUNK, END) or type(kind) is not int:
         raise ProtocolViolation(f"unexpected message kind {_show(kind)} in reply to request {rid}")
-    if len(msg) != 3:
-        raise ProtocolViolation(f"a reply of kind {kind} has 3 fields, got {len(msg)}")
+    if len(msg) != 3 and (len(msg) != 4 or kind == CHUNK):
+        raise ProtocolViolation(
+            f"a reply of kind {kind} has {'3' if kind == CHUNK else '3 or 4'} fields, got {len(msg)}"
+        )
+    if len(msg) == 4 and not _is_int(msg[3]):
+        raise ProtocolViolation(f"a reply's time inside the plugin must be whole nanoseconds, got {_show(msg[3])}")
     if not _is_int(msg[1]) or msg[1] != rid:
         raise ProtocolViolation(f"a reply to request {_show(msg[1])} arrived while request {rid} was waiting")
     if kind == OK:
@@ -141,6 +151,19 @@ def check_reply(msg: Any, rid: int, *, items: int | None = None, stream: bool = 
     elif type(msg[2]) is not list:
         raise ProtocolViolation(f"a stream chunk must be a list, got {_show(msg[2])}")
     return msg
+
+
+def inside_ns(msg: list[Any], limit: int) -> int:
+    """The nanoseconds a checked ``OK``/``END`` frame says the plugin spent, or -1.
+
+    -1 when the frame carries none, or a figure outside ``0..limit`` (a
+    request cannot take longer than its deadline): ignored, never trusted.
+    """
+    if len(msg) == 4:
+        ns = msg[3]
+        if type(ns) is int and 0 <= ns <= limit:
+            return ns
+    return -1
 
 
 def check_error(msg: list[Any], rid: int, *, items: int | None = None) -> list[Any]:
