@@ -63,8 +63,8 @@ def recorder_class(spec: str, *, metrics: MetricsMode) -> type[Recorder]:
     if metrics == "off":
         raise ValueError("Host(otel=True) reports the calls that metrics measure: not with metrics='off'")
     try:
-        from opentelemetry import metrics as otel_metrics
-        from opentelemetry import trace
+        import opentelemetry.metrics as otel_metrics
+        import opentelemetry.trace as trace
     except ImportError:
         raise ImportError(f"Host(otel=True) needs opentelemetry-api: {INSTALL_HINT}") from None
     from importlib.metadata import PackageNotFoundError, version
