@@ -79,7 +79,7 @@ def _codec_error(msg: list[Any], exc: Exception, batch: bool) -> list[Any]:
     """
     from .._values import RETURN
 
-    if msg[0] == _OK and len(msg) == 3:
+    if msg[0] == _OK and len(msg) in (3, 4):  # 4: with the guest's own time
         values = msg[2] if batch else [msg[2]]
         for index, value in enumerate(values):
             found = codec.locate_unencodable(value)
