@@ -67,7 +67,9 @@ def _tests_on(version: str, python: str | None, where: str) -> Callable[[nox.Ses
             session.skip(message)
         session.log(f"Python {version}: {python} (from {where})")
         _install(session, "test")
-        session.run("pytest", *session.posargs)
+        # Suites that build or start something big once per session (a component per plugin, a Ray
+        # cluster) run in the `tests` session only: they test the SDK, not the interpreter's version.
+        session.run("pytest", "-m", "not once", *session.posargs)
 
     run.__doc__ = f"Run the test suite on Python {version} (from PATH or pyenv; skipped, or an error on CI, if absent)."
     return run

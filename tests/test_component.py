@@ -47,6 +47,7 @@ from .test_wasm import _rss_kb, make_target
 _REASON = component_unavailable()
 pytestmark = [
     pytest.mark.wasm,
+    pytest.mark.once,  # each session builds components (tens of seconds each): not per Python version
     pytest.mark.skipif(_REASON is not None, reason=f"component engine unavailable: {_REASON}"),
 ]
 LOG = logging.getLogger("test")
