@@ -136,7 +136,8 @@ class AsyncHookCaller:
             return [_async_stream(r) for r in result] if type(result) is list else _async_stream(result)
         kwargs = caller._checked(kwargs)
         impls = caller._hookimpls.copy()  # plugins may register others while being called
-        if any(i.wrapper or i.hookwrapper for i in impls):  # pluggy's wrappers run as they do in sync calls
+        # pluggy keeps wrappers at the list's end: they run as they do in sync calls.
+        if impls and (impls[-1].wrapper or impls[-1].hookwrapper):
             result = await self._on_thread(lambda: caller(**kwargs))
             return [_async_stream(r) for r in result] if type(result) is list else _async_stream(result)
         firstresult, results = caller._firstresult, []

@@ -185,15 +185,8 @@ class Coalescer:
 
     def submit(self, hook: str, args: tuple[Any, ...], info: _HookInfo, future: asyncio.Future[Any]) -> None:
         """An async call: ``future`` gets its outcome; cancelling it withdraws the call while queued."""
-        slot = Slot(hook, args, info, future)
-        self._enqueue(slot)
-        future.add_done_callback(lambda f: self._withdraw(slot) if f.cancelled() else None)
-
-    def _withdraw(self, slot: Slot) -> None:
-        with self.cond:
-            if slot.state == _PENDING:
-                self.pending.remove(slot)
-                slot.state = _WITHDRAWN
+        # A cancelled one is skipped when its turn comes (see _take_batch): no callback per call.
+        self._enqueue(Slot(hook, args, info, future))
 
     def _no_worker(self, hook: str) -> PluginTimeout:
         pool = self.backend.pool
@@ -258,6 +251,9 @@ class Coalescer:
             pending = self.pending
             while pending and len(batch) < MAX_ITEMS and not (batch and (batch[0].solo or pending[0].solo)):
                 s = pending.popleft()
+                if s.future is not None and s.future.cancelled():  # its task was cancelled: withdrawn
+                    s.state = _WITHDRAWN
+                    continue
                 s.state = _TAKEN
                 batch.append(s)
         return batch
