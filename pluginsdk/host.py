@@ -289,7 +289,8 @@ class Host:
                     )
                 return
         if isolation != "inprocess":
-            why = isolation_unavailable(isolation, wasm_interpreter=self.policy.wasm_interpreter)
+            executor = self.policy.executor_for(name, isolation)
+            why = isolation_unavailable(isolation, wasm_interpreter=self.policy.wasm_interpreter, executor=executor)
             if why is not None:
                 self._plugins[name] = _Plugin(cand, isolation, UNAVAILABLE, why)
                 if self.strict:
@@ -320,6 +321,8 @@ class Host:
                 ' supported yet at isolation "wasm"; run it at "process", or mount pure-Python dependencies'
                 " with [wasm] packages"
             )
+        if self.policy.executor_for(name, isolation) == "ray":
+            return None  # Ray installs it on the node (the actors' runtime_env)
         from .envs import installer_problem
 
         why = installer_problem()
@@ -365,7 +368,14 @@ class Host:
             wasm_allowed=tuple(sorted(self.policy.wasm_packages)),
             prewarm=self._prewarm,  # the host's choice: otherwise workers start as calls need them
         )
-        if cand.environment is not None:  # its own interpreter, seeing the plugin and the SDK, not the host's packages
+        if plugin.isolation is not None and self.policy.executor_for(cand.name, plugin.isolation) == "ray":
+            environment = None if cand.environment is None else tuple(cand.environment)
+            options = options._replace(
+                executor="ray", ray=self.policy.ray, environment=environment, environments=self.policy.environments
+            )
+        elif (
+            cand.environment is not None
+        ):  # its own interpreter, seeing the plugin and the SDK, not the host's packages
             from .envs import provision, worker_path
 
             env = provision(cand.environment, self.policy.environments, plugin=cand.name)
@@ -398,7 +408,8 @@ class Host:
             assert plugin.isolation is not None
             backend = None
             try:
-                backend = backend_class(plugin.isolation)(self._target(plugin), log=self._log(plugin.candidate.name))
+                cls = backend_class(plugin.isolation, self.policy.executor_for(plugin.candidate.name, plugin.isolation))
+                backend = cls(self._target(plugin), log=self._log(plugin.candidate.name))
                 backend.start()
                 if self._closed:  # closed while this plugin was starting: nothing may outlive close()
                     raise PluginError("the host was closed while the plugin started", plugin=plugin.candidate.name)
