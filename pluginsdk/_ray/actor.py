@@ -17,9 +17,11 @@ never unpickles anything a plugin shaped.  The actor reads only as much as
 ``max_message`` allows and the host checks every frame again.
 
 A child worker must not outlive its actor, however the actor ends (``ray.kill``
-is a SIGKILL): it is started from a thread that lives as long as the actor,
+ends it at once): it is started from a thread that lives as long as the actor,
 and asks the kernel for SIGTERM when that thread ends (``PR_SET_PDEATHSIG``);
-its supervisor then kills the worker and everything the plugin started.
+its supervisor then kills the worker and everything the plugin started.  Ray
+may SIGKILL the supervisor first (it kills a dead worker's children), so
+every process forked below it also dies with its parent (see ``_BOOT``).
 
 Only guest-safe modules of pluginsdk are imported here for ``process`` (a node
 needs pluginsdk's guest side, pluggy and msgpack, which the host ships or Ray
@@ -62,14 +64,25 @@ POLL = 0.25
 #: Seconds a worker gets to exit after BYE, and the supervisor to sweep on SIGTERM, before a kill.
 EXIT_GRACE, SWEEP_GRACE = 2.0, 2.5
 _PR_SET_PDEATHSIG = 1
-# The child's first line: die with the actor's spawning thread, then the worker as on the host.
-_BOOT = (
-    "import ctypes,os,signal,sys\n"
-    "try:\n ctypes.CDLL(None).prctl({pdeathsig},signal.SIGTERM,0,0,0)\nexcept Exception:\n pass\n"
-    "if os.getppid()!={parent}:sys.exit(70)\n"
-    "sys.path[:0]=[p for p in {path!r} if p not in sys.path]\n"
-    "from pluginsdk.guest.worker import main;sys.exit(main())"
-)
+# The child's first lines: it dies with the actor's spawning thread (SIGTERM: its supervisor sweeps), and
+# every process forked below it dies with its parent (SIGKILL: Ray kills a dead actor's children, and a
+# supervisor killed so leaves the worker behind otherwise); then the worker, as on the host.
+_BOOT = """\
+import ctypes, os, signal, sys
+prctl = ctypes.CDLL(None).prctl
+prctl({pdeathsig}, signal.SIGTERM, 0, 0, 0)
+if os.getppid() != {parent}:
+    sys.exit(70)
+forking = [0]
+def orphan_dies():
+    prctl({pdeathsig}, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != forking[0]:
+        os._exit(70)
+os.register_at_fork(before=lambda: forking.__setitem__(0, os.getpid()), after_in_child=orphan_dies)
+sys.path[:0] = [p for p in {path!r} if p not in sys.path]
+from pluginsdk.guest.worker import main
+sys.exit(main())
+"""
 
 
 def envelope(tag: bytes, body: bytes | memoryview, output: list[tuple[str, str]]) -> bytes:

@@ -39,7 +39,11 @@ EXCLUDES = ["__pycache__", "*.pyc", ".git"]
 
 def unavailable_reason() -> str | None:
     """Why plugins cannot run on Ray here (``ray`` is an optional extra), or ``None``; imports nothing."""
-    if importlib.util.find_spec("ray") is None:
+    try:
+        found = importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):  # a broken or blocked install is no install
+        found = False
+    if not found:
         return 'executor "ray" needs Ray, which is not installed (pip install "pluginsdk-isolated[ray]")'
     return None
 
