@@ -43,6 +43,7 @@ KNOWN = {
     "restructure": ("bench_restructure.py", "The pooled backend against the code it replaced (old vs new, one run)"),
     "wasm_deps": ("bench_wasm_deps.py", "A sandboxed plugin with a dependency closure"),
     "envs": ("bench_envs.py", "A process plugin in its own environment"),
+    "ray": ("bench_ray.py", "Plugins on Ray against bare Ray actors and the local process level"),
 }
 # Files whose times are in seconds whatever they say (written before the convention).
 SECONDS = {"core", "scaling"}

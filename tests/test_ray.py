@@ -272,7 +272,9 @@ def test_conflicting_environments_on_ray(site: Path, tmp_path: Path) -> None:
     wheelhouse.mkdir()
     for version in ("1.0", "2.0"):
         make_wheel(wheelhouse, "pinme", version, f"__version__ = {version!r}\n")
-    source = PLUGIN.replace("def transform(text):\n    return", "def transform(text):\n    import pinme\n    return pinme.__version__ +")
+    source = PLUGIN.replace(
+        "def transform(text):\n    return", "def transform(text):\n    import pinme\n    return pinme.__version__ +"
+    )
     for name, version in (("old", "1.0"), ("new", "2.0")):
         env = f'[environment]\ndependencies = ["pinme=={version}"]\n'
         install_plugin(site, name, source, group=GROUP, manifest=manifest(environment=env), dist=f"raykit-{name}")
