@@ -9,11 +9,9 @@ extra); the policy and "no Ray" tests run everywhere.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
