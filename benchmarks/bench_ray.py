@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_process  # noqa: E402  (row, machine, the results format)
 
 from pluginsdk import Host, Limits, Policy  # noqa: E402
+from pluginsdk._ray.cluster import keep_signal_handlers  # noqa: E402
 from pluginsdk.spec import HookSpec, hookspec  # noqa: E402
 from tests.plugin_factory import install_plugin  # noqa: E402
 
@@ -102,6 +103,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
     opts = parser.parse_args()
     n = 100 if opts.quick else 500
+    keep_signal_handlers()  # wasm traps in this process must stay wasmtime's (see pluginsdk._ray.cluster)
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20, log_to_driver=False)
     out: list[dict[str, Any]] = []
     table: list[tuple[str, str, str]] = []

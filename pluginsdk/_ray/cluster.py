@@ -29,7 +29,16 @@ from typing import Any
 from .._errors import PluginLoadError
 from .settings import RaySettings
 
-__all__ = ["actor_class", "actor_options", "connect", "package_zip", "runtime_env", "sdk_code", "unavailable_reason"]
+__all__ = [
+    "actor_class",
+    "actor_options",
+    "connect",
+    "keep_signal_handlers",
+    "package_zip",
+    "runtime_env",
+    "sdk_code",
+    "unavailable_reason",
+]
 
 _lock = threading.Lock()
 _actor_class: Any = None
@@ -48,6 +57,16 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def keep_signal_handlers() -> None:
+    """Keep Ray's crash handler off this process's fatal signals (before ``ray.init``).
+
+    Sandbox instances in the host trap through wasmtime's signal handlers
+    (SIGILL, SIGSEGV); a handler Ray installs later takes those signals first
+    and turns a sandboxed plugin's trap into the host's death.
+    """
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+
+
 def connect(settings: RaySettings, *, plugin: str) -> Any:
     """The ``ray`` module, connected (see the module docstring); :class:`PluginLoadError` if it cannot be."""
     import ray
@@ -55,6 +74,7 @@ def connect(settings: RaySettings, *, plugin: str) -> Any:
     with _lock:
         if ray.is_initialized():
             return ray
+        keep_signal_handlers()
         kwargs: dict[str, Any] = {"log_to_driver": False, "namespace": settings.namespace}
         if settings.address is None:  # a local cluster of this process's own
             kwargs.update(address="local", include_dashboard=False)
