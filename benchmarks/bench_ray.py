@@ -103,8 +103,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer iterations")
     opts = parser.parse_args()
     n = 100 if opts.quick else 500
-    keep_signal_handlers()  # wasm traps in this process must stay wasmtime's (see pluginsdk._ray.cluster)
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20, log_to_driver=False)
+    with keep_signal_handlers():  # wasm traps in this process must stay wasmtime's (see pluginsdk._ray.cluster)
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20, log_to_driver=False)
     out: list[dict[str, Any]] = []
     table: list[tuple[str, str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -107,8 +107,8 @@ def manifest(isolation: str = "process", environment: str = "") -> str:
 def cluster() -> Iterator[Any]:
     """One local Ray cluster for the session: two CPUs, no dashboard, an 80 MB object store."""
     assert ray is not None
-    keep_signal_handlers()  # wasm traps in this process must stay wasmtime's (see pluginsdk._ray.cluster)
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20, log_to_driver=False)
+    with keep_signal_handlers():  # wasm traps in this process must stay wasmtime's (see pluginsdk._ray.cluster)
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20, log_to_driver=False)
     yield ray
     ray.shutdown()
 

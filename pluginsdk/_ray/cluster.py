@@ -18,12 +18,14 @@ connected to Ray keeps its own job: its nodes need pluginsdk installed.
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import importlib.util
 import io
 import os
 import threading
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .._errors import PluginLoadError
@@ -57,14 +59,24 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def keep_signal_handlers() -> None:
-    """Keep Ray's crash handler off this process's fatal signals (before ``ray.init``).
+@contextlib.contextmanager
+def keep_signal_handlers() -> Iterator[None]:
+    """Around ``ray.init``: keep Ray's handlers off this process's fatal signals.
 
     Sandbox instances in the host trap through wasmtime's signal handlers
-    (SIGILL, SIGSEGV); a handler Ray installs later takes those signals first
-    and turns a sandboxed plugin's trap into the host's death.
+    (SIGILL, SIGSEGV), installed when the first one starts.  A handler
+    installed later takes those signals first and turns a sandboxed plugin's
+    trap into the host's death: Ray's crash handler (off through its
+    variable) and Python's ``faulthandler``, which ``ray.init`` turns on when
+    the host has not (turned off again here, which puts wasmtime's back).
     """
     os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+    enabled = faulthandler.is_enabled()
+    try:
+        yield
+    finally:
+        if not enabled and faulthandler.is_enabled():
+            faulthandler.disable()
 
 
 def connect(settings: RaySettings, *, plugin: str) -> Any:
@@ -74,14 +86,14 @@ def connect(settings: RaySettings, *, plugin: str) -> Any:
     with _lock:
         if ray.is_initialized():
             return ray
-        keep_signal_handlers()
         kwargs: dict[str, Any] = {"log_to_driver": False, "namespace": settings.namespace}
         if settings.address is None:  # a local cluster of this process's own
             kwargs.update(address="local", include_dashboard=False)
         else:  # nodes elsewhere: pluginsdk and pluggy travel with this process's job
             kwargs.update(address=settings.address, runtime_env={"py_modules": sdk_code(), "excludes": EXCLUDES})
         try:
-            ray.init(**kwargs)
+            with keep_signal_handlers():
+                ray.init(**kwargs)
         except Exception as exc:
             where = settings.address or "a local cluster"
             raise PluginLoadError(
