@@ -97,7 +97,8 @@ def _alternating_us(fns: dict[str, Callable[[], object]], n: int, rounds: int = 
 
 
 def main() -> None:
-    import ray
+    with keep_signal_handlers():  # wasm traps in this process must stay wasmtime's (see pluginsdk._ray.cluster)
+        import ray
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer iterations")

@@ -9,6 +9,7 @@ extra); the policy and "no Ray" tests run everywhere.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -38,6 +39,7 @@ from tests.plugin_factory import install_plugin
 from tests.test_envs import make_wheel
 
 ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")  # before Ray is imported (see keep_signal_handlers)
 try:
     import ray
 except ImportError:  # the ray extra is not installed: the cluster tests skip

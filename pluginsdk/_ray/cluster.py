@@ -67,8 +67,10 @@ def keep_signal_handlers() -> Iterator[None]:
     (SIGILL, SIGSEGV), installed when the first one starts.  A handler
     installed later takes those signals first and turns a sandboxed plugin's
     trap into the host's death: Ray's crash handler (off through its
-    variable) and Python's ``faulthandler``, which ``ray.init`` turns on when
-    the host has not (turned off again here, which puts wasmtime's back).
+    variable, which Ray reads when it is first imported: enter this before
+    ``import ray`` too) and Python's ``faulthandler``, which ``ray.init``
+    turns on when the host has not (turned off again here, which puts
+    wasmtime's back).
     """
     os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     enabled = faulthandler.is_enabled()
@@ -81,7 +83,8 @@ def keep_signal_handlers() -> Iterator[None]:
 
 def connect(settings: RaySettings, *, plugin: str) -> Any:
     """The ``ray`` module, connected (see the module docstring); :class:`PluginLoadError` if it cannot be."""
-    import ray
+    with keep_signal_handlers():  # before Ray is first imported: it reads its variable then
+        import ray
 
     with _lock:
         if ray.is_initialized():
