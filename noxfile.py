@@ -52,8 +52,8 @@ def _find_python(version: str) -> tuple[str | None, str]:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite on the default Python."""
-    _install(session, "test")
+    """Run the test suite on the default Python (with Ray: its tests run here only, on one local cluster)."""
+    _install(session, "test", extras="wasm,envs,ray")
     session.run("pytest", *session.posargs)
 
 
@@ -146,7 +146,7 @@ def docs(session: nox.Session) -> None:
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Run every benchmark side by side, then write benchmarks/REPORT.md and its chart."""
-    _install(session, "bench", "test")
+    _install(session, "bench", "test", extras="wasm,envs,ray")
     for old in (ROOT / "benchmarks" / "results").glob("*.json"):
         old.unlink()  # the report shows this run only; a benchmark that fails is listed as not run
     failed = []

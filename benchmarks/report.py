@@ -45,6 +45,7 @@ KNOWN = {
     "envs": ("bench_envs.py", "A process plugin in its own environment"),
     "component": ("bench_component.py", "The component sandbox engine against the interpreter engine (one run)"),
     "stats": ("bench_stats.py", "Per-plugin metrics on against off, and the guest's time field"),
+    "ray": ("bench_ray.py", "Plugins on Ray against bare Ray actors and the local process level"),
 }
 # Files whose times are in seconds whatever they say (written before the convention).
 SECONDS = {"core", "scaling"}

@@ -10,6 +10,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from ._ray.settings import RaySettings
+    from .envs.settings import EnvironmentSettings
+
 __all__ = ["BackendOptions"]
 
 
@@ -38,6 +41,12 @@ class BackendOptions(NamedTuple):
             (``Host(..., check_values=True)``; see :mod:`pluginsdk.backends.inprocess`).
         wasm_engine: The sandbox engine, ``"interpreter"`` or ``"component"``
             (default: ``PLUGINSDK_WASM_ENGINE``, else ``"interpreter"``).
+        executor: Where the workers run: ``local`` or ``ray`` (Ray actors; see
+            :mod:`pluginsdk.backends.ray_worker`).
+        ray: The host's ``[policy.ray]`` settings, for ``executor="ray"``.
+        environment: The plugin's ``[environment]`` dependencies, when Ray
+            installs them on the node (its ``runtime_env``) rather than the host.
+        environments: The host's ``[policy.environments]``: the index settings Ray installs with.
     """
 
     sys_path: tuple[str, ...] | None = None
@@ -54,6 +63,10 @@ class BackendOptions(NamedTuple):
     check_values: bool = False
     # The sandbox engine (see pluginsdk.backends.wasm.wasm_engine).
     wasm_engine: str | None = None
+    executor: str = "local"
+    ray: RaySettings | None = None
+    environment: tuple[str, ...] | None = None
+    environments: EnvironmentSettings | None = None
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> BackendOptions:
@@ -62,7 +75,7 @@ class BackendOptions(NamedTuple):
         if unknown:
             raise ConfigError(f"unknown backend option(s): {', '.join(sorted(unknown))}")
         values = dict(options)
-        for key in ("sys_path", "wasm_packages", "wasm_allowed", "wasm_paths", "sys_path_tail"):
+        for key in ("sys_path", "wasm_packages", "wasm_allowed", "wasm_paths", "sys_path_tail", "environment"):
             if values.get(key) is not None:
                 values[key] = tuple(str(v) for v in values[key])  # type: ignore[attr-defined]
         return cls(**values)  # type: ignore[arg-type]

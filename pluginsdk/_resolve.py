@@ -65,30 +65,46 @@ def load_spec(ref: str) -> HookSpec:
     return obj
 
 
-def backend_class(isolation: str) -> type[Backend]:
-    """The backend class for ``isolation`` (imported on first use)."""
+#: The backends of isolated levels whose workers are Ray actors (``executor = "ray"``).
+RAY_BACKENDS = {
+    "process": "pluginsdk.backends.ray_worker:RayProcessBackend",
+    "wasm": "pluginsdk.backends.ray_worker:RayWasmBackend",
+}
+
+
+def backend_class(isolation: str, executor: str = "local") -> type[Backend]:
+    """The backend class for ``isolation`` with its workers on ``executor`` (imported on first use)."""
     from .backends.base import BACKENDS
 
-    module, _, name = BACKENDS[isolation].partition(":")
+    ref = RAY_BACKENDS[isolation] if executor == "ray" and isolation in RAY_BACKENDS else BACKENDS[isolation]
+    module, _, name = ref.partition(":")
     found: type[Backend] = resolve(module, name)
     return found
 
 
-# (level, interpreter) -> reason: a missing extra or interpreter does not appear
-# while the process runs, and the wasm check costs tens of milliseconds.
-_availability: dict[tuple[str, str | None], str | None] = {}
+# (level, interpreter, executor) -> reason: a missing extra or interpreter does not
+# appear while the process runs, and the wasm check costs tens of milliseconds.
+_availability: dict[tuple[str, str | None, str], str | None] = {}
 
 
-def isolation_unavailable(isolation: str, *, wasm_interpreter: str | None = None) -> str | None:
+def isolation_unavailable(
+    isolation: str, *, wasm_interpreter: str | None = None, executor: str = "local"
+) -> str | None:
     """Why ``isolation`` cannot run here (a missing extra, say), or ``None`` if it can.
 
-    Checked once per process for each ``(isolation, wasm_interpreter)``.
+    ``executor="ray"``: with its workers on Ray, which needs the ``ray`` extra
+    (found, not imported: importing Ray takes a second).  Checked once per
+    process for each ``(isolation, wasm_interpreter, executor)``.
     """
     from .config import ISOLATION_LEVELS
 
     if isolation not in ISOLATION_LEVELS:
         raise ValueError(f"unknown isolation level {isolation!r} (expected one of {', '.join(ISOLATION_LEVELS)})")
-    key = (isolation, wasm_interpreter)
+    key = (isolation, wasm_interpreter, executor)
+    if key not in _availability and executor == "ray" and isolation != "inprocess":
+        from ._ray.cluster import unavailable_reason
+
+        _availability[key] = unavailable_reason() or isolation_unavailable(isolation, wasm_interpreter=wasm_interpreter)
     if key not in _availability:
         import importlib.util
 

@@ -349,7 +349,8 @@ class Host(Generic[H]):
                     )
                 return
         if isolation != "inprocess":
-            why = isolation_unavailable(isolation, wasm_interpreter=self.policy.wasm_interpreter)
+            executor = self.policy.executor_for(name, isolation)
+            why = isolation_unavailable(isolation, wasm_interpreter=self.policy.wasm_interpreter, executor=executor)
             if why is not None:
                 self._plugins[name] = _Plugin(cand, isolation, UNAVAILABLE, why)
                 if self.strict:
@@ -399,6 +400,8 @@ class Host(Generic[H]):
                 ' supported yet at isolation "wasm"; run it at "process", or mount pure-Python dependencies'
                 " with [wasm] packages"
             )
+        if self.policy.executor_for(name, isolation) == "ray":
+            return None  # Ray installs it on the node (the actors' runtime_env)
         from .envs import installer_problem
 
         why = installer_problem()
@@ -446,7 +449,14 @@ class Host(Generic[H]):
             coalesce=self._coalesce,
             check_values=self._check_values,
         )
-        if cand.environment is not None:  # its own interpreter, seeing the plugin and the SDK, not the host's packages
+        if plugin.isolation is not None and self.policy.executor_for(cand.name, plugin.isolation) == "ray":
+            environment = None if cand.environment is None else tuple(cand.environment)
+            options = options._replace(
+                executor="ray", ray=self.policy.ray, environment=environment, environments=self.policy.environments
+            )
+        elif (
+            cand.environment is not None
+        ):  # its own interpreter, seeing the plugin and the SDK, not the host's packages
             from .envs import provision, worker_path
 
             env = provision(cand.environment, self.policy.environments, plugin=cand.name)
@@ -479,7 +489,8 @@ class Host(Generic[H]):
             assert plugin.isolation is not None
             backend = None
             try:
-                backend = backend_class(plugin.isolation)(self._target(plugin), log=self._log(plugin.candidate.name))
+                cls = backend_class(plugin.isolation, self.policy.executor_for(plugin.candidate.name, plugin.isolation))
+                backend = cls(self._target(plugin), log=self._log(plugin.candidate.name))
                 if plugin.stats is None and _stats.measures(self._metrics, plugin.isolation):
                     plugin.stats = self._recorder_class(plugin.candidate.name, plugin.isolation)
                 backend.stats = plugin.stats  # where an isolated plugin's own reported times go

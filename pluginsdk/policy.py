@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigError
+from ._ray.settings import RaySettings, executor_problem
 from .config import DEFAULT_LIMITS, ISOLATION_LEVELS, LIMIT_RULES, Limits, limit_problem
 from .envs.settings import EnvironmentSettings
 
@@ -47,6 +48,12 @@ class Policy:
         environments: Private environments for plugins whose manifest has an
             ``[environment]`` table: whether they are allowed, the indexes they
             are built from, the build timeout (``[policy.environments]``).
+        executor: Where every isolated plugin's workers run: ``"local"`` (this
+            machine) or ``"ray"`` (Ray actors; ``inprocess`` plugins always stay
+            in the host).
+        executors: Per-plugin executors, which win over ``executor``.
+        ray: Where and how plugins run on Ray (``[policy.ray]``: the address,
+            the resources each actor reserves, the installer of environments).
     """
 
     # A plain class: it is built on every host start, where generating a
@@ -56,10 +63,13 @@ class Policy:
         "disabled",
         "dists",
         "environments",
+        "executor",
+        "executors",
         "isolation",
         "limits",
         "min_isolation",
         "plugin_limits",
+        "ray",
         "trusted",
         "wasm_interpreter",
         "wasm_packages",
@@ -76,6 +86,9 @@ class Policy:
     wasm_packages: frozenset[str]
     dists: Mapping[str, str]
     environments: EnvironmentSettings
+    executor: str
+    executors: Mapping[str, str]
+    ray: RaySettings
 
     def __init__(
         self,
@@ -91,8 +104,18 @@ class Policy:
         wasm_packages: Iterable[str] = (),
         dists: Mapping[str, str] | None = None,
         environments: EnvironmentSettings | Mapping[str, Any] | None = None,
+        executor: str = "local",
+        executors: Mapping[str, str] | None = None,
+        ray: RaySettings | Mapping[str, Any] | None = None,
     ) -> None:
         _check_level("min_isolation", min_isolation)
+        for what, chosen in [
+            ("executor", executor),
+            *((f"executor for plugin {p!r}", e) for p, e in (executors or {}).items()),
+        ]:
+            problem = executor_problem(chosen, where=what)
+            if problem is not None:
+                raise ValueError(problem)
         for plugin, level in (isolation or {}).items():
             _check_level(f"isolation for plugin {plugin!r}", level)
         limits = Limits.checked(limits, where="policy.limits")
@@ -112,6 +135,9 @@ class Policy:
             "wasm_packages": frozenset(wasm_packages),
             "dists": dict(dists or {}),
             "environments": EnvironmentSettings.checked(environments),
+            "executor": executor,
+            "executors": dict(executors or {}),
+            "ray": RaySettings.checked(ray),
         }
         for name, value in values.items():
             object.__setattr__(self, name, value)
@@ -162,6 +188,7 @@ class Policy:
         limits = data.pop("limits", None)
         plugin_limits = data.pop("plugin_limits", None)
         environments = data.pop("environments", None)  # checked by EnvironmentSettings, in its own words
+        ray = data.pop("ray", None)  # and this by RaySettings
         try:
             fields: dict[str, Any] = _toml.converter().structure(data, _policy_fields())
         except cattrs.BaseValidationError as exc:
@@ -180,6 +207,8 @@ class Policy:
             fields["plugin_limits"] = {plugin: Limits.checked(own) for plugin, own in plugin_limits.items()}
         if environments is not None:
             fields["environments"] = environments
+        if ray is not None:
+            fields["ray"] = ray
         try:
             return cls(**fields)
         except ConfigError as exc:
@@ -207,6 +236,12 @@ class Policy:
         if name not in self.trusted:
             levels.append(self.min_isolation)
         return max(levels, key=ISOLATION_LEVELS.index)
+
+    def executor_for(self, name: str, isolation: str) -> str:
+        """Where plugin ``name``'s workers run at ``isolation``: ``"local"`` or ``"ray"`` (in-process: always local)."""
+        if isolation == "inprocess":
+            return "local"
+        return self.executors.get(name, self.executor)
 
     def limits_for(self, name: str, hints: Mapping[str, Any]) -> Limits:
         """Resolved limits for plugin ``name`` whose manifest hints ``hints``.
@@ -247,6 +282,8 @@ def _policy_fields() -> type:
     """
     from typing import TypedDict, get_type_hints
 
-    hints = {k: v for k, v in get_type_hints(Policy).items() if k != "environments"}  # checked on its own
+    hints = {
+        k: v for k, v in get_type_hints(Policy).items() if k not in ("environments", "ray")
+    }  # checked on their own
     fields: type = TypedDict("PolicyFields", hints, total=False)  # type: ignore[misc]
     return fields

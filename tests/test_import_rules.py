@@ -28,6 +28,8 @@ GUEST_MODULES = sorted(f"pluginsdk.guest.{p.stem}" for p in (PACKAGE / "guest").
 #: Third-party packages only the host side may import.
 HOST_ONLY_DEPENDENCIES = ["attr", "attrs", "cattrs", "packaging", "importlib_metadata", "platformdirs", "pluggy",
                           "wasmtime", "tomli", "opentelemetry"]  # fmt: skip
+#: What a Ray actor imports on a node to run a ``process`` guest: the guest side and these (pluginsdk._ray.actor).
+RAY_ACTOR = ["pluginsdk._ray", "pluginsdk._ray.actor"]
 DISCOVERY = ["pluginsdk.discovery", "pluginsdk.manifest", "pluginsdk._metadata", "pluginsdk._index"]
 
 BLOCKER = """
@@ -44,8 +46,9 @@ sys.path.insert(0, {root!r})
 """
 
 
-def run_guest(code: str) -> subprocess.CompletedProcess[str]:
-    script = BLOCKER.format(allowed=sorted(SHARED), blocked=HOST_ONLY_DEPENDENCIES, root=str(ROOT)) + code
+def run_guest(code: str, also: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+    allowed = sorted(SHARED | set(also or ()))
+    script = BLOCKER.format(allowed=allowed, blocked=HOST_ONLY_DEPENDENCIES, root=str(ROOT)) + code
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
 
 
@@ -106,6 +109,11 @@ class TestGuestSide:
     def test_guest_module_imports_with_the_host_side_blocked(self, module: str) -> None:
         """Each guest module imports with everything outside the allow-list blocked."""
         result = run_guest(f"import {module}\nprint('ok')")
+        assert ("ok", "") == (result.stdout.strip(), result.stderr)
+
+    def test_ray_actor_needs_only_the_guest_side(self) -> None:
+        """A node runs a ``process`` guest's actor with pluginsdk's guest side only (no attrs, cattrs, pluggy...)."""
+        result = run_guest("import pluginsdk._ray.actor\nprint('ok')", also=RAY_ACTOR)
         assert ("ok", "") == (result.stdout.strip(), result.stderr)
 
     def test_guest_imports_only_the_allow_list(self) -> None:

@@ -1,0 +1,97 @@
+"""The host's word on Ray: ``executor`` and ``[policy.ray]`` (standard library only).
+
+:class:`~pluginsdk.Policy` imports this on every host start, so it must stay
+as cheap as :mod:`pluginsdk.envs.settings`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+__all__ = ["EXECUTORS", "INSTALLERS", "RaySettings", "executor_problem"]
+
+#: Where isolated plugins' workers run: on this machine, or as Ray actors.
+EXECUTORS = ("local", "ray")
+#: How Ray builds a plugin's ``[environment]`` on a node (its ``runtime_env`` field).
+INSTALLERS = ("pip", "uv")
+
+
+def executor_problem(value: object, *, where: str = "executor") -> str | None:
+    """What is wrong with an executor name, or ``None``."""
+    if value in EXECUTORS:
+        return None
+    return f"{where} must be one of {', '.join(EXECUTORS)}, not {value!r}"
+
+
+class RaySettings(NamedTuple):
+    """Where and how plugins run on Ray (``[policy.ray]``).
+
+    Attributes:
+        address: The cluster to connect to (``"ray://head:10001"``, ``"auto"``...).
+            Unset: the cluster this process is already connected to, else a
+            local cluster started once per process and shut down at exit.
+        namespace: The Ray namespace of the actors (and of a connection made here).
+        num_cpus: CPUs each actor reserves (unset: Ray's default for actors,
+            one to be placed and none held while it runs).
+        num_gpus: GPUs each actor reserves.
+        resources: Custom resources each actor reserves (name -> amount).
+        installer: How a plugin's ``[environment]`` is installed on a node:
+            Ray's ``pip`` or ``uv`` runtime environment.
+    """
+
+    address: str | None = None
+    namespace: str | None = None
+    num_cpus: float | None = None
+    num_gpus: float | None = None
+    resources: Mapping[str, float] = {}
+    installer: str = "pip"
+
+    @classmethod
+    def checked(cls, value: object, *, where: str = "policy.ray") -> RaySettings:
+        """Settings from an instance or a mapping of the same keys, every problem reported at once."""
+        from .._errors import ConfigError
+
+        if value is None:
+            return cls()
+        if isinstance(value, RaySettings):
+            data: Mapping[str, Any] = value._asdict()
+        elif isinstance(value, Mapping):
+            data = value
+        else:
+            raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
+        problems = [f"unknown key {where}.{k}" for k in data if k not in cls._fields]
+        fields: dict[str, Any] = {}
+        for key, item in data.items():
+            if key in cls._fields:
+                problem, fields[key] = _check(key, item)
+                if problem:
+                    problems.append(f"{where}.{key}: {problem}")
+        if problems:
+            raise ConfigError("invalid policy: " + "; ".join(problems))
+        return cls(**fields)
+
+
+def _amount(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
+
+
+def _check(key: str, value: object) -> tuple[str | None, Any]:
+    """``(problem or None, value normalised)`` for one setting."""
+    if key in ("address", "namespace"):
+        ok = value is None or (isinstance(value, str) and value.strip() != "")
+        return (None, value) if ok else (f"expected a non-empty string, got {value!r}", value)
+    if key in ("num_cpus", "num_gpus"):
+        if value is None:
+            return None, None
+        ok = _amount(value)
+        return (None, float(value)) if ok else (f"{value!r} is not allowed; expected a finite number >= 0", value)  # type: ignore[arg-type]
+    if key == "resources":
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) and k and _amount(v) for k, v in value.items()):
+            return f"expected a table of resource names to finite numbers >= 0, got {value!r}", value
+        return None, {k: float(v) for k, v in value.items()}
+    # installer
+    if value not in INSTALLERS:
+        return f"expected one of {', '.join(INSTALLERS)}, got {value!r}", value
+    return None, value
