@@ -39,6 +39,9 @@ else:
 
 __all__ = ["Host", "PluginInfo"]
 
+_CYCLE = _stats.CYCLE
+_clock = _stats.clock
+
 LOADED = "loaded"
 DISABLED = "disabled"
 UNAVAILABLE = "unavailable"
@@ -437,7 +440,7 @@ class Host(Generic[H]):
             try:
                 backend = backend_class(plugin.isolation)(self._target(plugin), log=self._log(plugin.candidate.name))
                 if plugin.stats is None and _stats.measures(self._metrics, plugin.isolation):
-                    plugin.stats = self._recorder_class(plugin.candidate.name, plugin.isolation)
+                    plugin.stats = self._recorder_class(plugin.candidate.name, plugin.isolation, self.spec.hook_defs)
                 backend.stats = plugin.stats  # where an isolated plugin's own reported times go
                 backend.start()
                 if self._closed:  # closed while this plugin was starting: nothing may outlive close()
@@ -495,40 +498,56 @@ class Host(Generic[H]):
         if backend is None:
             return None  # failed to load: skipped, as if unregistered
         rec = plugin.stats
-        start = _stats.clock() if rec is not None else 0
+        # Recorder.request(), inlined: count the request (lock-free), and time 1 in SAMPLE_EVERY on
+        # this same path (a path of their own, rarely run, would time colder code than the others run).
+        timed = rec is not None and rec.schedule[next(rec.calls[hook]) % _CYCLE]
+        start = _clock() if timed else 0
         try:
-            result = backend.call(hook, args)
-        except PluginError as exc:
-            if exc.plugin is None:  # a result the host could not read (the codec knows no plugin)
-                exc.plugin = plugin.candidate.name
-            if rec is not None:
-                rec.failed(hook, start, exc)
-            self._check_backend(plugin, backend)
-            raise
-        except Exception as exc:  # only in-process plugin code raises other exceptions
-            if rec is not None:
-                rec.failed(hook, start, exc)
-            raise _dispatch.hook_error(plugin.candidate.name, hook, exc) from exc
-        if rec is not None:
+            result = backend.call(hook, args, timed)
+        except Exception as exc:
+            error = self._failed(plugin, backend, rec, hook, start, exc)
+            if error is exc:
+                raise
+            raise error from exc
+        if timed and rec is not None:
             rec.ok(hook, start)
         return result
+
+    def _failed(
+        self,
+        plugin: _Plugin,
+        backend: Backend,
+        rec: _stats.Recorder | None,
+        hook: str,
+        start: int,
+        exc: Exception,
+        items: int = 1,
+    ) -> PluginError:
+        """The error a failed request raises (recorded); ``start``: when a timed request started, else 0."""
+        if rec is not None:
+            rec.failed(hook, start, exc, items)
+        if not isinstance(exc, PluginError):  # only in-process plugin code raises other exceptions
+            return _dispatch.hook_error(plugin.candidate.name, hook, exc)
+        if exc.plugin is None:  # a result the host could not read (the codec knows no plugin)
+            exc.plugin = plugin.candidate.name
+        self._check_backend(plugin, backend)
+        return exc
 
     def _call_batch(self, plugin: _Plugin, hook: str, items: list[tuple[Any, ...]]) -> list[Any]:
         backend = self._ensure_started(plugin)
         if backend is None:
             return [None] * len(items)
         rec = plugin.stats
-        start = _stats.clock() if rec is not None else 0
+        timed = rec is not None and rec.request(hook)  # a batch is one request, sampled as calls are
+        if rec is not None and len(items) != 1:
+            rec.items(hook, len(items) - 1)
+        start = _stats.clock() if timed else 0
         try:
-            result = backend.call_batch(hook, items)
+            result = backend.call_batch(hook, items, timed=timed)
         except PluginError as exc:
-            if exc.plugin is None:
-                exc.plugin = plugin.candidate.name
-            if rec is not None:
-                rec.failed(hook, start, exc, len(items))
-            self._check_backend(plugin, backend)
+            self._failed(plugin, backend, rec, hook, start, exc, len(items))
             raise
-        if rec is not None:
+        if timed and rec is not None:
             rec.ok(hook, start, len(items))
         return result
 
