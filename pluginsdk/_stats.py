@@ -65,7 +65,7 @@ _LAST = BUCKETS - 1
 
 #: One request in this many is timed (per plugin and hook): exactly one in
 #: each run of this many consecutive requests, the first request included.
-SAMPLE_EVERY = 32
+SAMPLE_EVERY = 64
 #: The sampling schedule repeats every this many requests.
 CYCLE = 4096
 
