@@ -3,7 +3,9 @@
 Real installed plugins, a real Host, real worker processes and sandbox
 instances; the histogram and the recorder are also checked on their own
 (accuracy against exact percentiles, bounded memory, exact counts from many
-threads).
+threads, the sampling schedule).  Only 1 request in ``SAMPLE_EVERY`` is
+timed: expected sample sizes come from ``SCHEDULE``, the one place that says
+which.
 """
 
 from __future__ import annotations
@@ -31,7 +33,17 @@ from pluginsdk import (
     PluginTimeout,
     Policy,
 )
-from pluginsdk._stats import BUCKETS, Histogram, Recorder, bucket_bounds, bucket_of, check_mode
+from pluginsdk._stats import (
+    BUCKETS,
+    CYCLE,
+    SAMPLE_EVERY,
+    SCHEDULE,
+    Histogram,
+    Recorder,
+    bucket_bounds,
+    bucket_of,
+    check_mode,
+)
 
 from .plugin_env import wasm_unavailable
 from .plugin_factory import install_plugin
@@ -48,7 +60,8 @@ TIMEOUT = 1.5
 # Sleeps, raises, crashes, or lies about its own time on request.  The lie:
 # the guest loop encodes every frame with loop._encode_frame (a module global,
 # looked up on each call), so the plugin swaps in one that rewrites the time
-# field of its OK replies: what a hostile guest can send.
+# field of its OK replies, adding one where the host asked for none, or
+# dropping it ("drop"): what a hostile guest can send.
 PLUGIN = r"""
 import os
 import time
@@ -61,8 +74,8 @@ _real = loop._encode_frame
 
 
 def _forge(msg, *args):
-    if LIE and type(msg) is list and len(msg) == 4 and msg[0] == 11:
-        msg = [msg[0], msg[1], msg[2], LIE[0]]
+    if LIE and type(msg) is list and len(msg) in (3, 4) and msg[0] == 11:
+        msg = [msg[0], msg[1], msg[2]] if LIE[0] == "drop" else [msg[0], msg[1], msg[2], LIE[0]]
     return _real(msg, *args)
 
 
@@ -115,6 +128,11 @@ def hosted(site: Path, **kwargs: Any) -> Iterator[Host]:
 def one(host: Host, plugin: str = "timed", hook: str = "transform") -> HookStats:
     (row,) = [s for s in host.stats(plugin) if s.hook == hook]
     return row
+
+
+def timed(numbers: range | list[int]) -> int:
+    """How many of these request numbers (0: a hook's first request) are timed."""
+    return sum(SCHEDULE[n % CYCLE] for n in numbers)
 
 
 # -- the histogram and the recorder -------------------------------------------------
@@ -175,19 +193,47 @@ class TestHistogram:
         assert Latency() == Histogram().latency()
 
 
+class TestSampling:
+    def test_one_request_in_every_block_is_timed(self) -> None:
+        """Exactly one timed request in each run of SAMPLE_EVERY, the very first included: N*k requests, k samples."""
+        assert SCHEDULE[0] and CYCLE % SAMPLE_EVERY == 0 and len(SCHEDULE) == CYCLE
+        for block in range(CYCLE // SAMPLE_EVERY):
+            assert 1 == timed(range(block * SAMPLE_EVERY, (block + 1) * SAMPLE_EVERY))
+        for k in (1, 3, 100):
+            assert k == timed(range(SAMPLE_EVERY * k))
+
+    @pytest.mark.parametrize("period", [2, 3, 8, SAMPLE_EVERY])
+    def test_a_caller_cycling_through_inputs_has_them_all_timed(self, period: int) -> None:
+        """Not every N-th request: a caller cycling through `period` inputs has each of them in the sample."""
+        positions = {n % period for n in range(CYCLE) if SCHEDULE[n]}
+        assert set(range(period)) == positions if period < SAMPLE_EVERY else len(positions) > period * 3 // 4
+
+    def test_the_recorder_times_by_the_schedule(self) -> None:
+        rec = Recorder("p", "process", ["h"])
+        assert [SCHEDULE[n] for n in range(3 * SAMPLE_EVERY)] == [rec.request("h") for _ in range(3 * SAMPLE_EVERY)]
+        assert 3 * SAMPLE_EVERY == rec.snapshot()[0].calls
+
+
 class TestRecorder:
     def test_counts_are_exact_from_many_threads(self) -> None:
-        """8 threads record 5,000 requests each: not one is lost."""
-        rec = Recorder("p", "process")
+        """8 threads make 5,000 requests each, as the host does (no lock on the way): not one is lost."""
+        rec = Recorder("p", "process", ["h"])
         barrier = threading.Barrier(8)
+        counter, schedule = rec.calls["h"], rec.schedule
 
         def work() -> None:
             barrier.wait()
             for i in range(5_000):
-                rec.ok("h", 0, items=1 + i % 3)
-                rec.inside("h", 100)
+                sampled = schedule[next(counter) % CYCLE]  # what Host._call does
+                start = 1 if sampled else 0
                 if i % 10 == 0:
-                    rec.failed("h", 0, PluginTimeout("slow", plugin="p", timeout=1.0))
+                    rec.failed("h", start, PluginTimeout("slow", plugin="p", timeout=1.0))
+                    continue
+                if i % 3:
+                    rec.items("h", i % 3)  # a batch of 1 + i % 3 items
+                if sampled:
+                    rec.ok("h", start, items=1 + i % 3)
+                    rec.inside("h", 100, items=1 + i % 3)
 
         threads = [threading.Thread(target=work) for _ in range(8)]
         for t in threads:
@@ -195,19 +241,30 @@ class TestRecorder:
         for t in threads:
             t.join()
         (row,) = rec.snapshot()
-        assert 8 * (5_000 + 500) == row.calls
-        assert 8 * (sum(1 + i % 3 for i in range(5_000)) + 500) == row.items
+        assert 8 * 5_000 == row.calls
+        assert 8 * sum(1 + (i % 3 if i % 10 else 0) for i in range(5_000)) == row.items
         assert (8 * 500, 8 * 500, 0) == (row.errors, row.timeouts, row.crashes)
-        assert 8 * 5_000 == row.inside.samples
+        assert 0 < row.inside.samples == row.latency.samples < 8 * 5_000 * 3 // SAMPLE_EVERY
 
     def test_outcomes_are_classified(self) -> None:
-        rec = Recorder("p", "wasm")
-        rec.failed("h", 0, PluginCrashed("died", plugin="p"), items=4)
-        rec.failed("h", 0, PluginTimeout("slow", plugin="p", timeout=1.0))
-        rec.failed("h", 0, PluginHookError(plugin="p", hook="h", exc_type="E", exc_message="m"))
+        rec = Recorder("p", "wasm", ["h"])
+        for error in (
+            PluginCrashed("died", plugin="p"),
+            PluginTimeout("slow", plugin="p", timeout=1.0),
+            PluginHookError(plugin="p", hook="h", exc_type="E", exc_message="m"),
+        ):
+            rec.request("h")
+            rec.failed("h", 0, error)
+        rec.items("h", 3)
         (row,) = rec.snapshot()
         assert (3, 6, 3, 1, 1) == (row.calls, row.items, row.errors, row.timeouts, row.crashes)
         assert (0, 0, None) == (row.latency.samples, row.inside.samples, row.crossing)
+
+    def test_hooks_without_requests_are_left_out(self) -> None:
+        rec = Recorder("p", "process", ["a", "b"])
+        rec.request("b")
+        rec.request("other")  # a hook it was not told of gets a counter of its own
+        assert ["b", "other"] == [r.hook for r in rec.snapshot()]
 
     @pytest.mark.parametrize("bad", ["on", True, 1, None, "ISOLATED"])
     def test_metrics_mode_is_checked(self, bad: object) -> None:
@@ -221,36 +278,50 @@ class TestRecorder:
 @pytest.mark.parametrize("level", ISOLATED)
 class TestIsolatedPlugins:
     def test_calls_items_errors_and_latency(self, site: Path, level: str) -> None:
-        """Calls, a batch's items and a raised error are counted; the plugin's own time is below the call's."""
+        """Calls, a batch's items and a raised error are counted exactly; 1 in SAMPLE_EVERY is timed."""
         install(site, level)
+        n = 2 * SAMPLE_EVERY
         with hosted(site) as host:
-            for i in range(50):
+            for i in range(n):
                 assert [f"SLEEP:0.00{i % 2}"] == host.hook.transform(text=f"sleep:0.00{i % 2}")
             assert [["A"], ["B"], ["C"]] == host.hook.transform.map([{"text": t} for t in "abc"])
             with pytest.raises(PluginHookError):
                 host.hook.transform(text="raise:boom")
             row = one(host)
         assert ("timed", "transform", level) == (row.plugin, row.hook, row.isolation)
-        assert (52, 54, 1, 0, 0) == (row.calls, row.items, row.errors, row.timeouts, row.crashes)
-        assert 53 == row.latency.samples == row.inside.samples  # 50 calls and 3 batch items succeeded
+        assert (n + 2, n + 4, 1, 0, 0) == (row.calls, row.items, row.errors, row.timeouts, row.crashes)
+        # requests 0..n-1 are calls, n the batch (3 items), n+1 failed (counted, not timed)
+        samples = timed(range(n)) + 3 * timed([n])
+        assert 2 <= samples == row.latency.samples == row.inside.samples
         assert 0 < row.inside.p50 <= row.latency.p50
         assert row.inside.total < row.latency.total
         assert row.latency.p50 <= row.latency.p99 <= row.latency.max
         assert row.crossing is not None and row.crossing > 0
-        # 25 calls slept 1 ms inside the plugin: the plugin's own p99 says so
-        assert 0.001 <= row.inside.p99 * 1.07
+
+    def test_percentiles_from_the_sample(self, site: Path, level: str) -> None:
+        """After SAMPLE_EVERY * k calls, k samples; the plugin's own time says how long it slept."""
+        install(site, level)
+        k = 3
+        with hosted(site) as host:
+            for _ in range(SAMPLE_EVERY * k):
+                host.hook.transform(text="sleep:0.002")
+            row = one(host)
+        assert (SAMPLE_EVERY * k, k, k) == (row.calls, row.latency.samples, row.inside.samples)
+        assert 0.002 <= row.inside.p50 * 1.07 and row.inside.p99 <= row.latency.p99
+        assert row.inside.p50 <= row.inside.p99 <= row.inside.max <= row.latency.max
 
     def test_timeouts_and_crashes(self, site: Path, level: str) -> None:
+        """Every failure is counted, timed request or not; failures are not timed."""
         install(site, level)
         with hosted(site) as host:
+            assert ["OK"] == host.hook.transform(text="ok")  # request 0: timed
             with pytest.raises(PluginTimeout):
                 host.hook.transform(text="sleep:30")
             with pytest.raises(PluginCrashed):
                 host.hook.transform(text="crash")
-            assert ["OK"] == host.hook.transform(text="ok")
             row = one(host)
         assert (3, 2, 1, 1) == (row.calls, row.errors, row.timeouts, row.crashes)
-        assert 1 == row.latency.samples and row.latency.max < TIMEOUT  # failures are counted, not timed
+        assert 1 == row.latency.samples and row.latency.max < TIMEOUT
 
     @pytest.mark.parametrize(
         ("lie", "counted"),
@@ -260,25 +331,51 @@ class TestIsolatedPlugins:
         """A negative time, or one no deadline allows, is left out of the figures; the call still answers."""
         install(site, level)
         with hosted(site) as host:
-            assert ["OK"] == host.hook.transform(text="ok")
-            assert [f"LIE:{lie.upper()}"] == host.hook.transform(text=f"lie:{lie}")
+            assert [f"LIE:{lie.upper()}"] == host.hook.transform(text=f"lie:{lie}")  # request 0: timed
             assert ["OK"] == host.hook.transform(text="ok")
             row = one(host)
-            assert (3, 0, 3) == (row.calls, row.errors, row.latency.samples)
-            assert 2 + counted == row.inside.samples
+            assert (2, 0, 1) == (row.calls, row.errors, row.latency.samples)
+            assert int(counted) == row.inside.samples
             assert 0 <= row.inside.max <= TIMEOUT + 1
             assert 0 == host.plugin("timed").incident_count
 
-    @pytest.mark.parametrize("lie", ["1.5", "'12'", "True", "None", "[1]"])
-    def test_a_time_that_is_no_whole_number_breaks_the_protocol(self, site: Path, level: str, lie: str) -> None:
-        """A float, a string, a bool...: a protocol violation; the worker is replaced, the host carries on."""
+    @pytest.mark.parametrize("lie", ["10**8", "'drop'"])
+    def test_a_time_not_asked_for_or_left_out_is_ignored(self, site: Path, level: str, lie: str) -> None:
+        """A time on a reply the host did not time is dropped; a timed reply without one has no inside figure."""
         install(site, level)
         with hosted(site) as host:
+            assert ["OK"] == host.hook.transform(text="ok")  # request 0: timed
+            untimed = next(n for n in range(1, SAMPLE_EVERY) if not SCHEDULE[n])
+            for _ in range(1, untimed):
+                host.hook.transform(text="ok")
+            assert [f"LIE:{lie.upper()}"] == host.hook.transform(text=f"lie:{lie}")
+            row = one(host)
+            assert (untimed + 1, 0, 1, 1) == (row.calls, row.errors, row.latency.samples, row.inside.samples)
+            assert row.inside.max < 0.05  # not the 0.1 s it claimed
+            assert 0 == host.plugin("timed").incident_count
+        with hosted(site) as host:  # a fresh host: request 0, timed, answered without its time
+            assert [f"LIE:{lie.upper()}"] == host.hook.transform(text=f"lie:{lie}")
+            row = one(host)
+            assert (1, 1, 1 if lie == "10**8" else 0) == (row.calls, row.latency.samples, row.inside.samples)
+
+    @pytest.mark.parametrize("lie", ["1.5", "'12'", "True", "None", "[1]"])
+    @pytest.mark.parametrize("asked", [True, False])
+    def test_a_time_that_is_no_whole_number_breaks_the_protocol(
+        self, site: Path, level: str, lie: str, asked: bool
+    ) -> None:
+        """A float, a string, a bool...: a protocol violation, asked for or not; the worker is replaced."""
+        install(site, level)
+        with hosted(site) as host:
+            if not asked:
+                assert ["OK"] == host.hook.transform(text="ok")  # request 0 is timed, 1 is not
             with pytest.raises(PluginProtocolError, match="whole nanoseconds"):
                 host.hook.transform(text=f"lie:{lie}")
             assert ["OK"] == host.hook.transform(text="ok")
             row = one(host)
-            assert (2, 1, 1, 1) == (row.calls, row.errors, row.latency.samples, row.inside.samples)
+            calls = 3 - asked
+            assert (calls, 1) == (row.calls, row.errors)
+            ok = [n for n in range(calls) if n != calls - 2]  # the request that lied failed
+            assert timed(ok) == row.latency.samples == row.inside.samples
             assert ["protocol"] == [i.kind for i in host.plugin("timed").incidents]
 
     def test_output_lines_name_the_plugin(self, site: Path, level: str, caplog: pytest.LogCaptureFixture) -> None:
