@@ -344,10 +344,8 @@ class Recorder:
                 if not calls:
                     continue
                 c = self._counts(hook)
-                rows.append(
-                    (hook, calls, calls + c.extra_items, c.errors, c.timeouts, c.crashes)
-                    + (c.latency.latency(), c.inside.latency())
-                )
+                latency, inside = c.latency.latency(), c.inside.latency()
+                rows.append((hook, calls, calls + c.extra_items, c.errors, c.timeouts, c.crashes, latency, inside))
         out = []
         for hook, calls, items, errors, timeouts, crashes, latency, inside in sorted(rows, key=lambda r: r[0]):
             if self.isolation == "inprocess":
