@@ -10,10 +10,13 @@ call, about 0.3 µs):
 * every request is counted exactly, without a lock: ``next()`` on a
   per-hook :func:`itertools.count` (one C call, atomic under the GIL) gives
   the request its number;
-* only 1 in :data:`SAMPLE_EVERY` requests is timed, chosen by that number
-  (see :data:`SCHEDULE`): for those alone the host reads its clock and asks
-  the guest for its own time (a fifth field in the ``CALL``/``BATCH`` frame,
-  see :mod:`pluginsdk.guest.protocol`), and the figures are queued (one
+* 1 in :data:`SAMPLE_EVERY` requests has its latency timed by the host's
+  clock, and another 1 in :data:`SAMPLE_EVERY` asks the guest for its own time
+  (a fifth field in the ``CALL``/``BATCH`` frame, see
+  :mod:`pluginsdk.guest.protocol`), chosen by that number (see
+  :data:`SCHEDULE`).  Not the same requests: the guest's clock reads would be
+  in the host's measurement, and a sample slower than the rest.  The figures
+  are queued (one
   ``deque.append``), to be filed in bulk into :class:`Histogram` s of fixed
   logarithmic buckets every :data:`FOLD_EVERY` of them or when asked: filing
   each one at once touches enough memory to slow the caller's next few calls
@@ -40,6 +43,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CYCLE",
+    "INSIDE",
+    "LATENCY",
     "METRICS_MODES",
     "SAMPLE_EVERY",
     "SCHEDULE",
@@ -67,35 +72,40 @@ _TOP_BITS = 37
 BUCKETS = (_TOP_BITS - _SUB_BITS - 1) * _SUB + 2 * _SUB
 _LAST = BUCKETS - 1
 
-#: One request in this many is timed (per plugin and hook): exactly one in
-#: each run of this many consecutive requests, the first request included.
+#: One request in this many has its latency timed, and another its time inside the plugin
+#: (per plugin and hook): exactly one of each in every run of this many consecutive requests.
 SAMPLE_EVERY = 64
+#: :data:`SCHEDULE` flags: the host times the request; the host asks the guest for its own time.
+LATENCY, INSIDE = 1, 2
 #: The sampling schedule repeats every this many requests.
 CYCLE = 4096
 #: A recorder files its queued times into its histograms once it holds this many.
 FOLD_EVERY = 256
 
 
-def _schedule(every: int) -> tuple[bool, ...]:
-    """Whether each request number (modulo :data:`CYCLE`) is timed.
+def _schedule(every: int) -> tuple[int, ...]:
+    """What to time of each request number (modulo :data:`CYCLE`): 0, :data:`LATENCY` or :data:`INSIDE`.
 
-    One in each block of ``every`` consecutive numbers, at an offset that
-    moves from block to block along the golden-ratio sequence (block 0 at
-    offset 0: a plugin's first request is timed).  Not simply every
+    In each block of ``every`` consecutive numbers, one request's latency
+    (at an offset that moves from block to block along the golden-ratio
+    sequence, block 0's at 0: a hook's first request is timed) and another's
+    time inside the plugin (half a block further on).  Not simply every
     ``every``-th request: a caller cycling through ``every`` inputs (or a
     divisor of it) would then have the same input timed every time.
     A tuple: indexing one is the cheapest lookup there is on the call path.
     """
-    table = [False] * CYCLE
+    table = [0] * CYCLE
     for block in range(CYCLE // every):
-        table[block * every + (block * 0x9E3779B9 & 0xFFFFFFFF) * every // 2**32] = True
+        offset = (block * 0x9E3779B9 & 0xFFFFFFFF) * every // 2**32
+        table[block * every + offset] = LATENCY
+        table[block * every + (offset + every // 2) % every] = INSIDE
     return tuple(table)
 
 
-#: Whether request number ``n`` of a hook is timed: ``SCHEDULE[n % CYCLE]``.
+#: What is timed of request number ``n`` of a hook: ``SCHEDULE[n % CYCLE]`` (flags).
 SCHEDULE = _schedule(SAMPLE_EVERY)
-#: Every request timed (the OpenTelemetry recorder reports each one).
-EVERY_REQUEST = (True,) * CYCLE
+#: Every request timed both ways (the OpenTelemetry recorder reports each one).
+EVERY_REQUEST = (LATENCY | INSIDE,) * CYCLE
 
 
 def bucket_of(ns: int) -> int:
@@ -274,11 +284,11 @@ class Recorder:
     """One plugin's figures, per hook; safe to use from any thread.
 
     A request: ``timed = recorder.request(hook)`` as it starts (the host
-    inlines it: ``schedule[next(calls[hook]) % CYCLE]``); if ``timed``,
-    ``start = clock()``, and :meth:`ok` once it succeeded (and
-    :meth:`inside` when the plugin reports its own time); whatever
-    ``timed``, :meth:`failed` if it failed, and :meth:`items` for a batch's
-    items beyond the first.
+    inlines it: ``schedule[next(calls[hook]) % CYCLE]``); if ``timed &
+    LATENCY``, ``start = clock()``, and :meth:`ok` once it succeeded; if
+    ``timed & INSIDE``, the plugin is asked for its own time, handed to
+    :meth:`inside`; whatever ``timed``, :meth:`failed` if it failed, and
+    :meth:`items` for a batch's items beyond the first.
 
     ``calls`` holds a counter per hook of the spec (``hooks``), made at once
     so that the host's path never has to make one.
@@ -287,7 +297,7 @@ class Recorder:
     __slots__ = ("_hooks", "_lock", "_queue", "calls", "isolation", "plugin", "schedule")
 
     #: Which requests are timed, by number modulo :data:`CYCLE`.
-    SCHEDULE: tuple[bool, ...] = SCHEDULE
+    SCHEDULE: tuple[int, ...] = SCHEDULE
 
     def __init__(self, plugin: str, isolation: str, hooks: Iterable[str] = ()) -> None:
         self.plugin = plugin
@@ -312,8 +322,8 @@ class Recorder:
                 counter = self.calls.setdefault(hook, count())
         return counter
 
-    def request(self, hook: str) -> bool:
-        """Count a request of ``hook``; whether it is one of those timed."""
+    def request(self, hook: str) -> int:
+        """Count a request of ``hook``; what to time of it (:data:`LATENCY`, :data:`INSIDE` flags)."""
         return self.schedule[next(self.counter(hook)) % CYCLE]
 
     def _counts(self, hook: str) -> _HookCounts:
@@ -432,7 +442,7 @@ def _timed(recorder: Recorder, hook: str, function: Callable[..., Any]) -> Calla
     counter, schedule = recorder.counter(hook), recorder.schedule
 
     def call(args: tuple[Any, ...]) -> Any:
-        timed = schedule[next(counter) % CYCLE]
+        timed = schedule[next(counter) % CYCLE] & LATENCY  # no boundary: no time inside to ask for
         start = clock() if timed else 0
         try:
             result = function(*args)

@@ -39,7 +39,7 @@ else:
 
 __all__ = ["Host", "PluginInfo"]
 
-_CYCLE = _stats.CYCLE
+_CYCLE, _LATENCY, _INSIDE = _stats.CYCLE, _stats.LATENCY, _stats.INSIDE
 _clock = _stats.clock
 
 LOADED = "loaded"
@@ -498,18 +498,31 @@ class Host(Generic[H]):
         if backend is None:
             return None  # failed to load: skipped, as if unregistered
         rec = plugin.stats
-        # Recorder.request(), inlined: count the request (lock-free), and time 1 in SAMPLE_EVERY on
-        # this same path (a path of their own, rarely run, would time colder code than the others run).
+        # Recorder.request(), inlined: count the request (lock-free); a few in SAMPLE_EVERY are timed.
         timed = rec is not None and rec.schedule[next(rec.calls[hook]) % _CYCLE]
-        start = _clock() if timed else 0
+        if timed and rec is not None:
+            return self._call_timed(plugin, backend, rec, hook, args, timed)
         try:
-            result = backend.call(hook, args, timed)
+            return backend.call(hook, args)
+        except Exception as exc:
+            error = self._failed(plugin, backend, rec, hook, 0, exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    def _call_timed(
+        self, plugin: _Plugin, backend: Backend, rec: _stats.Recorder, hook: str, args: tuple[Any, ...], timed: int
+    ) -> Any:
+        """A request in the sample: the host's clock (``LATENCY``), or the plugin's own (``INSIDE``), or both."""
+        start = _clock() if timed & _LATENCY else 0
+        try:
+            result = backend.call(hook, args, bool(timed & _INSIDE))
         except Exception as exc:
             error = self._failed(plugin, backend, rec, hook, start, exc)
             if error is exc:
                 raise
             raise error from exc
-        if timed and rec is not None:
+        if start:
             rec.ok(hook, start)
         return result
 
@@ -538,16 +551,16 @@ class Host(Generic[H]):
         if backend is None:
             return [None] * len(items)
         rec = plugin.stats
-        timed = rec is not None and rec.request(hook)  # a batch is one request, sampled as calls are
+        timed = rec.request(hook) if rec is not None else 0  # a batch is one request, sampled as calls are
         if rec is not None and len(items) != 1:
             rec.items(hook, len(items) - 1)
-        start = _stats.clock() if timed else 0
+        start = _clock() if timed & _LATENCY else 0
         try:
-            result = backend.call_batch(hook, items, timed=timed)
+            result = backend.call_batch(hook, items, timed=bool(timed & _INSIDE))
         except PluginError as exc:
             self._failed(plugin, backend, rec, hook, start, exc, len(items))
             raise
-        if timed and rec is not None:
+        if start and rec is not None:
             rec.ok(hook, start, len(items))
         return result
 

@@ -36,6 +36,8 @@ from pluginsdk import (
 from pluginsdk._stats import (
     BUCKETS,
     CYCLE,
+    INSIDE,
+    LATENCY,
     SAMPLE_EVERY,
     SCHEDULE,
     Histogram,
@@ -130,9 +132,15 @@ def one(host: Host, plugin: str = "timed", hook: str = "transform") -> HookStats
     return row
 
 
-def timed(numbers: range | list[int]) -> int:
-    """How many of these request numbers (0: a hook's first request) are timed."""
-    return sum(SCHEDULE[n % CYCLE] for n in numbers)
+def timed(numbers: range | list[int], kind: int = LATENCY) -> int:
+    """How many of these request numbers (0: a hook's first request) are timed: by the host, or inside."""
+    return sum(bool(SCHEDULE[n % CYCLE] & kind) for n in numbers)
+
+
+#: The first request whose plugin is asked for its own time (request 0 has its latency timed).
+FIRST_INSIDE = SCHEDULE.index(INSIDE)
+#: The first request timed in no way.
+UNTIMED = SCHEDULE.index(0)
 
 
 # -- the histogram and the recorder -------------------------------------------------
@@ -194,23 +202,26 @@ class TestHistogram:
 
 
 class TestSampling:
-    def test_one_request_in_every_block_is_timed(self) -> None:
-        """Exactly one timed request in each run of SAMPLE_EVERY, the very first included: N*k requests, k samples."""
-        assert SCHEDULE[0] and CYCLE % SAMPLE_EVERY == 0 and len(SCHEDULE) == CYCLE
+    @pytest.mark.parametrize("kind", [LATENCY, INSIDE])
+    def test_one_request_in_every_block_is_timed(self, kind: int) -> None:
+        """In each run of SAMPLE_EVERY requests, exactly one latency and one other request's inside time."""
+        assert SCHEDULE[0] == LATENCY and CYCLE % SAMPLE_EVERY == 0 and len(SCHEDULE) == CYCLE
+        assert {0, LATENCY, INSIDE} == set(SCHEDULE)  # never both: the guest's clock is not in a latency
         for block in range(CYCLE // SAMPLE_EVERY):
-            assert 1 == timed(range(block * SAMPLE_EVERY, (block + 1) * SAMPLE_EVERY))
+            assert 1 == timed(range(block * SAMPLE_EVERY, (block + 1) * SAMPLE_EVERY), kind)
         for k in (1, 3, 100):
-            assert k == timed(range(SAMPLE_EVERY * k))
+            assert k == timed(range(SAMPLE_EVERY * k), kind)
 
     @pytest.mark.parametrize("period", [2, 3, 8, SAMPLE_EVERY])
-    def test_a_caller_cycling_through_inputs_has_them_all_timed(self, period: int) -> None:
-        """Not every N-th request: a caller cycling through `period` inputs has each of them in the sample."""
-        positions = {n % period for n in range(CYCLE) if SCHEDULE[n]}
+    @pytest.mark.parametrize("kind", [LATENCY, INSIDE])
+    def test_a_caller_cycling_through_inputs_has_them_all_timed(self, period: int, kind: int) -> None:
+        """Not every N-th request: a caller cycling through `period` inputs has (nearly) each of them in the sample."""
+        positions = {n % period for n in range(CYCLE) if SCHEDULE[n] & kind}
         assert set(range(period)) == positions if period < SAMPLE_EVERY else len(positions) > period * 3 // 4
 
     def test_the_recorder_times_by_the_schedule(self) -> None:
         rec = Recorder("p", "process", ["h"])
-        assert [SCHEDULE[n] for n in range(3 * SAMPLE_EVERY)] == [rec.request("h") for _ in range(3 * SAMPLE_EVERY)]
+        assert list(SCHEDULE[: 3 * SAMPLE_EVERY]) == [rec.request("h") for _ in range(3 * SAMPLE_EVERY)]
         assert 3 * SAMPLE_EVERY == rec.snapshot()[0].calls
 
 
@@ -225,14 +236,15 @@ class TestRecorder:
             barrier.wait()
             for i in range(5_000):
                 sampled = schedule[next(counter) % CYCLE]  # what Host._call does
-                start = 1 if sampled else 0
+                start = 1 if sampled & LATENCY else 0
                 if i % 10 == 0:
                     rec.failed("h", start, PluginTimeout("slow", plugin="p", timeout=1.0))
                     continue
                 if i % 3:
                     rec.items("h", i % 3)  # a batch of 1 + i % 3 items
-                if sampled:
+                if start:
                     rec.ok("h", start, items=1 + i % 3)
+                if sampled & INSIDE:
                     rec.inside("h", 100, items=1 + i % 3)
 
         threads = [threading.Thread(target=work) for _ in range(8)]
@@ -244,7 +256,8 @@ class TestRecorder:
         assert 8 * 5_000 == row.calls
         assert 8 * sum(1 + (i % 3 if i % 10 else 0) for i in range(5_000)) == row.items
         assert (8 * 500, 8 * 500, 0) == (row.errors, row.timeouts, row.crashes)
-        assert 0 < row.inside.samples == row.latency.samples < 8 * 5_000 * 3 // SAMPLE_EVERY
+        assert 0 < row.latency.samples < 8 * 5_000 * 3 // SAMPLE_EVERY
+        assert 0 < row.inside.samples < 8 * 5_000 * 3 // SAMPLE_EVERY
 
     def test_outcomes_are_classified(self) -> None:
         rec = Recorder("p", "wasm", ["h"])
@@ -278,12 +291,12 @@ class TestRecorder:
 @pytest.mark.parametrize("level", ISOLATED)
 class TestIsolatedPlugins:
     def test_calls_items_errors_and_latency(self, site: Path, level: str) -> None:
-        """Calls, a batch's items and a raised error are counted exactly; 1 in SAMPLE_EVERY is timed."""
+        """Calls, a batch's items and a raised error are counted exactly; 1 in SAMPLE_EVERY is timed each way."""
         install(site, level)
-        n = 2 * SAMPLE_EVERY
+        n = 4 * SAMPLE_EVERY
         with hosted(site) as host:
-            for i in range(n):
-                assert [f"SLEEP:0.00{i % 2}"] == host.hook.transform(text=f"sleep:0.00{i % 2}")
+            for _ in range(n):
+                assert ["OK"] == host.hook.transform(text="ok")
             assert [["A"], ["B"], ["C"]] == host.hook.transform.map([{"text": t} for t in "abc"])
             with pytest.raises(PluginHookError):
                 host.hook.transform(text="raise:boom")
@@ -291,15 +304,14 @@ class TestIsolatedPlugins:
         assert ("timed", "transform", level) == (row.plugin, row.hook, row.isolation)
         assert (n + 2, n + 4, 1, 0, 0) == (row.calls, row.items, row.errors, row.timeouts, row.crashes)
         # requests 0..n-1 are calls, n the batch (3 items), n+1 failed (counted, not timed)
-        samples = timed(range(n)) + 3 * timed([n])
-        assert 2 <= samples == row.latency.samples == row.inside.samples
-        assert 0 < row.inside.p50 <= row.latency.p50
-        assert row.inside.total < row.latency.total
+        assert 4 <= timed(range(n)) + 3 * timed([n]) == row.latency.samples
+        assert 4 <= timed(range(n), INSIDE) + 3 * timed([n], INSIDE) == row.inside.samples
+        assert 0 < row.inside.p50 < row.latency.p50  # a few µs in the plugin, tens crossing
         assert row.latency.p50 <= row.latency.p99 <= row.latency.max
         assert row.crossing is not None and row.crossing > 0
 
     def test_percentiles_from_the_sample(self, site: Path, level: str) -> None:
-        """After SAMPLE_EVERY * k calls, k samples; the plugin's own time says how long it slept."""
+        """After SAMPLE_EVERY * k calls, k samples each way; both say how long the plugin slept."""
         install(site, level)
         k = 3
         with hosted(site) as host:
@@ -307,14 +319,14 @@ class TestIsolatedPlugins:
                 host.hook.transform(text="sleep:0.002")
             row = one(host)
         assert (SAMPLE_EVERY * k, k, k) == (row.calls, row.latency.samples, row.inside.samples)
-        assert 0.002 <= row.inside.p50 * 1.07 and row.inside.p99 <= row.latency.p99
-        assert row.inside.p50 <= row.inside.p99 <= row.inside.max <= row.latency.max
+        for figures in (row.inside, row.latency):
+            assert 0.002 <= figures.p50 * 1.07 and figures.p50 <= figures.p99 <= figures.max * 1.07
 
     def test_timeouts_and_crashes(self, site: Path, level: str) -> None:
         """Every failure is counted, timed request or not; failures are not timed."""
         install(site, level)
         with hosted(site) as host:
-            assert ["OK"] == host.hook.transform(text="ok")  # request 0: timed
+            assert ["OK"] == host.hook.transform(text="ok")  # request 0: its latency timed
             with pytest.raises(PluginTimeout):
                 host.hook.transform(text="sleep:30")
             with pytest.raises(PluginCrashed):
@@ -331,32 +343,27 @@ class TestIsolatedPlugins:
         """A negative time, or one no deadline allows, is left out of the figures; the call still answers."""
         install(site, level)
         with hosted(site) as host:
-            assert [f"LIE:{lie.upper()}"] == host.hook.transform(text=f"lie:{lie}")  # request 0: timed
-            assert ["OK"] == host.hook.transform(text="ok")
+            for _ in range(FIRST_INSIDE):
+                assert ["OK"] == host.hook.transform(text="ok")
+            assert [f"LIE:{lie.upper()}"] == host.hook.transform(text=f"lie:{lie}")  # asked for its time
             row = one(host)
-            assert (2, 0, 1) == (row.calls, row.errors, row.latency.samples)
+            assert (FIRST_INSIDE + 1, 0, timed(range(FIRST_INSIDE))) == (row.calls, row.errors, row.latency.samples)
             assert int(counted) == row.inside.samples
             assert 0 <= row.inside.max <= TIMEOUT + 1
             assert 0 == host.plugin("timed").incident_count
 
     @pytest.mark.parametrize("lie", ["10**8", "'drop'"])
     def test_a_time_not_asked_for_or_left_out_is_ignored(self, site: Path, level: str, lie: str) -> None:
-        """A time on a reply the host did not time is dropped; a timed reply without one has no inside figure."""
+        """A time on a reply the host did not ask it of is dropped; an asked-for reply without one has no figure."""
         install(site, level)
         with hosted(site) as host:
-            assert ["OK"] == host.hook.transform(text="ok")  # request 0: timed
-            untimed = next(n for n in range(1, SAMPLE_EVERY) if not SCHEDULE[n])
-            for _ in range(1, untimed):
-                host.hook.transform(text="ok")
-            assert [f"LIE:{lie.upper()}"] == host.hook.transform(text=f"lie:{lie}")
+            for n in range(FIRST_INSIDE + 1):
+                text = f"lie:{lie}" if n in (UNTIMED, FIRST_INSIDE) else "ok"
+                assert [text.upper()] == host.hook.transform(text=text)
             row = one(host)
-            assert (untimed + 1, 0, 1, 1) == (row.calls, row.errors, row.latency.samples, row.inside.samples)
-            assert row.inside.max < 0.05  # not the 0.1 s it claimed
+            assert (FIRST_INSIDE + 1, 0) == (row.calls, row.errors)
+            assert (1 if lie == "10**8" else 0) == row.inside.samples  # the asked-for lie only
             assert 0 == host.plugin("timed").incident_count
-        with hosted(site) as host:  # a fresh host: request 0, timed, answered without its time
-            assert [f"LIE:{lie.upper()}"] == host.hook.transform(text=f"lie:{lie}")
-            row = one(host)
-            assert (1, 1, 1 if lie == "10**8" else 0) == (row.calls, row.latency.samples, row.inside.samples)
 
     @pytest.mark.parametrize("lie", ["1.5", "'12'", "True", "None", "[1]"])
     @pytest.mark.parametrize("asked", [True, False])
@@ -365,17 +372,17 @@ class TestIsolatedPlugins:
     ) -> None:
         """A float, a string, a bool...: a protocol violation, asked for or not; the worker is replaced."""
         install(site, level)
+        liar = FIRST_INSIDE if asked else UNTIMED
         with hosted(site) as host:
-            if not asked:
-                assert ["OK"] == host.hook.transform(text="ok")  # request 0 is timed, 1 is not
+            for _ in range(liar):
+                assert ["OK"] == host.hook.transform(text="ok")
             with pytest.raises(PluginProtocolError, match="whole nanoseconds"):
                 host.hook.transform(text=f"lie:{lie}")
             assert ["OK"] == host.hook.transform(text="ok")
             row = one(host)
-            calls = 3 - asked
-            assert (calls, 1) == (row.calls, row.errors)
-            ok = [n for n in range(calls) if n != calls - 2]  # the request that lied failed
-            assert timed(ok) == row.latency.samples == row.inside.samples
+            assert (liar + 2, 1) == (row.calls, row.errors)
+            ok = [n for n in range(liar + 2) if n != liar]
+            assert (timed(ok), timed(ok, INSIDE)) == (row.latency.samples, row.inside.samples)
             assert ["protocol"] == [i.kind for i in host.plugin("timed").incidents]
 
     def test_output_lines_name_the_plugin(self, site: Path, level: str, caplog: pytest.LogCaptureFixture) -> None:
@@ -412,10 +419,11 @@ def numbers(n):
 """
     install_plugin(site, "counter", source, isolation=level, hooks=("numbers",))
     with Host(spec, path=[str(site)], use_index=False) as host:
-        (stream,) = host.hook.numbers(n=20)
-        assert list(range(20)) == list(stream)
+        for n in range(FIRST_INSIDE + 1):  # the last one is asked for its time
+            (stream,) = host.hook.numbers(n=20 if n == FIRST_INSIDE else 0)
+            assert list(range(20 if n == FIRST_INSIDE else 0)) == list(stream)
         row = one(host, "counter", "numbers")
-    assert (1, 1, 1) == (row.calls, row.latency.samples, row.inside.samples)
+    assert (FIRST_INSIDE + 1, 1, 1) == (row.calls, row.latency.samples, row.inside.samples)
     assert row.inside.total >= 0.040  # 20 items, 2 ms each
 
 

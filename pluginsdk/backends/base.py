@@ -110,8 +110,8 @@ class Backend(abc.ABC):
 
         A result that is an iterator is streamed: the returned object is an
         iterator that yields the plugin's items as they arrive.  ``timed``:
-        the host's metrics time this request; a backend whose plugin reports
-        its own time hands it to :attr:`stats` (``Recorder.inside``).
+        the host's metrics want the plugin's own time for this request; a
+        backend whose plugin reports it hands it to :attr:`stats` (``Recorder.inside``).
         """
 
     def call_batch(self, hook: str, items: Sequence[tuple[Any, ...]], timed: bool = False) -> list[Any]:
