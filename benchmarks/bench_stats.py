@@ -13,12 +13,13 @@ driver process, in blocks of tiny calls or one 1,000-item ``map``:
   on a small VM, depending on where the scheduler puts them and their
   workers); for an in-process plugin, two hosts in one driver,
   ``metrics="all"`` and ``"off"``.  Everything metrics cost is in ``on``:
-  counting every request, and for the 1 in ``SAMPLE_EVERY`` that is timed,
-  the host's clock and bookkeeping and the guest's own time (asked for on
-  those requests only: with ``off`` the guest reads no clock at all);
+  counting every request, the host's clock and bookkeeping on the 1 in
+  ``SAMPLE_EVERY`` whose latency is timed, and the guest's own time on the
+  1 in ``INSIDE_EVERY`` that asks for it (with ``off`` the guest reads no
+  clock at all);
 * the guest's time field: its parts timed apart (two clock reads and the
   encoding of the longer ``OK`` frame in the guest, its decoding on the host),
-  per timed request and per call (1 in ``SAMPLE_EVERY`` carries it); and, for
+  per request that asks for it and per call (1 in ``INSIDE_EVERY``); and, for
   information, today's tree against ``--base`` (the last commit before
   metrics) in two processes, both copies outside the project.
 
@@ -56,7 +57,7 @@ BASE = "5b79d39"
 TARGET = 1.02
 sys.path.insert(0, str(ROOT))
 
-from pluginsdk._stats import SAMPLE_EVERY  # noqa: E402
+from pluginsdk._stats import INSIDE_EVERY  # noqa: E402
 from tests.plugin_factory import install_plugin  # noqa: E402
 
 PLUGIN = """
@@ -291,15 +292,15 @@ def main() -> None:
         if level not in tiny_call:
             continue
         call = tiny_call[level]
-        per_call = extra / SAMPLE_EVERY  # only timed requests ask for it
+        per_call = extra / INSIDE_EVERY  # only those requests ask for it
         where = " (the guest's pure-Python encoder, on the host's CPython)" if level == "wasm" else ""
         note = (
-            f"+{extra:.3f} µs a timed request (two clock reads, the encoding and decoding of the longer OK"
-            f" frame{where}), 1 request in {SAMPLE_EVERY}; part of the on/off row above"
+            f"+{extra:.3f} µs a request that asks for it (two clock reads, the encoding and decoding of the"
+            f" longer OK frame{where}), 1 request in {INSIDE_EVERY}; part of the on/off row above"
         )
         case = f"{level}: the guest's time field, per call (its parts, timed apart)"
         rows.append(row(case, call + per_call, call, (call + per_call) / call, False, note))
-        print(f"{rows[-1]['case']}: +{extra:.3f} µs a timed request, +{per_call:.4f} µs a call, on {call:.2f} µs")
+        print(f"{rows[-1]['case']}: +{extra:.3f} µs a request asking, +{per_call:.4f} µs a call, on {call:.2f} µs")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "benchmark": "stats",

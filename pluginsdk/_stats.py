@@ -11,7 +11,7 @@ call, about 0.3 µs):
   per-hook :func:`itertools.count` (one C call, atomic under the GIL) gives
   the request its number;
 * 1 in :data:`SAMPLE_EVERY` requests has its latency timed by the host's
-  clock, and another 1 in :data:`SAMPLE_EVERY` asks the guest for its own time
+  clock, and 1 in :data:`INSIDE_EVERY` others asks the guest for its own time
   (a fifth field in the ``CALL``/``BATCH`` frame, see
   :mod:`pluginsdk.guest.protocol`), chosen by that number (see
   :data:`SCHEDULE`).  Not the same requests: the guest's clock reads would be
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CYCLE",
     "INSIDE",
+    "INSIDE_EVERY",
     "LATENCY",
     "METRICS_MODES",
     "SAMPLE_EVERY",
@@ -72,9 +73,12 @@ _TOP_BITS = 37
 BUCKETS = (_TOP_BITS - _SUB_BITS - 1) * _SUB + 2 * _SUB
 _LAST = BUCKETS - 1
 
-#: One request in this many has its latency timed, and another its time inside the plugin
-#: (per plugin and hook): exactly one of each in every run of this many consecutive requests.
+#: One request in this many has its latency timed (per plugin and hook): exactly one in every
+#: run of this many consecutive requests, a hook's first request included.
 SAMPLE_EVERY = 64
+#: One request in this many (never one whose latency is timed) asks the plugin for its own
+#: time: a clock read in a process that just woke up costs microseconds on a small VM.
+INSIDE_EVERY = 4 * SAMPLE_EVERY
 #: :data:`SCHEDULE` flags: the host times the request; the host asks the guest for its own time.
 LATENCY, INSIDE = 1, 2
 #: The sampling schedule repeats every this many requests.
@@ -83,27 +87,37 @@ CYCLE = 4096
 FOLD_EVERY = 256
 
 
-def _schedule(every: int) -> tuple[int, ...]:
+def _schedule(every: int, inside_every: int) -> tuple[int, ...]:
     """What to time of each request number (modulo :data:`CYCLE`): 0, :data:`LATENCY` or :data:`INSIDE`.
 
-    In each block of ``every`` consecutive numbers, one request's latency
-    (at an offset that moves from block to block along the golden-ratio
-    sequence, block 0's at 0: a hook's first request is timed) and another's
-    time inside the plugin (half a block further on).  Not simply every
-    ``every``-th request: a caller cycling through ``every`` inputs (or a
-    divisor of it) would then have the same input timed every time.
-    A tuple: indexing one is the cheapest lookup there is on the call path.
+    One latency in each block of ``every`` consecutive numbers, at an offset
+    that moves from block to block along the golden-ratio sequence (block
+    0's at 0: a hook's first request is timed); one time inside the plugin in
+    each block of ``inside_every``, placed the same way on another request.
+    Not simply every ``every``-th request: a caller cycling through ``every``
+    inputs (or a divisor of it) would then have the same input timed every
+    time.  Never both on one request: the guest's clock reads would be in the
+    host's measurement.  A tuple: indexing one is the cheapest lookup there
+    is on the call path.
     """
     table = [0] * CYCLE
     for block in range(CYCLE // every):
-        offset = (block * 0x9E3779B9 & 0xFFFFFFFF) * every // 2**32
-        table[block * every + offset] = LATENCY
-        table[block * every + (offset + every // 2) % every] = INSIDE
+        table[block * every + _golden(block, every)] = LATENCY
+    for block in range(CYCLE // inside_every):
+        at = block * inside_every + _golden(block, inside_every)
+        if table[at]:  # half a latency block on: that block's latency is not there
+            at = at - at % every + (at + every // 2) % every
+        table[at] = INSIDE
     return tuple(table)
 
 
+def _golden(block: int, size: int) -> int:
+    """An offset in ``0..size-1`` for block number ``block``, spread along the golden-ratio sequence."""
+    return (block * 0x9E3779B9 & 0xFFFFFFFF) * size // 2**32
+
+
 #: What is timed of request number ``n`` of a hook: ``SCHEDULE[n % CYCLE]`` (flags).
-SCHEDULE = _schedule(SAMPLE_EVERY)
+SCHEDULE = _schedule(SAMPLE_EVERY, INSIDE_EVERY)
 #: Every request timed both ways (the OpenTelemetry recorder reports each one).
 EVERY_REQUEST = (LATENCY | INSIDE,) * CYCLE
 
