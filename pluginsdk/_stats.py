@@ -8,8 +8,9 @@ Cost is what decides the layout (the target: at most 2% on a tiny ``process``
 call, about 0.3 µs):
 
 * every request is counted exactly, without a lock: ``next()`` on a
-  per-hook :func:`itertools.count` (one C call, atomic under the GIL) gives
-  the request its number;
+  per-hook iterator over :data:`SCHEDULE` (one C call, atomic under the GIL)
+  takes the request's place in it and says what to time; the count is how
+  far the iterators got (a new one starts, under a lock, each time one ends);
 * 1 in :data:`SAMPLE_EVERY` requests has its latency timed by the host's
   clock, and 1 in :data:`INSIDE_EVERY` others asks the guest for its own time
   (a fifth field in the ``CALL``/``BATCH`` frame, see
@@ -30,14 +31,14 @@ from __future__ import annotations
 
 import _thread
 from collections import deque
-from itertools import count
+from operator import length_hint
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from ._errors import PluginCrashed, PluginTimeout
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Iterable, Iterator, Mapping
 
     import pluggy
 
@@ -49,6 +50,7 @@ __all__ = [
     "METRICS_MODES",
     "SAMPLE_EVERY",
     "SCHEDULE",
+    "WRAP",
     "HookStats",
     "Histogram",
     "Latency",
@@ -120,6 +122,8 @@ def _golden(block: int, size: int) -> int:
 SCHEDULE = _schedule(SAMPLE_EVERY, INSIDE_EVERY)
 #: Every request timed both ways (the OpenTelemetry recorder reports each one).
 EVERY_REQUEST = (LATENCY | INSIDE,) * CYCLE
+#: What ``next(calls[hook], WRAP)`` gives once a hook's pass through the schedule is over (truthy: off the fast path).
+WRAP = 4
 
 
 def bucket_of(ns: int) -> int:
@@ -143,7 +147,8 @@ class Latency(NamedTuple):
     """A distribution of times, in seconds.
 
     The times are those of a sample of the requests: 1 in
-    :data:`SAMPLE_EVERY` (see ``docs/metrics.md``).  Percentiles come from a
+    :data:`SAMPLE_EVERY` for a latency, 1 in :data:`INSIDE_EVERY` for the time
+    inside the plugin (see ``docs/metrics.md``).  Percentiles come from a
     histogram of logarithmic buckets: each is within about 7% of the exact
     figure for the sample (never outside the smallest and largest time
     recorded); ``samples``, ``total``, ``mean`` and ``max`` are exact for it.
@@ -184,12 +189,13 @@ class HookStats(NamedTuple):
         timeouts: Of those, the requests that timed out.
         crashes: Of those, the requests whose worker or sandbox instance died.
         latency: Each item's time as the caller saw it, crossing included, for
-            the timed requests (1 in :data:`SAMPLE_EVERY`) that succeeded (for a
-            streamed result, until its first items).
+            a sample of the requests that succeeded, 1 in :data:`SAMPLE_EVERY`
+            (for a streamed result, until its first items).
         inside: Each item's time inside the plugin's own code, as the plugin
-            reports it for the timed requests (a worker or the sandbox measures
-            it; for a stream, the time spent producing all its items).  For an ``inprocess`` plugin
-            there is no crossing: it equals ``latency``.
+            reports it, for a sample of other requests, 1 in :data:`INSIDE_EVERY`
+            (a worker or the sandbox measures it; for a stream, the time spent
+            producing all its items).  For an ``inprocess`` plugin there is no
+            crossing: it equals ``latency`` (one sample, 1 in :data:`SAMPLE_EVERY`).
     """
 
     plugin: str
@@ -289,26 +295,25 @@ class _HookCounts:
         self.inside = Histogram()
 
 
-def _value(counter: count[int]) -> int:
-    """The number ``counter`` would give next, without taking it: ``repr`` is ``count(N)``."""
-    return int(repr(counter)[6:-1])
-
-
 class Recorder:
     """One plugin's figures, per hook; safe to use from any thread.
 
     A request: ``timed = recorder.request(hook)`` as it starts (the host
-    inlines it: ``schedule[next(calls[hook]) % CYCLE]``); if ``timed &
-    LATENCY``, ``start = clock()``, and :meth:`ok` once it succeeded; if
-    ``timed & INSIDE``, the plugin is asked for its own time, handed to
-    :meth:`inside`; whatever ``timed``, :meth:`failed` if it failed, and
-    :meth:`items` for a batch's items beyond the first.
+    inlines it: ``next(calls[hook], WRAP)``, then :meth:`wrapped` if that
+    says :data:`WRAP`); if ``timed & LATENCY``, ``start = clock()``, and
+    :meth:`ok` once it succeeded; if ``timed & INSIDE``, the plugin is asked
+    for its own time, handed to :meth:`inside`; whatever ``timed``,
+    :meth:`failed` if it failed, and :meth:`items` for a batch's items
+    beyond the first.
 
-    ``calls`` holds a counter per hook of the spec (``hooks``), made at once
-    so that the host's path never has to make one.
+    ``calls`` holds an iterator over :data:`SCHEDULE` per hook of the spec
+    (``hooks``), made at once so that the host's path never has to make one.
+    Why an iterator and not a counter: its ``next()`` allocates nothing and
+    touches one object, and on a loaded machine each cold cache line the call
+    path touches costs about as much as a few dozen bytecodes.
     """
 
-    __slots__ = ("_hooks", "_lock", "_queue", "calls", "isolation", "plugin", "schedule")
+    __slots__ = ("_cycles", "_hooks", "_lock", "_queue", "calls", "isolation", "plugin", "schedule")
 
     #: Which requests are timed, by number modulo :data:`CYCLE`.
     SCHEDULE: tuple[int, ...] = SCHEDULE
@@ -317,7 +322,8 @@ class Recorder:
         self.plugin = plugin
         self.isolation = isolation
         self.schedule = self.SCHEDULE
-        self.calls: dict[str, count[int]] = {hook: count() for hook in hooks}
+        self.calls: dict[str, Iterator[int]] = {hook: iter(self.schedule) for hook in hooks}
+        self._cycles: dict[str, int] = {}  # passes through the schedule completed, per hook
         self._hooks: dict[str, _HookCounts] = {}
         self._lock = _thread.allocate_lock()
         # (hook, latency ns, items) of a timed request that succeeded, or (hook, -1 - own ns, items).
@@ -328,17 +334,24 @@ class Recorder:
         """Times queued, not filed yet."""
         return len(self._queue)
 
-    def counter(self, hook: str) -> count[int]:
-        """``hook``'s request counter (made for a hook the recorder was not told of)."""
-        counter = self.calls.get(hook)
-        if counter is None:
-            with self._lock:
-                counter = self.calls.setdefault(hook, count())
-        return counter
-
     def request(self, hook: str) -> int:
         """Count a request of ``hook``; what to time of it (:data:`LATENCY`, :data:`INSIDE` flags)."""
-        return self.schedule[next(self.counter(hook)) % CYCLE]
+        timed = next(self.calls.get(hook) or self.track(hook), WRAP)
+        return self.wrapped(hook) if timed == WRAP else timed
+
+    def track(self, hook: str) -> Iterator[int]:
+        """``hook``'s iterator, made for a hook the recorder was not told of."""
+        with self._lock:
+            return self.calls.setdefault(hook, iter(self.schedule))
+
+    def wrapped(self, hook: str) -> int:
+        """A request found ``hook``'s pass through the schedule over: start the next one; what to time of it."""
+        with self._lock:
+            it = self.calls[hook]
+            if not length_hint(it):  # not renewed meanwhile by another thread that found it over
+                it = self.calls[hook] = iter(self.schedule)
+                self._cycles[hook] = self._cycles.get(hook, 0) + 1
+        return self.request(hook)
 
     def _counts(self, hook: str) -> _HookCounts:
         counts = self._hooks.get(hook)
@@ -392,8 +405,8 @@ class Recorder:
         self.fold()
         with self._lock:
             rows = []
-            for hook, counter in self.calls.items():
-                calls = _value(counter)
+            for hook, it in self.calls.items():
+                calls = self._cycles.get(hook, 0) * CYCLE + len(self.schedule) - length_hint(it)
                 if not calls:
                     continue
                 c = self._counts(hook)
@@ -453,10 +466,14 @@ def _timed(recorder: Recorder, hook: str, function: Callable[..., Any]) -> Calla
     from ._dispatch import hook_error
 
     plugin = recorder.plugin
-    counter, schedule = recorder.counter(hook), recorder.schedule
+    calls = recorder.calls
+    recorder.track(hook)
 
     def call(args: tuple[Any, ...]) -> Any:
-        timed = schedule[next(counter) % CYCLE] & LATENCY  # no boundary: no time inside to ask for
+        timed = next(calls[hook], WRAP)
+        if timed == WRAP:
+            timed = recorder.wrapped(hook)
+        timed &= LATENCY  # no boundary: no time inside to ask for
         start = clock() if timed else 0
         try:
             result = function(*args)

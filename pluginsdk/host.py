@@ -39,7 +39,7 @@ else:
 
 __all__ = ["Host", "PluginInfo"]
 
-_CYCLE, _LATENCY, _INSIDE = _stats.CYCLE, _stats.LATENCY, _stats.INSIDE
+_WRAP, _LATENCY, _INSIDE = _stats.WRAP, _stats.LATENCY, _stats.INSIDE
 _clock = _stats.clock
 
 LOADED = "loaded"
@@ -499,7 +499,7 @@ class Host(Generic[H]):
             return None  # failed to load: skipped, as if unregistered
         rec = plugin.stats
         # Recorder.request(), inlined: count the request (lock-free); a few in SAMPLE_EVERY are timed.
-        timed = rec is not None and rec.schedule[next(rec.calls[hook]) % _CYCLE]
+        timed = rec is not None and next(rec.calls[hook], _WRAP)
         if timed and rec is not None:
             return self._call_timed(plugin, backend, rec, hook, args, timed)
         try:
@@ -514,6 +514,8 @@ class Host(Generic[H]):
         self, plugin: _Plugin, backend: Backend, rec: _stats.Recorder, hook: str, args: tuple[Any, ...], timed: int
     ) -> Any:
         """A request in the sample: the host's clock (``LATENCY``), or the plugin's own (``INSIDE``), or both."""
+        if timed == _WRAP:  # the hook's pass through the schedule is over (1 request in CYCLE): maybe untimed
+            timed = rec.wrapped(hook)
         start = _clock() if timed & _LATENCY else 0
         try:
             result = backend.call(hook, args, bool(timed & _INSIDE))
