@@ -14,14 +14,13 @@ call, about 0.3 µs):
 * 1 in :data:`SAMPLE_EVERY` requests has its latency timed by the host's
   clock, and 1 in :data:`INSIDE_EVERY` others asks the guest for its own time
   (a fifth field in the ``CALL``/``BATCH`` frame, see
-  :mod:`pluginsdk.guest.protocol`), chosen by that number (see
-  :data:`SCHEDULE`).  Not the same requests: the guest's clock reads would be
-  in the host's measurement, and a sample slower than the rest.  The figures
-  are queued (one
-  ``deque.append``), to be filed in bulk into :class:`Histogram` s of fixed
-  logarithmic buckets every :data:`FOLD_EVERY` of them or when asked: filing
-  each one at once touches enough memory to slow the caller's next few calls
-  by microseconds on a small VM;
+  :mod:`pluginsdk.guest.protocol`), by their place in :data:`SCHEDULE`.  Not
+  the same requests: the guest's clock reads would be in the host's
+  measurement, and the latency sample slower than the requests it stands for.
+  The figures are queued (one ``deque.append``) and filed in bulk into
+  :class:`Histogram` s of fixed logarithmic buckets every :data:`FOLD_EVERY`
+  of them or when asked: filing each one at once touches enough memory to
+  slow the caller's next few calls by microseconds on a small VM;
 * failed requests are rare: each one is counted under the lock.
 
 :meth:`~pluginsdk.Host.stats` turns it all into :class:`HookStats` records.
