@@ -12,19 +12,24 @@ driver process, in blocks of tiny calls or one 1,000-item ``map``:
   nothing but the recording differs (two processes differ by several percent
   on a small VM, depending on where the scheduler puts them and their
   workers); for an in-process plugin, two hosts in one driver,
-  ``metrics="all"`` and ``"off"``;
+  ``metrics="all"`` and ``"off"``.  Everything metrics cost is in ``on``:
+  counting every request, the host's clock and bookkeeping on the 1 in
+  ``SAMPLE_EVERY`` whose latency is timed, and the guest's own time on the
+  1 in ``INSIDE_EVERY`` that asks for it (with ``off`` the guest reads no
+  clock at all);
 * the guest's time field: its parts timed apart (two clock reads and the
   encoding of the longer ``OK`` frame in the guest, its decoding on the host),
-  against the tiny call; and, for information, today's tree against
-  ``--base`` (the last commit before metrics) in two processes, both copies
-  outside the project.
+  per request that asks for it and per call (1 in ``INSIDE_EVERY``); and, for
+  information, today's tree against ``--base`` (the last commit before
+  metrics) in two processes, both copies outside the project.
 
 The parent asks for the blocks in a new random order every round, so machine
 noise hits all alike; a verdict uses the paired ratio, the median over rounds
 of the ratio within each round.
 
-Targets (issue 13, item 5): metrics and the time field each cost at most 2%
-of a tiny ``process`` or ``wasm`` call.  For an ``inprocess`` plugin the
+Targets (issue 13, item 5): metrics (``on`` against ``off``, the time field
+included) cost at most 2% of a tiny ``process`` or ``wasm`` call, and of a
+1,000-item ``map``.  For an ``inprocess`` plugin the
 ratio is reported, not judged: it is why metrics are opt-in there.
 """
 
@@ -52,6 +57,7 @@ BASE = "5b79d39"
 TARGET = 1.02
 sys.path.insert(0, str(ROOT))
 
+from pluginsdk._stats import INSIDE_EVERY  # noqa: E402
 from tests.plugin_factory import install_plugin  # noqa: E402
 
 PLUGIN = """
@@ -115,7 +121,7 @@ if metrics == "all":
     if level != "inprocess":
         plugin.stats = plugin.backend.stats = recorder  # the last block may have detached it
     (row,) = host.stats()
-    assert row.calls > 0 and row.latency.samples > 0, row
+    assert row.calls > 0 and 0 < row.latency.samples <= row.items, row
     if level != "inprocess":
         assert row.inside.samples > 0, row
 for h in set(hosts.values()):
@@ -194,7 +200,7 @@ def measure(contenders: dict[str, Contender], what: str, n: int, rounds: int) ->
 
 
 def field_cost(rounds: int) -> dict[str, float]:
-    """µs the time field adds to one call, by its parts: the guest's two clock reads and encoding
+    """µs the time field adds to one timed request, by its parts: the guest's two clock reads and encoding
     (msgpack's C encoder in a worker; the sandbox's pure-Python one, timed here on the host's
     CPython, which runs it faster than the sandbox does), and the host's decoding of the larger frame.
     """
@@ -286,11 +292,15 @@ def main() -> None:
         if level not in tiny_call:
             continue
         call = tiny_call[level]
+        per_call = extra / INSIDE_EVERY  # only those requests ask for it
         where = " (the guest's pure-Python encoder, on the host's CPython)" if level == "wasm" else ""
-        note = f"+{extra:.3f} µs: two clock reads, the encoding and decoding of the longer OK frame{where}"
+        note = (
+            f"+{extra:.3f} µs a request that asks for it (two clock reads, the encoding and decoding of the"
+            f" longer OK frame{where}), 1 request in {INSIDE_EVERY}; part of the on/off row above"
+        )
         case = f"{level}: the guest's time field, per call (its parts, timed apart)"
-        rows.append(row(case, call + extra, call, (call + extra) / call, True, note))
-        print(f"{rows[-1]['case']}: +{extra:.3f} µs on {call:.2f} µs")
+        rows.append(row(case, call + per_call, call, (call + per_call) / call, False, note))
+        print(f"{rows[-1]['case']}: +{extra:.3f} µs a request asking, +{per_call:.4f} µs a call, on {call:.2f} µs")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "benchmark": "stats",

@@ -25,7 +25,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ._errors import PluginCrashed, PluginError, PluginTimeout, type_name
-from ._stats import Recorder, clock
+from ._stats import EVERY_REQUEST, Recorder, clock
 
 if TYPE_CHECKING:
     from ._stats import MetricsMode
@@ -93,6 +93,7 @@ def recorder_class(spec: str, *, metrics: MetricsMode) -> type[Recorder]:
         """A :class:`Recorder` that also reports each request to OpenTelemetry."""
 
         __slots__ = ()
+        SCHEDULE = EVERY_REQUEST  # a span for every request: each one is timed
 
         def _attributes(self, hook: str) -> dict[str, Any]:
             return {

@@ -40,6 +40,9 @@ else:
 
 __all__ = ["Host", "PluginInfo"]
 
+_WRAP, _LATENCY, _INSIDE = _stats.WRAP, _stats.LATENCY, _stats.INSIDE
+_clock = _stats.clock
+
 LOADED = "loaded"
 DISABLED = "disabled"
 UNAVAILABLE = "unavailable"
@@ -492,7 +495,7 @@ class Host(Generic[H]):
                 cls = backend_class(plugin.isolation, self.policy.executor_for(plugin.candidate.name, plugin.isolation))
                 backend = cls(self._target(plugin), log=self._log(plugin.candidate.name))
                 if plugin.stats is None and _stats.measures(self._metrics, plugin.isolation):
-                    plugin.stats = self._recorder_class(plugin.candidate.name, plugin.isolation)
+                    plugin.stats = self._recorder_class(plugin.candidate.name, plugin.isolation, self.spec.hook_defs)
                 backend.stats = plugin.stats  # where an isolated plugin's own reported times go
                 backend.start()
                 if self._closed:  # closed while this plugin was starting: nothing may outlive close()
@@ -554,40 +557,71 @@ class Host(Generic[H]):
         if backend is None:
             return None  # failed to load: skipped, as if unregistered
         rec = plugin.stats
-        start = _stats.clock() if rec is not None else 0
+        # Recorder.request(), inlined: count the request (lock-free); a few in SAMPLE_EVERY are timed.
+        timed = rec is not None and next(rec.calls[hook], _WRAP)
+        if timed and rec is not None:
+            return self._call_timed(plugin, backend, rec, hook, args, timed)
         try:
-            result = backend.call(hook, args)
-        except PluginError as exc:
-            if exc.plugin is None:  # a result the host could not read (the codec knows no plugin)
-                exc.plugin = plugin.candidate.name
-            if rec is not None:
-                rec.failed(hook, start, exc)
-            self._check_backend(plugin, backend)
-            raise
-        except Exception as exc:  # only in-process plugin code raises other exceptions
-            if rec is not None:
-                rec.failed(hook, start, exc)
-            raise _dispatch.hook_error(plugin.candidate.name, hook, exc) from exc
-        if rec is not None:
+            return backend.call(hook, args)
+        except Exception as exc:
+            error = self._failed(plugin, backend, rec, hook, 0, exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    def _call_timed(
+        self, plugin: _Plugin, backend: Backend, rec: _stats.Recorder, hook: str, args: tuple[Any, ...], timed: int
+    ) -> Any:
+        """A request in the sample: the host's clock (``LATENCY``), or the plugin's own (``INSIDE``), or both."""
+        if timed == _WRAP:  # the hook's pass through the schedule is over (1 request in CYCLE): maybe untimed
+            timed = rec.wrapped(hook)
+        start = _clock() if timed & _LATENCY else 0
+        try:
+            result = backend.call(hook, args, bool(timed & _INSIDE))
+        except Exception as exc:
+            error = self._failed(plugin, backend, rec, hook, start, exc)
+            if error is exc:
+                raise
+            raise error from exc
+        if start:
             rec.ok(hook, start)
         return result
+
+    def _failed(
+        self,
+        plugin: _Plugin,
+        backend: Backend,
+        rec: _stats.Recorder | None,
+        hook: str,
+        start: int,
+        exc: Exception,
+        items: int = 1,
+    ) -> PluginError:
+        """The error a failed request raises (recorded); ``start``: when a timed request started, else 0."""
+        if rec is not None:
+            rec.failed(hook, start, exc, items)
+        if not isinstance(exc, PluginError):  # only in-process plugin code raises other exceptions
+            return _dispatch.hook_error(plugin.candidate.name, hook, exc)
+        if exc.plugin is None:  # a result the host could not read (the codec knows no plugin)
+            exc.plugin = plugin.candidate.name
+        self._check_backend(plugin, backend)
+        return exc
 
     def _call_batch(self, plugin: _Plugin, hook: str, items: list[tuple[Any, ...]]) -> list[Any]:
         backend = self._ensure_started(plugin)
         if backend is None:
             return [None] * len(items)
         rec = plugin.stats
-        start = _stats.clock() if rec is not None else 0
+        timed = rec.request(hook) if rec is not None else 0  # a batch is one request, sampled as calls are
+        if rec is not None and len(items) != 1:
+            rec.items(hook, len(items) - 1)
+        start = _clock() if timed & _LATENCY else 0
         try:
-            result = backend.call_batch(hook, items)
+            result = backend.call_batch(hook, items, timed=bool(timed & _INSIDE))
         except PluginError as exc:
-            if exc.plugin is None:
-                exc.plugin = plugin.candidate.name
-            if rec is not None:
-                rec.failed(hook, start, exc, len(items))
-            self._check_backend(plugin, backend)
+            self._failed(plugin, backend, rec, hook, start, exc, len(items))
             raise
-        if rec is not None:
+        if start and rec is not None:
             rec.ok(hook, start, len(items))
         return result
 

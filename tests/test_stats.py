@@ -3,7 +3,9 @@
 Real installed plugins, a real Host, real worker processes and sandbox
 instances; the histogram and the recorder are also checked on their own
 (accuracy against exact percentiles, bounded memory, exact counts from many
-threads).
+threads, the sampling schedule).  Only 1 request in ``SAMPLE_EVERY`` is
+timed: expected sample sizes come from ``SCHEDULE``, the one place that says
+which.
 """
 
 from __future__ import annotations
@@ -31,7 +33,21 @@ from pluginsdk import (
     PluginTimeout,
     Policy,
 )
-from pluginsdk._stats import BUCKETS, Histogram, Recorder, bucket_bounds, bucket_of, check_mode
+from pluginsdk._stats import (
+    BUCKETS,
+    CYCLE,
+    INSIDE,
+    INSIDE_EVERY,
+    LATENCY,
+    SAMPLE_EVERY,
+    SCHEDULE,
+    WRAP,
+    Histogram,
+    Recorder,
+    bucket_bounds,
+    bucket_of,
+    check_mode,
+)
 
 from .plugin_env import wasm_unavailable
 from .plugin_factory import install_plugin
@@ -48,7 +64,8 @@ TIMEOUT = 1.5
 # Sleeps, raises, crashes, or lies about its own time on request.  The lie:
 # the guest loop encodes every frame with loop._encode_frame (a module global,
 # looked up on each call), so the plugin swaps in one that rewrites the time
-# field of its OK replies: what a hostile guest can send.
+# field of its OK replies, adding one where the host asked for none, or
+# dropping it ("drop"): what a hostile guest can send.
 PLUGIN = r"""
 import os
 import time
@@ -61,8 +78,8 @@ _real = loop._encode_frame
 
 
 def _forge(msg, *args):
-    if LIE and type(msg) is list and len(msg) == 4 and msg[0] == 11:
-        msg = [msg[0], msg[1], msg[2], LIE[0]]
+    if LIE and type(msg) is list and len(msg) in (3, 4) and msg[0] == 11:
+        msg = [msg[0], msg[1], msg[2]] if LIE[0] == "drop" else [msg[0], msg[1], msg[2], LIE[0]]
     return _real(msg, *args)
 
 
@@ -115,6 +132,17 @@ def hosted(site: Path, **kwargs: Any) -> Iterator[Host]:
 def one(host: Host, plugin: str = "timed", hook: str = "transform") -> HookStats:
     (row,) = [s for s in host.stats(plugin) if s.hook == hook]
     return row
+
+
+def timed(numbers: range | list[int], kind: int = LATENCY) -> int:
+    """How many of these request numbers (0: a hook's first request) are timed: by the host, or inside."""
+    return sum(bool(SCHEDULE[n % CYCLE] & kind) for n in numbers)
+
+
+#: The first request whose plugin is asked for its own time (request 0 has its latency timed).
+FIRST_INSIDE = SCHEDULE.index(INSIDE)
+#: The first request timed in no way.
+UNTIMED = SCHEDULE.index(0)
 
 
 # -- the histogram and the recorder -------------------------------------------------
@@ -175,19 +203,53 @@ class TestHistogram:
         assert Latency() == Histogram().latency()
 
 
+class TestSampling:
+    @pytest.mark.parametrize(("kind", "every"), [(LATENCY, SAMPLE_EVERY), (INSIDE, INSIDE_EVERY)])
+    def test_one_request_in_every_block_is_timed(self, kind: int, every: int) -> None:
+        """In each run of SAMPLE_EVERY requests, exactly one latency; of INSIDE_EVERY, one (other) inside time."""
+        assert SCHEDULE[0] == LATENCY and CYCLE % every == 0 and len(SCHEDULE) == CYCLE
+        assert {0, LATENCY, INSIDE} == set(SCHEDULE)  # never both: the guest's clock is not in a latency
+        for block in range(CYCLE // every):
+            assert 1 == timed(range(block * every, (block + 1) * every), kind)
+        for k in (1, 3, 100):
+            assert k == timed(range(every * k), kind)
+
+    @pytest.mark.parametrize("period", [2, 3, 8, SAMPLE_EVERY])
+    @pytest.mark.parametrize("kind", [LATENCY, INSIDE])
+    def test_a_caller_cycling_through_inputs_has_them_all_timed(self, period: int, kind: int) -> None:
+        """Not every N-th request: a caller cycling through `period` inputs has (nearly) each of them in the sample."""
+        positions = {n % period for n in range(CYCLE) if SCHEDULE[n] & kind}
+        assert set(range(period)) == positions if period < SAMPLE_EVERY else len(positions) > 12
+
+    def test_the_recorder_times_by_the_schedule(self) -> None:
+        rec = Recorder("p", "process", ["h"])
+        assert list(SCHEDULE[: 3 * SAMPLE_EVERY]) == [rec.request("h") for _ in range(3 * SAMPLE_EVERY)]
+        assert 3 * SAMPLE_EVERY == rec.snapshot()[0].calls
+
+
 class TestRecorder:
     def test_counts_are_exact_from_many_threads(self) -> None:
-        """8 threads record 5,000 requests each: not one is lost."""
-        rec = Recorder("p", "process")
+        """8 threads make 5,000 requests each, as the host does (no lock but once a CYCLE): not one is lost."""
+        rec = Recorder("p", "process", ["h"])
         barrier = threading.Barrier(8)
+        calls = rec.calls
 
         def work() -> None:
             barrier.wait()
             for i in range(5_000):
-                rec.ok("h", 0, items=1 + i % 3)
-                rec.inside("h", 100)
+                sampled = next(calls["h"], WRAP)  # what Host._call does: no lock, but once per CYCLE
+                if sampled == WRAP:
+                    sampled = rec.wrapped("h")
+                start = 1 if sampled & LATENCY else 0
                 if i % 10 == 0:
-                    rec.failed("h", 0, PluginTimeout("slow", plugin="p", timeout=1.0))
+                    rec.failed("h", start, PluginTimeout("slow", plugin="p", timeout=1.0))
+                    continue
+                if i % 3:
+                    rec.items("h", i % 3)  # a batch of 1 + i % 3 items
+                if start:
+                    rec.ok("h", start, items=1 + i % 3)
+                if sampled & INSIDE:
+                    rec.inside("h", 100, items=1 + i % 3)
 
         threads = [threading.Thread(target=work) for _ in range(8)]
         for t in threads:
@@ -195,19 +257,31 @@ class TestRecorder:
         for t in threads:
             t.join()
         (row,) = rec.snapshot()
-        assert 8 * (5_000 + 500) == row.calls
-        assert 8 * (sum(1 + i % 3 for i in range(5_000)) + 500) == row.items
+        assert 8 * 5_000 == row.calls
+        assert 8 * sum(1 + (i % 3 if i % 10 else 0) for i in range(5_000)) == row.items
         assert (8 * 500, 8 * 500, 0) == (row.errors, row.timeouts, row.crashes)
-        assert 8 * 5_000 == row.inside.samples
+        assert 0 < row.latency.samples < 8 * 5_000 * 3 // SAMPLE_EVERY
+        assert 0 < row.inside.samples < 8 * 5_000 * 3 // SAMPLE_EVERY
 
     def test_outcomes_are_classified(self) -> None:
-        rec = Recorder("p", "wasm")
-        rec.failed("h", 0, PluginCrashed("died", plugin="p"), items=4)
-        rec.failed("h", 0, PluginTimeout("slow", plugin="p", timeout=1.0))
-        rec.failed("h", 0, PluginHookError(plugin="p", hook="h", exc_type="E", exc_message="m"))
+        rec = Recorder("p", "wasm", ["h"])
+        for error in (
+            PluginCrashed("died", plugin="p"),
+            PluginTimeout("slow", plugin="p", timeout=1.0),
+            PluginHookError(plugin="p", hook="h", exc_type="E", exc_message="m"),
+        ):
+            rec.request("h")
+            rec.failed("h", 0, error)
+        rec.items("h", 3)
         (row,) = rec.snapshot()
         assert (3, 6, 3, 1, 1) == (row.calls, row.items, row.errors, row.timeouts, row.crashes)
         assert (0, 0, None) == (row.latency.samples, row.inside.samples, row.crossing)
+
+    def test_hooks_without_requests_are_left_out(self) -> None:
+        rec = Recorder("p", "process", ["a", "b"])
+        rec.request("b")
+        rec.request("other")  # a hook it was not told of gets a counter of its own
+        assert ["b", "other"] == [r.hook for r in rec.snapshot()]
 
     @pytest.mark.parametrize("bad", ["on", True, 1, None, "ISOLATED"])
     def test_metrics_mode_is_checked(self, bad: object) -> None:
@@ -221,36 +295,48 @@ class TestRecorder:
 @pytest.mark.parametrize("level", ISOLATED)
 class TestIsolatedPlugins:
     def test_calls_items_errors_and_latency(self, site: Path, level: str) -> None:
-        """Calls, a batch's items and a raised error are counted; the plugin's own time is below the call's."""
+        """Calls, a batch's items and a raised error are counted exactly; a sample is timed each way."""
         install(site, level)
+        n = INSIDE_EVERY
         with hosted(site) as host:
-            for i in range(50):
-                assert [f"SLEEP:0.00{i % 2}"] == host.hook.transform(text=f"sleep:0.00{i % 2}")
+            for _ in range(n):
+                assert ["OK"] == host.hook.transform(text="ok")
             assert [["A"], ["B"], ["C"]] == host.hook.transform.map([{"text": t} for t in "abc"])
             with pytest.raises(PluginHookError):
                 host.hook.transform(text="raise:boom")
             row = one(host)
         assert ("timed", "transform", level) == (row.plugin, row.hook, row.isolation)
-        assert (52, 54, 1, 0, 0) == (row.calls, row.items, row.errors, row.timeouts, row.crashes)
-        assert 53 == row.latency.samples == row.inside.samples  # 50 calls and 3 batch items succeeded
-        assert 0 < row.inside.p50 <= row.latency.p50
-        assert row.inside.total < row.latency.total
+        assert (n + 2, n + 4, 1, 0, 0) == (row.calls, row.items, row.errors, row.timeouts, row.crashes)
+        # requests 0..n-1 are calls, n the batch (3 items), n+1 failed (counted, not timed)
+        assert 4 <= timed(range(n)) + 3 * timed([n]) == row.latency.samples
+        assert 1 <= timed(range(n), INSIDE) + 3 * timed([n], INSIDE) == row.inside.samples
+        assert 0 < row.inside.p50 < row.latency.p50  # a few µs in the plugin, tens crossing
         assert row.latency.p50 <= row.latency.p99 <= row.latency.max
         assert row.crossing is not None and row.crossing > 0
-        # 25 calls slept 1 ms inside the plugin: the plugin's own p99 says so
-        assert 0.001 <= row.inside.p99 * 1.07
 
-    def test_timeouts_and_crashes(self, site: Path, level: str) -> None:
+    def test_percentiles_from_the_sample(self, site: Path, level: str) -> None:
+        """INSIDE_EVERY calls: INSIDE_EVERY / SAMPLE_EVERY latencies, one inside time; both say how long it slept."""
         install(site, level)
         with hosted(site) as host:
+            for _ in range(INSIDE_EVERY):
+                host.hook.transform(text="sleep:0.001")
+            row = one(host)
+        assert (INSIDE_EVERY, INSIDE_EVERY // SAMPLE_EVERY, 1) == (row.calls, row.latency.samples, row.inside.samples)
+        for figures in (row.inside, row.latency):
+            assert 0.001 <= figures.p50 * 1.07 and figures.p50 <= figures.p99 <= figures.max * 1.07
+
+    def test_timeouts_and_crashes(self, site: Path, level: str) -> None:
+        """Every failure is counted, timed request or not; failures are not timed."""
+        install(site, level)
+        with hosted(site) as host:
+            assert ["OK"] == host.hook.transform(text="ok")  # request 0: its latency timed
             with pytest.raises(PluginTimeout):
                 host.hook.transform(text="sleep:30")
             with pytest.raises(PluginCrashed):
                 host.hook.transform(text="crash")
-            assert ["OK"] == host.hook.transform(text="ok")
             row = one(host)
         assert (3, 2, 1, 1) == (row.calls, row.errors, row.timeouts, row.crashes)
-        assert 1 == row.latency.samples and row.latency.max < TIMEOUT  # failures are counted, not timed
+        assert 1 == row.latency.samples and row.latency.max < TIMEOUT
 
     @pytest.mark.parametrize(
         ("lie", "counted"),
@@ -260,25 +346,46 @@ class TestIsolatedPlugins:
         """A negative time, or one no deadline allows, is left out of the figures; the call still answers."""
         install(site, level)
         with hosted(site) as host:
-            assert ["OK"] == host.hook.transform(text="ok")
-            assert [f"LIE:{lie.upper()}"] == host.hook.transform(text=f"lie:{lie}")
-            assert ["OK"] == host.hook.transform(text="ok")
+            for _ in range(FIRST_INSIDE):
+                assert ["OK"] == host.hook.transform(text="ok")
+            assert [f"LIE:{lie.upper()}"] == host.hook.transform(text=f"lie:{lie}")  # asked for its time
             row = one(host)
-            assert (3, 0, 3) == (row.calls, row.errors, row.latency.samples)
-            assert 2 + counted == row.inside.samples
+            assert (FIRST_INSIDE + 1, 0, timed(range(FIRST_INSIDE))) == (row.calls, row.errors, row.latency.samples)
+            assert int(counted) == row.inside.samples
             assert 0 <= row.inside.max <= TIMEOUT + 1
             assert 0 == host.plugin("timed").incident_count
 
-    @pytest.mark.parametrize("lie", ["1.5", "'12'", "True", "None", "[1]"])
-    def test_a_time_that_is_no_whole_number_breaks_the_protocol(self, site: Path, level: str, lie: str) -> None:
-        """A float, a string, a bool...: a protocol violation; the worker is replaced, the host carries on."""
+    @pytest.mark.parametrize("lie", ["10**8", "'drop'"])
+    def test_a_time_not_asked_for_or_left_out_is_ignored(self, site: Path, level: str, lie: str) -> None:
+        """A time on a reply the host did not ask it of is dropped; an asked-for reply without one has no figure."""
         install(site, level)
         with hosted(site) as host:
+            for n in range(FIRST_INSIDE + 1):
+                text = f"lie:{lie}" if n in (UNTIMED, FIRST_INSIDE) else "ok"
+                assert [text.upper()] == host.hook.transform(text=text)
+            row = one(host)
+            assert (FIRST_INSIDE + 1, 0) == (row.calls, row.errors)
+            assert (1 if lie == "10**8" else 0) == row.inside.samples  # the asked-for lie only
+            assert 0 == host.plugin("timed").incident_count
+
+    @pytest.mark.parametrize("lie", ["1.5", "'12'", "True", "None", "[1]"])
+    @pytest.mark.parametrize("asked", [True, False])
+    def test_a_time_that_is_no_whole_number_breaks_the_protocol(
+        self, site: Path, level: str, lie: str, asked: bool
+    ) -> None:
+        """A float, a string, a bool...: a protocol violation, asked for or not; the worker is replaced."""
+        install(site, level)
+        liar = FIRST_INSIDE if asked else UNTIMED
+        with hosted(site) as host:
+            for _ in range(liar):
+                assert ["OK"] == host.hook.transform(text="ok")
             with pytest.raises(PluginProtocolError, match="whole nanoseconds"):
                 host.hook.transform(text=f"lie:{lie}")
             assert ["OK"] == host.hook.transform(text="ok")
             row = one(host)
-            assert (2, 1, 1, 1) == (row.calls, row.errors, row.latency.samples, row.inside.samples)
+            assert (liar + 2, 1) == (row.calls, row.errors)
+            ok = [n for n in range(liar + 2) if n != liar]
+            assert (timed(ok), timed(ok, INSIDE)) == (row.latency.samples, row.inside.samples)
             assert ["protocol"] == [i.kind for i in host.plugin("timed").incidents]
 
     def test_output_lines_name_the_plugin(self, site: Path, level: str, caplog: pytest.LogCaptureFixture) -> None:
@@ -315,10 +422,11 @@ def numbers(n):
 """
     install_plugin(site, "counter", source, isolation=level, hooks=("numbers",))
     with Host(spec, path=[str(site)], use_index=False) as host:
-        (stream,) = host.hook.numbers(n=20)
-        assert list(range(20)) == list(stream)
+        for n in range(FIRST_INSIDE + 1):  # the last one is asked for its time
+            (stream,) = host.hook.numbers(n=20 if n == FIRST_INSIDE else 0)
+            assert list(range(20 if n == FIRST_INSIDE else 0)) == list(stream)
         row = one(host, "counter", "numbers")
-    assert (1, 1, 1) == (row.calls, row.latency.samples, row.inside.samples)
+    assert (FIRST_INSIDE + 1, 1, 1) == (row.calls, row.latency.samples, row.inside.samples)
     assert row.inside.total >= 0.040  # 20 items, 2 ms each
 
 

@@ -105,15 +105,17 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
-    def call(self, hook: str, args: tuple[Any, ...]) -> Any:
+    def call(self, hook: str, args: tuple[Any, ...], timed: bool = False) -> Any:
         """Call ``hook`` with positional ``args`` (spec order); return its result.
 
         A result that is an iterator is streamed: the returned object is an
-        iterator that yields the plugin's items as they arrive.
+        iterator that yields the plugin's items as they arrive.  ``timed``:
+        the host's metrics want the plugin's own time for this request; a
+        backend whose plugin reports it hands it to :attr:`stats` (``Recorder.inside``).
         """
 
-    def call_batch(self, hook: str, items: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """Call ``hook`` once per item, in as few crossings as the backend can."""
+    def call_batch(self, hook: str, items: Sequence[tuple[Any, ...]], timed: bool = False) -> list[Any]:
+        """Call ``hook`` once per item, in as few crossings as the backend can (``timed``: as for :meth:`call`)."""
         return [self.call(hook, args) for args in items]
 
     @abc.abstractmethod

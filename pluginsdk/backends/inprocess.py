@@ -121,14 +121,14 @@ class InProcessBackend(Backend):
         function = make_impl_function(hook, spec_args, checked.call, checked.batch)
         return pluggy.HookImpl(impl.plugin, impl.plugin_name, function, impl.opts)
 
-    def call(self, hook: str, args: tuple[Any, ...]) -> Any:
+    def call(self, hook: str, args: tuple[Any, ...], timed: bool = False) -> Any:
         self.start()
         assert self.impls is not None
         impl = self.impls[hook]
         kwargs = dict(zip(self.target.hooks[hook], args))
         return impl.function(*[kwargs[a] for a in impl.argnames])
 
-    def call_batch(self, hook: str, items: Sequence[tuple[Any, ...]]) -> list[Any]:
+    def call_batch(self, hook: str, items: Sequence[tuple[Any, ...]], timed: bool = False) -> list[Any]:
         return [self.call(hook, args) for args in items]
 
     def close(self) -> None:

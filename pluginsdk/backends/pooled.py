@@ -213,7 +213,7 @@ class PooledBackend(Backend):
         self._hooks[hook] = info
         return info
 
-    def call(self, hook: str, args: tuple[Any, ...]) -> Any:
+    def call(self, hook: str, args: tuple[Any, ...], timed: bool = False) -> Any:
         if not self._started:
             self.start()
         info = self._hooks.get(hook) or self._hook_info(hook)
@@ -231,15 +231,13 @@ class PooledBackend(Backend):
                 w = pool.take()
         rid = w.rid = w.rid % 127 + 1  # one byte on the wire (see guest.protocol)
         try:
-            w.send([_CALL, rid, hook, args])
+            w.send([_CALL, rid, hook, args, 1] if timed else [_CALL, rid, hook, args])  # 1: "your time too"
         except BrokenPipeError:
             pass  # the worker died: reading its reply reports it
         except Exception as exc:  # nothing was written: the worker is sound
             pool.release(w, used=False)
             raise self.replies.encode_error(hook, exc, [args]) from None
         w.deadline = _monotonic() + self._timeout
-        if self.stats is not None and self.stats.pending:
-            self.stats.fold(False)  # the metrics' bookkeeping, while the worker works
         try:
             reply = w.recv()
         except BaseException as exc:
@@ -248,20 +246,19 @@ class PooledBackend(Backend):
             pool.discard(w)
             raise error from None
         w.deadline = 0.0
-        # The common reply, checked inline: OK, this request's id, one value, the guest's time.
+        # The common reply, checked inline: OK, this request's id, one value (and if timed, the guest's time).
         if (
             type(reply) is list
-            and len(reply) == 4
+            and (len(reply) == 3 or (timed and len(reply) == 4 and type(reply[3]) is int))
             and reply[0] == _OK
             and reply[1] == rid
             and type(reply[1]) is int
-            and type(reply[3]) is int
         ):
             if self._queued and not w.surplus() and self._coalescer.serve_with(w):
                 pass  # calls queued meanwhile went on this worker, which is given back
             elif not (pool.plain_release and not w.surplus() and pool.release_fast(w)):
                 self._done(w, hook)
-            if self.stats is not None and 0 <= reply[3] <= self._inside_limit:
+            if timed and len(reply) == 4 and self.stats is not None and 0 <= reply[3] <= self._inside_limit:
                 self.stats.inside(hook, reply[3])
             value = reply[2]
             return value if info.convert is None or type(value) in info.plain else info.convert(value)
@@ -273,11 +270,12 @@ class PooledBackend(Backend):
         kind = reply[0]
         if kind == _OK:
             self._done(w, hook)
-            self._inside(hook, reply)
+            if timed:  # a time the host did not ask for is ignored
+                self._inside(hook, reply)
             value = reply[2]
             return value if info.convert is None or type(value) in info.plain else info.convert(value)
         if kind in (_CHUNK, _END):
-            stream = self._stream(w, hook, rid, reply, info.item)
+            stream = self._stream(w, hook, rid, reply, info.item, timed)
             next(stream)  # primed: closing or dropping it now always reaches its cleanup
             return stream
         self._done(w, hook, retire=Replies.retires(reply))
@@ -331,7 +329,7 @@ class PooledBackend(Backend):
         except P.ProtocolViolation as exc:
             raise self.replies.violation(hook, str(exc)) from None
 
-    def call_batch(self, hook: str, items: Sequence[tuple[Any, ...]]) -> list[Any]:
+    def call_batch(self, hook: str, items: Sequence[tuple[Any, ...]], timed: bool = False) -> list[Any]:
         """Split ``items`` into one contiguous share per free worker; results in order."""
         if not items:
             return []
@@ -366,7 +364,7 @@ class PooledBackend(Backend):
                 continue
             rid = w.rid = w.rid % 127 + 1  # one byte on the wire (see guest.protocol)
             try:
-                w.send([_BATCH, rid, hook, items[start:stop]])
+                w.send([_BATCH, rid, hook, items[start:stop], 1] if timed else [_BATCH, rid, hook, items[start:stop]])
             except BrokenPipeError:
                 pass  # the worker is dead: reading its reply reports it
             except Exception as exc:
@@ -374,12 +372,14 @@ class PooledBackend(Backend):
                 error = self.replies.encode_error(hook, exc, items[start:stop])
                 continue
             sent.append((w, rid, start, stop - start))
-        values = self._collect(hook, sent, error)
+        values = self._collect(hook, sent, error, timed)
         if info.convert is None or {type(v) for v in values} <= info.plain:
             return values
         return [info.convert(v) for v in values]
 
-    def _collect(self, hook: str, sent: list[tuple[Worker, int, int, int]], error: BaseException | None) -> list[Any]:
+    def _collect(
+        self, hook: str, sent: list[tuple[Worker, int, int, int]], error: BaseException | None, timed: bool = False
+    ) -> list[Any]:
         """Every share's reply, in order (every channel stays in step); the first error is raised."""
         values: list[Any] = []
         inside = 0  # the guests' time for the whole batch, -1 once one share has none
@@ -401,13 +401,19 @@ class PooledBackend(Backend):
             error = error or failure
         if error is not None:
             raise error
-        if inside >= 0 and self.stats is not None and values:
+        if timed and inside >= 0 and self.stats is not None and values:
             self.stats.inside(hook, inside, len(values))
         return values
 
     # -- streams ---------------------------------------------------------------
     def _stream(
-        self, worker: Worker, hook: str, rid: int, reply: list[Any], item: Callable[[Any], Any] | None
+        self,
+        worker: Worker,
+        hook: str,
+        rid: int,
+        reply: list[Any],
+        item: Callable[[Any], Any] | None,
+        timed: bool = False,
     ) -> Generator[Any, None, None]:
         """Items of a streamed result as they arrive; holds ``w`` until the stream ends.
 
@@ -443,7 +449,8 @@ class PooledBackend(Backend):
                 w.deadline = 0.0
                 if kind == _END:
                     self._done(w, hook)
-                    self._inside(hook, reply)
+                    if timed:
+                        self._inside(hook, reply)
                     w = None
                     return
                 reply = self._reply(w, hook, rid, stream=True)

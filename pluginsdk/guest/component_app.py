@@ -108,10 +108,10 @@ class Stepper(Guest):
         kind = msg[0] if type(msg) is list and msg else None
         if self._stream is not None:
             self._stream_answer(msg)
-        elif kind == P.CALL and len(msg) == 4:
-            self.call(msg[1], msg[2], msg[3])
-        elif kind == P.BATCH and len(msg) == 4:
-            self.batch(msg[1], msg[2], msg[3])
+        elif kind == P.CALL and len(msg) in (4, 5):  # a fifth field: report the plugin's time
+            self.call(msg[1], msg[2], msg[3], timed=len(msg) == 5)
+        elif kind == P.BATCH and len(msg) in (4, 5):
+            self.batch(msg[1], msg[2], msg[3], timed=len(msg) == 5)
         elif kind == P.BYE:
             self.ended = True
         else:
@@ -119,8 +119,8 @@ class Stepper(Guest):
             self.send(P.error_frame(rid, P.PROTOCOL, "ProtocolError", f"unexpected message {kind!r}"))
 
     # -- streams, one chunk per call ----------------------------------------
-    def stream(self, rid: int, it: Iterator[Any], inside: int = 0) -> None:
-        self._stream = [rid, it, 1, [], [inside]]
+    def stream(self, rid: int, it: Iterator[Any], inside: int | None = None) -> None:
+        self._stream = [rid, it, 1, [], [inside or 0], inside is not None]
         self._next_chunk()
 
     def _stream_answer(self, msg: Any) -> None:
@@ -135,13 +135,14 @@ class Stepper(Guest):
 
     def _next_chunk(self) -> None:
         assert self._stream is not None
-        rid, it, limit, carry, spent = self._stream
+        rid, it, limit, carry, spent, timed = self._stream
         items, error, done = self._fill_chunk(rid, it, limit, carry, spent)
         if items or error is None:
             last = done and error is None
-            body = _array_header(4 if last else 3) + bytes((P.END if last else P.CHUNK,)) + codec.encode(rid)
+            timed = last and timed
+            body = _array_header(4 if timed else 3) + bytes((P.END if last else P.CHUNK,)) + codec.encode(rid)
             body += _array_header(len(items)) + b"".join(items)
-            if last:  # END carries the plugin's own time, as the loop's does
+            if timed:  # END carries the plugin's own time if asked, as the loop's does
                 body += codec.encode(spent[0])
             self._write(codec.HEADER.pack(len(body)) + body)
         if error is not None:

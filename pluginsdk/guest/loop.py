@@ -13,9 +13,12 @@ hook's iterator result (``return map(...)``, say) is sent whole, as a list, so
 it never holds the worker after the call.  A stream whose generator raises
 delivers the items pulled before, then the ERR frame.
 
-Every ``OK`` and ``END`` carries the nanoseconds spent in the plugin's own
-code (calling it, and for an iterator result, draining it): the host's
-metrics set that against the time the request took to cross.
+A ``CALL`` or ``BATCH`` with a fifth field asks for the nanoseconds spent in
+the plugin's own code (calling it, and for an iterator result, draining it):
+its ``OK`` or ``END`` carries them as a fourth field, which the host's
+metrics set against the time the request took to cross.  The host asks on the
+requests it times (a sample); the others' replies, and the fast path, carry
+no clock reads at all.
 """
 
 from __future__ import annotations
@@ -190,35 +193,37 @@ class Guest:
             except (EOFError, PluginError):  # closed, or out of step: nothing sane to answer
                 return
             kind = msg[0] if type(msg) is list and msg else None
-            if kind == _CALL and len(msg) == 4:
+            if kind == _CALL and (len(msg) == 4 or len(msg) == 5):
                 rid = msg[1]
-                # Inlined fast path: a plain result of an implementation taking every argument.
+                # Inlined fast path: a plain result of an implementation taking every argument.  A timed
+                # request (a fifth field) takes it too, so that the sample is timed as the others run.
                 impl = impls.get(msg[2])
                 if impl is not None and impl.whole:
-                    start = _ns()
+                    timed = len(msg) == 5
+                    start = _ns() if timed else 0
                     try:
                         result = impl.func(*msg[3])
                     except BaseException as exc:
                         self.send_error(rid, P.HOOK, exc, skip=1)
                         continue
-                    inside = _ns() - start
+                    reply = [_OK, rid, result, _ns() - start] if timed else [_OK, rid, result]
                     if type(result) in _PLAIN:
                         try:
-                            frame = _encode_frame([_OK, rid, result, inside], max_message)
+                            frame = _encode_frame(reply, max_message)
                         except Exception:
-                            self.send([_OK, rid, result, inside])  # reports why as an ERR frame
+                            self.send(reply)  # reports why as an ERR frame
                             continue
                         n = raw_write(frame)
                         if n is not None and n < len(frame):
                             self._write_rest(frame, n)
                         continue
-                    self.reply(rid, msg[2], result, inside)
+                    self.reply(rid, msg[2], result, reply[3] if timed else None)
                 else:
-                    self.call(rid, msg[2], msg[3])
+                    self.call(rid, msg[2], msg[3], timed=len(msg) == 5)
             elif kind == _GATHER and len(msg) == 3:
                 serve_gather(self, msg[1], msg[2])
-            elif kind == _BATCH and len(msg) == 4:
-                self.batch(msg[1], msg[2], msg[3])
+            elif kind == _BATCH and len(msg) in (4, 5):
+                self.batch(msg[1], msg[2], msg[3], timed=len(msg) == 5)
             elif kind == _BYE:
                 return
             else:
@@ -232,7 +237,8 @@ class Guest:
             self.send(P.error_frame(rid, P.PROTOCOL, "ProtocolError", f"no implementation of {hook!r}"))
         return impl
 
-    def call(self, rid: int, hook: str, args: list[Any]) -> None:
+    def call(self, rid: int, hook: str, args: list[Any], timed: bool = False) -> None:
+        """Answer a call; ``timed``: with the nanoseconds the plugin took."""
         impl = self._impl(rid, hook)
         if impl is None:
             return
@@ -247,13 +253,14 @@ class Guest:
         except BaseException as exc:
             self.send_error(rid, P.HOOK, exc, skip=1)
             return
-        self.reply(rid, hook, result, _ns() - start)
+        self.reply(rid, hook, result, _ns() - start if timed else None)
 
-    def reply(self, rid: int, hook: str, result: Any, inside: int = 0) -> None:
+    def reply(self, rid: int, hook: str, result: Any, inside: int | None = None) -> None:
         """Answer a call with ``result``: streamed if it is an iterator of a streaming hook, else one OK frame.
 
-        ``inside``: the nanoseconds the call itself took (draining an iterator adds to it).  An
-        ``async def`` implementation's coroutine is run to its result first (its time counts too).
+        ``inside``: the nanoseconds the call itself took (draining an iterator
+        adds to it), to be reported; ``None``: the host did not ask.  An ``async def``
+        implementation's coroutine is run to its result first (its time counts too).
         """
         if type(result) is _COROUTINE:
             start = _ns()
@@ -262,7 +269,8 @@ class Guest:
             except BaseException as exc:
                 self.send_error(rid, P.HOOK, exc, skip=1)
                 return
-            inside += _ns() - start
+            if inside is not None:
+                inside += _ns() - start
         if type(result) not in _PLAIN and isinstance(result, Iterator):
             if hook in self.streams:
                 self.stream(rid, result, inside)
@@ -273,10 +281,12 @@ class Guest:
             except BaseException as exc:
                 self.send_error(rid, P.HOOK, exc, skip=1)
                 return
-            inside += _ns() - start
-        self.send([_OK, rid, result, inside])
+            if inside is not None:
+                inside += _ns() - start
+        self.send([_OK, rid, result] if inside is None else [_OK, rid, result, inside])
 
-    def batch(self, rid: int, hook: str, items: list[list[Any]]) -> None:
+    def batch(self, rid: int, hook: str, items: list[list[Any]], timed: bool = False) -> None:
+        """Answer a batch; ``timed``: with the nanoseconds the plugin took for all of it."""
         impl = self._impl(rid, hook)
         if impl is None:
             return
@@ -315,13 +325,13 @@ class Guest:
                     except BaseException as exc:
                         self.send_error(rid, P.HOOK, exc, index=index, skip=1)
                         return
-        self.send([_OK, rid, results, _ns() - start], batch=True)
+        self.send([_OK, rid, results, _ns() - start] if timed else [_OK, rid, results], batch=True)
 
-    def stream(self, rid: int, it: Iterator[Any], inside: int = 0) -> None:
+    def stream(self, rid: int, it: Iterator[Any], inside: int | None = None) -> None:
         """Send ``it``'s items in growing chunks, waiting for MORE after each one.
 
         ``END`` reports ``inside`` (the call's own time) plus the time spent
-        pulling items from ``it``.
+        pulling items from ``it``; nothing if ``inside`` is ``None`` (not asked).
 
         Chunks start at one item (the first arrives at once) and double up
         to :data:`CHUNK_ITEMS`; a chunk also closes at :data:`CHUNK_BYTES`
@@ -331,22 +341,23 @@ class Guest:
         limit = 1
         carry: list[bytes] = []
         rid_bytes = codec.encode(rid)
-        spent = [inside]  # _fill_chunk adds the time it spends in next(it)
+        spent = [inside or 0]  # _fill_chunk adds the time it spends in next(it)
+        timed = inside is not None
         try:
             while True:
                 items, error, done = self._fill_chunk(rid, it, limit, carry, spent)
                 if items or error is None:
                     last = done and error is None
-                    body = _array_header(4 if last else 3) + bytes((P.END if last else P.CHUNK,)) + rid_bytes
+                    body = _array_header(4 if last and timed else 3) + bytes((P.END if last else P.CHUNK,)) + rid_bytes
                     body += _array_header(len(items)) + b"".join(items)
-                    if last:
+                    if last and timed:
                         body += codec.encode(spent[0])
                     self._write(codec.HEADER.pack(len(body)) + body)
                     if last:
                         return
                     answer = self._reader.read()
                     if type(answer) is not list or answer[:2] != [P.MORE, rid]:
-                        self.send([P.END, rid, [], spent[0]])
+                        self.send([P.END, rid, [], spent[0]] if timed else [P.END, rid, []])
                         return
                 if error is not None:
                     self.send(error)

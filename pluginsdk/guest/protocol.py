@@ -7,11 +7,11 @@ taken for the answer to a later request::
 
     host -> guest                         guest -> host
     [HELLO, config]                       [READY, info] | [ERR, 0, "load", ...]
-    [CALL, id, hook, args]                [OK, id, value] | [ERR, id, ...] | stream
-    [BATCH, id, hook, [args, ...]]        [OK, id, [value, ...]] | [ERR, id, ...]
+    [CALL, id, hook, args(, 1)]           [OK, id, value(, ns)] | [ERR, id, ...] | stream
+    [BATCH, id, hook, [args, ...](, 1)]   [OK, id, [value, ...](, ns)] | [ERR, id, ...]
     [GATHER, id, [[hook, args], ...]]     [GATHERED, id, values, errors, last] ... (see below)
     stream:                               [CHUNK, id, items] ... [END, id, items]
-      after each CHUNK: [MORE, id] | [CANCEL, id] (CANCEL is answered by [END, id, []])
+      after each CHUNK: [MORE, id] | [CANCEL, id] (CANCEL is answered by [END, id, [](, ns)])
     [BYE]                                 (the guest exits)
 
 Ids cycle through 1 to 127, so each costs one byte to encode and decode (the
@@ -19,11 +19,16 @@ sandbox's codec is pure Python); that is enough, since a worker that sends
 anything but the expected reply is replaced at once: no two frames in flight
 on one channel can share an id.
 
-``OK`` and ``END`` may carry a fourth field, the nanoseconds the guest spent
-in the plugin's own code for the request (for a batch, all its items; for a
-stream, producing all its items): ``[OK, id, value, ns]``.  A guest may leave
-it out; the host takes it only as a whole number (anything else is a
-protocol violation) and ignores one that no deadline could allow.
+The host's metrics time a sample of the requests (see :mod:`pluginsdk._stats`);
+for those, ``CALL`` and ``BATCH`` carry a fifth field, ``1``:
+``[CALL, id, hook, args, 1]`` asks for the nanoseconds the guest spent in the
+plugin's own code for the request (for a batch, all its items; for a stream,
+producing all its items), which its ``OK`` or ``END`` then carries as a
+fourth field: ``[OK, id, value, ns]``.  Other requests keep four fields, and
+their replies three (no clock is read).  Both shapes of ``OK``/``END`` are
+well-formed (:func:`check_reply`); the host takes the time only as a whole
+number (anything else is a protocol violation), uses it only if it asked,
+and ignores one that no deadline could allow.
 
 ``ERR`` frames are ``[ERR, id, kind, exc_type, message, traceback, index,
 argument]``: ``index`` is the batch item concerned (or None), ``argument``
