@@ -79,7 +79,15 @@ class BackendOptions(NamedTuple):
         if unknown:
             raise ConfigError(f"unknown backend option(s): {', '.join(sorted(unknown))}")
         values = dict(options)
-        for key in ("sys_path", "wasm_packages", "wasm_allowed", "wasm_paths", "sys_path_tail", "environment", "wasm_site"):
+        for key in (
+            "sys_path",
+            "wasm_packages",
+            "wasm_allowed",
+            "wasm_paths",
+            "sys_path_tail",
+            "environment",
+            "wasm_site",
+        ):
             if values.get(key) is not None:
                 values[key] = tuple(str(v) for v in values[key])  # type: ignore[attr-defined]
         return cls(**values)  # type: ignore[arg-type]

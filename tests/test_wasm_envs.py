@@ -77,7 +77,9 @@ def make_wheel(
     meta += "".join(f"Requires-Dist: {r}\n" for r in requires)
     contents: dict[str, bytes] = {p: t.encode() if isinstance(t, str) else t for p, t in files.items()}
     contents[f"{info}/METADATA"] = meta.encode()
-    contents[f"{info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: pluginsdk-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    contents[f"{info}/WHEEL"] = (
+        b"Wheel-Version: 1.0\nGenerator: pluginsdk-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
     record = []
     for path, data in contents.items():
         digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()

@@ -6,9 +6,10 @@ of an environment made for it (:func:`provision`), seeing the plugin's own
 package and the SDK through a view (:mod:`.view`), never the host's
 site-packages; at ``wasm`` the distributions its dependencies need are
 staged for the sandbox from the environment's site-packages
-(:func:`env_site_packages`; see :mod:`pluginsdk._wasm.deps`).  Environments are made with uv (the ``envs`` extra) or with
-``venv`` and pip, keyed by what determines them, built once across processes,
-reused, and rebuilt when damaged (:mod:`.store`).  The host's policy decides
+(:func:`env_site_packages`; see :mod:`pluginsdk._wasm.deps`).  Environments
+are made with uv (the ``envs`` extra) or with ``venv`` and pip, keyed by
+what determines them, built once across processes, reused, and rebuilt
+when damaged (:mod:`.store`).  The host's policy decides
 whether they are allowed and which indexes they use
 (:class:`EnvironmentSettings`, ``[policy.environments]``).
 
