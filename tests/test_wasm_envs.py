@@ -28,7 +28,7 @@ from pluginsdk import Host, Policy
 from pluginsdk._errors import BackendUnavailable, PluginLoadError
 from pluginsdk.envs import EnvironmentSettings, list_environments
 
-from .plugin_env import wasm_unavailable
+from .plugin_env import component_unavailable, wasm_unavailable
 from .plugin_factory import install_dist, install_plugin
 from .textkit import SPEC
 
@@ -192,3 +192,19 @@ def test_an_unresolvable_pin_fails_only_that_plugin_with_the_installers_message(
         # The resolver's own words: pip's, or uv's.
         assert "No matching distribution" in info.reason or "No solution found" in info.reason, info.reason
         assert "loaded" == host.plugin("fine").status
+
+
+@pytest.mark.wasm
+@pytest.mark.slow
+@pytest.mark.once
+@pytest.mark.skipif(component_unavailable() is not None, reason=f"component engine: {component_unavailable()}")
+def test_the_component_engine_gets_the_environment_too(
+    site: Path, policy: Policy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The snapshot engine builds the plugin with its environment's closure, not the host's."""
+    monkeypatch.setenv("PLUGINSDK_WASM_ENGINE", "component")
+    install_dist(site, "pinme", {"pinme/__init__.py": "__version__ = '3.0'\n"}, version="3.0")
+    install_plugin(site, "new", PLUGIN, manifest=manifest(["pinme==2.0"]))
+    with Host(SPEC, path=[str(site)], policy=policy, use_index=False) as host:
+        assert ["v:2.0:2.0:1.5"] == host.hook.transform(text="v")
+        assert "component" in host.plugin("new").runtime
