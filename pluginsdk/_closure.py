@@ -20,6 +20,10 @@ as import would see them).
   checked against their specifier but neither mounted nor followed.
 * Another plugin's distribution (one with entry points in the host's group)
   is never mounted in a plugin's sandbox: a closure that reaches one fails.
+
+A plugin with a private environment (``[environment]`` in its manifest) gets
+instead what its declared dependencies need, resolved the same way against
+the environment's site-packages, not the host's (:func:`resolve_environment`).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from ._metadata import normalize
 if TYPE_CHECKING:
     from packaging.requirements import Requirement
 
-__all__ = ["GUEST_PYTHON", "SDK_DIST", "Dependency", "guest_environment", "resolve"]
+__all__ = ["GUEST_PYTHON", "SDK_DIST", "Dependency", "guest_environment", "resolve", "resolve_environment"]
 
 #: The guest interpreter's Python version when its file name does not say (the bundled one is 3.12.0).
 GUEST_PYTHON = "3.12.0"
@@ -131,6 +135,50 @@ def resolve(
     found = {own: Dependency(root.name, _version(root), root.meta_dir, root.path_entry, (), True)}
     text = _read(root.meta_dir, "METADATA") or _read(root.meta_dir, "PKG-INFO") or ""
     walk.run(found, [(req, (root.name,)) for req, _ in walk.requirements(text, frozenset())])
+    return list(found.values())
+
+
+def resolve_environment(
+    plugin: str,
+    dist_name: str,
+    search_path: Sequence[str],
+    dependencies: Sequence[str],
+    site: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    group: str | None = None,
+    provided: Collection[str] = (),
+) -> list[Dependency]:
+    """The plugin's distribution, and what its private environment's ``dependencies`` need in the sandbox.
+
+    As :func:`resolve`, but the requirements followed are ``dependencies``
+    (the manifest's ``[environment]``, markers evaluated for the guest), and
+    they are resolved against the distributions installed in ``site`` (the
+    environment's site-packages), never the host's.  The plugin's own
+    distribution is looked up on ``search_path`` (for its metadata only: its
+    ``Requires-Dist`` is not followed, as a worker in the environment would
+    not see them either).
+
+    Raises:
+        PluginLoadError: A requirement is missing, unsatisfied, or another plugin (see the module docstring).
+    """
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    own = normalize(dist_name)
+    found: dict[str, Dependency] = {}
+    root = _Installed(search_path).dists.get(own)
+    if root is not None:
+        found[own] = Dependency(root.name, _version(root), root.meta_dir, root.path_entry, (), True)
+    start = f"{root.name if root is not None else dist_name} [environment]"
+    todo: list[tuple[Requirement, tuple[str, ...]]] = []
+    for line in dependencies:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement as exc:
+            raise PluginLoadError(f"invalid [environment] dependency {line!r}: {exc}", plugin=plugin) from None
+        if req.marker is None or req.marker.evaluate({**env, "extra": ""}):
+            todo.append((req, (start,)))
+    _Walk(plugin, own, _Installed(site), env, group, provided).run(found, todo)
     return list(found.values())
 
 

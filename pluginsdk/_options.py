@@ -45,8 +45,11 @@ class BackendOptions(NamedTuple):
             :mod:`pluginsdk.backends.ray_worker`).
         ray: The host's ``[policy.ray]`` settings, for ``executor="ray"``.
         environment: The plugin's ``[environment]`` dependencies, when Ray
-            installs them on the node (its ``runtime_env``) rather than the host.
+            installs them on the node (its ``runtime_env``) rather than the host,
+            or, at ``wasm``, those whose closure the sandbox gets from ``wasm_site``.
         environments: The host's ``[policy.environments]``: the index settings Ray installs with.
+        wasm_site: At ``wasm``, the site-packages of the plugin's private environment: the
+            closure of ``environment`` is resolved and staged from there, not from the host's path.
     """
 
     sys_path: tuple[str, ...] | None = None
@@ -67,6 +70,7 @@ class BackendOptions(NamedTuple):
     ray: RaySettings | None = None
     environment: tuple[str, ...] | None = None
     environments: EnvironmentSettings | None = None
+    wasm_site: tuple[str, ...] | None = None
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, object]) -> BackendOptions:
@@ -75,7 +79,15 @@ class BackendOptions(NamedTuple):
         if unknown:
             raise ConfigError(f"unknown backend option(s): {', '.join(sorted(unknown))}")
         values = dict(options)
-        for key in ("sys_path", "wasm_packages", "wasm_allowed", "wasm_paths", "sys_path_tail", "environment"):
+        for key in (
+            "sys_path",
+            "wasm_packages",
+            "wasm_allowed",
+            "wasm_paths",
+            "sys_path_tail",
+            "environment",
+            "wasm_site",
+        ):
             if values.get(key) is not None:
                 values[key] = tuple(str(v) for v in values[key])  # type: ignore[attr-defined]
         return cls(**values)  # type: ignore[arg-type]

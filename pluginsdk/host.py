@@ -397,14 +397,8 @@ class Host(Generic[H]):
                 f' in the host\'s interpreter: ask for isolation = "process" in its manifest, or give it'
                 f' [policy.isolation] {name} = "process" in the host\'s policy'
             )
-        if isolation == "wasm":
-            return FAILED, (
-                f"plugin {name!r} declares a private environment ([environment] in its manifest), which is not"
-                ' supported yet at isolation "wasm"; run it at "process", or mount pure-Python dependencies'
-                " with [wasm] packages"
-            )
-        if self.policy.executor_for(name, isolation) == "ray":
-            return None  # Ray installs it on the node (the actors' runtime_env)
+        if isolation != "wasm" and self.policy.executor_for(name, isolation) == "ray":
+            return None  # Ray installs it on the node (the actors' runtime_env); a sandbox's is staged here
         from .envs import installer_problem
 
         why = installer_problem()
@@ -457,10 +451,9 @@ class Host(Generic[H]):
             options = options._replace(
                 executor="ray", ray=self.policy.ray, environment=environment, environments=self.policy.environments
             )
-        elif (
-            cand.environment is not None
-        ):  # its own interpreter, seeing the plugin and the SDK, not the host's packages
-            from .envs import provision, worker_path
+        if cand.environment is not None and (plugin.isolation == "wasm" or options.executor != "ray"):
+            # Built here (a sandbox's too, wherever its instances run: they mount the host's directories).
+            from .envs import env_site_packages, provision, worker_path
 
             env = provision(cand.environment, self.policy.environments, plugin=cand.name)
             self._log(cand.name).info(
@@ -470,8 +463,11 @@ class Host(Generic[H]):
                 env.seconds,
                 ", ".join(env.dependencies) or "no dependencies",
             )
-            front, back = worker_path(cand.package_dir, cand.path_entry, cand.dist, cand.version)
-            options = options._replace(python=env.python, sys_path=front, sys_path_tail=back, host_path=False)
+            if plugin.isolation == "wasm":  # what its dependencies need, staged for the sandbox from the environment
+                options = options._replace(environment=env.dependencies, wasm_site=env_site_packages(env.root))
+            else:  # its own interpreter, seeing the plugin and the SDK, not the host's packages
+                front, back = worker_path(cand.package_dir, cand.path_entry, cand.dist, cand.version)
+                options = options._replace(python=env.python, sys_path=front, sys_path_tail=back, host_path=False)
         # Where the plugin is and what it implements, what it may use, how the host runs it.
         where = (cand.name, cand.dist, cand.module, cand.attr, cand.package_dir, cand.path_entry)
         hooks = {h: self.spec.hook_defs[h].argnames for h in cand.hooks}

@@ -185,18 +185,15 @@ def test_worker_path_shows_the_plugin_and_the_sdk_not_the_hosts_packages(site: P
 
 def test_inprocess_with_an_environment_is_a_load_error_saying_how_to_fix_it(site: Path) -> None:
     install_plugin(site, "pinned", PLUGIN, manifest=manifest(["pinme==1.0"], isolation="inprocess"))
-    install_plugin(site, "sandboxed", PLUGIN, manifest=manifest(["pinme==1.0"], isolation="wasm"))
     with Host(SPEC, path=[str(site)]) as host:
         info = host.plugin("pinned")
         assert "failed" == info.status
         assert 'isolation = "process"' in info.reason and "[policy.isolation] pinned" in info.reason
         with pytest.raises(PluginLoadError, match="cannot run in the host's interpreter"):
             host.load("pinned")
-        assert "failed" == host.plugin("sandboxed").status
-        assert "not supported yet" in host.plugin("sandboxed").reason
         assert [] == host.hook.transform(text="x")
     with pytest.raises(PluginLoadError, match="cannot run in the host's interpreter"):
-        Host(SPEC, path=[str(site)], strict=True, policy=Policy(disabled={"sandboxed"}))
+        Host(SPEC, path=[str(site)], strict=True)
 
 
 def test_the_policy_can_forbid_private_environments(site: Path) -> None:

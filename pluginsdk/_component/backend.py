@@ -138,21 +138,28 @@ class ComponentEngine(PooledBackend):
 
 def prepare_target(target: PluginTarget, options: Any, *, log: logging.Logger, progress: Any = None) -> Any:
     """Resolve ``target``'s closure for the guest and build (or find) its component."""
-    from .._closure import guest_environment, resolve
+    from .._closure import guest_environment, resolve, resolve_environment
     from .._deps import wasm_package_dirs
     from .._wasm.cache import GUEST_PACKAGES, OPTIONAL_GUEST_PACKAGES
     from .._wasm.deps import _files
     from .build import ensure, guest_python
 
     search = [target.path_entry, *(options.sys_path or sys.path)]
-    closure = resolve(
-        target.name,
-        target.dist,
-        search,
-        env=guest_environment(f"python-{guest_python()}"),
-        group=target.spec.group,
-        provided=("pluginsdk", *GUEST_PACKAGES, *OPTIONAL_GUEST_PACKAGES),
-    )
+    env = guest_environment(f"python-{guest_python()}")
+    provided = ("pluginsdk", *GUEST_PACKAGES, *OPTIONAL_GUEST_PACKAGES)
+    if options.wasm_site is not None:  # a private environment: its pins, never the host's packages
+        closure = resolve_environment(
+            target.name,
+            target.dist,
+            search,
+            options.environment or (),
+            options.wasm_site,
+            env=env,
+            group=target.spec.group,
+            provided=provided,
+        )
+    else:
+        closure = resolve(target.name, target.dist, search, env=env, group=target.spec.group, provided=provided)
     top = target.module.split(".")[0]
     files, _left_out = _files(target.name, closure)
     site = [(rel, Path(host)) for rel, host, _ in files if rel.split("/")[0] != top]

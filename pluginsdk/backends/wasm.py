@@ -10,7 +10,8 @@ What the guest can see, all read-only: the guest libraries (``/lib``: pluggy,
 msgpack, attrs/cattrs and pluginsdk's guest side), their
 bytecode (``/pycache``), the plugin's package (``/plugin/NAME``), its
 distribution's dependency closure with their metadata (``/site``, staged
-by :mod:`pluginsdk._wasm.deps`), the extra pure-Python packages its
+by :mod:`pluginsdk._wasm.deps`; for a plugin with ``[environment]``, what
+its declared dependencies need, from its private environment), the extra pure-Python packages its
 manifest lists under ``[wasm] packages`` that the host's policy allows
 (``/deps/NAME``) and any directories the host passes as
 ``BackendOptions.wasm_paths`` (``/paths/N``).  No host environment variables,
@@ -152,10 +153,13 @@ class WasmBackend(PooledBackend):
 
         The closure (``Requires-Dist``, recursively, markers evaluated for the
         guest; see :mod:`pluginsdk._closure`) is staged as one directory at
-        ``/site`` (see :mod:`pluginsdk._wasm.deps`); ``[wasm] packages`` adds
-        packages the policy allows beyond it, each mounted by itself.
+        ``/site`` (see :mod:`pluginsdk._wasm.deps`); for a plugin with a private
+        environment, the closure of its ``[environment]`` dependencies, from
+        that environment's site-packages (``BackendOptions.wasm_site``).
+        ``[wasm] packages`` adds packages the policy allows beyond it, each
+        mounted by itself.
         """
-        from .._closure import guest_environment, resolve
+        from .._closure import guest_environment, resolve, resolve_environment
         from .._deps import wasm_package_dirs
         from .._wasm.cache import GUEST_PACKAGES, OPTIONAL_GUEST_PACKAGES
         from .._wasm.deps import GUEST_OWN, GUEST_SITE, stage
@@ -169,14 +173,21 @@ class WasmBackend(PooledBackend):
         modules: dict[str, str] = {}
         search = [t.path_entry, *(self.options.sys_path or sys.path)]
         sandbox = prepare(self.options.wasm_interpreter)  # cached: the one _prepare has just set up
-        closure = resolve(
-            t.name,
-            t.dist,
-            search,
-            env=guest_environment(sandbox.interpreter.name),
-            group=t.spec.group,
-            provided=("pluginsdk", *GUEST_PACKAGES, *OPTIONAL_GUEST_PACKAGES),
-        )
+        env = guest_environment(sandbox.interpreter.name)
+        provided = ("pluginsdk", *GUEST_PACKAGES, *OPTIONAL_GUEST_PACKAGES)
+        if self.options.wasm_site is not None:  # a private environment: its pins, never the host's packages
+            closure = resolve_environment(
+                t.name,
+                t.dist,
+                search,
+                self.options.environment or (),
+                self.options.wasm_site,
+                env=env,
+                group=t.spec.group,
+                provided=provided,
+            )
+        else:
+            closure = resolve(t.name, t.dist, search, env=env, group=t.spec.group, provided=provided)
         staged = stage(t.name, closure, sandbox)
         self._left_out = staged.left_out
         dirs += [

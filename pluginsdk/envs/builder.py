@@ -19,7 +19,15 @@ from .._errors import PluginLoadError
 from .._text import clip
 from .settings import EnvironmentSettings
 
-__all__ = ["INSTALLER_VARIABLE", "Installer", "build", "env_python", "find_installer", "installer_problem"]
+__all__ = [
+    "INSTALLER_VARIABLE",
+    "Installer",
+    "build",
+    "env_python",
+    "env_site_packages",
+    "find_installer",
+    "installer_problem",
+]
 
 #: Set to ``uv`` or ``pip`` to choose the installer (default: uv when it is installed, else pip).
 INSTALLER_VARIABLE = "PLUGINSDK_ENV_INSTALLER"
@@ -114,6 +122,23 @@ def env_python(root: str) -> str:
     if sys.platform == "win32":
         return os.path.join(root, "Scripts", "python.exe")
     return os.path.join(root, "bin", "python")
+
+
+def env_site_packages(root: str) -> tuple[str, ...]:
+    """The site-packages directories of the environment at ``root`` (made for this interpreter), those that exist.
+
+    Pure and platform libraries may be two directories (``lib`` and ``lib64``); one linked to the other counts once.
+    """
+    if sys.platform == "win32":
+        candidates = [os.path.join(root, "Lib", "site-packages")]
+    else:
+        version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        candidates = [os.path.join(root, lib, version, "site-packages") for lib in ("lib", "lib64")]
+    found: dict[str, str] = {}
+    for path in candidates:
+        if os.path.isdir(path):
+            found.setdefault(os.path.realpath(path), path)
+    return tuple(found.values())
 
 
 def build(
