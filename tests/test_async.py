@@ -402,6 +402,11 @@ def test_coalesced_tasks_and_threads_share_a_host(make_host: Callable[..., Host]
         t.join(60)
     assert [] == errors
     assert _coalescer(host, "a").gathered > 0
+    # Awaited calls are counted as sync ones are (a's "raise:" inputs end each call before b).
+    stats = {(s.plugin, s.hook): s for s in host.stats()}
+    a, b = stats["a", "transform"], stats["b", "transform"]
+    assert (1 + 4 * 200 + 32 * 100, 32 * 10) == (a.calls, a.errors)
+    assert (1 + 4 * 200 + 32 * 90, 0) == (b.calls, b.errors)
 
 
 @pytest.mark.parametrize("level", ISOLATED)
