@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import struct
 import sys
+import time
 from collections import deque
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -47,6 +48,8 @@ __all__ = ["RayProcessBackend", "RayWasmBackend", "RayWorker"]
 SLICE = 0.2
 #: Seconds an actor gets to answer BYE or say how its guest ended.
 ANSWER_GRACE = 6.0
+#: Seconds ``kill`` waits for Ray to report a killed actor dead.
+KILL_GRACE = 5.0
 #: A new actor's start (placement, its runtime_env, its guest process) is due within this, unless the
 #: plugin has an environment to install (then ``[policy.environments] timeout``).
 MIN_SETUP_TIMEOUT = 60.0
@@ -188,8 +191,23 @@ class RayWorker(Worker):
             pass
 
     def kill(self) -> None:
+        """Kill the actor and wait (up to :data:`KILL_GRACE`) until Ray reports it dead.
+
+        ``ray.kill`` only sends the order: a call made right after it may
+        still be served.  Waiting here means a closed host has no actor left.
+        """
         self.signal_kill()
         self._pending.clear()
+        ray = self._ray
+        deadline = time.monotonic() + KILL_GRACE
+        while time.monotonic() < deadline:
+            try:
+                ray.get(self.actor.node.remote(), timeout=max(0.1, deadline - time.monotonic()))
+            except ray.exceptions.RayActorError:
+                return  # dead
+            except Exception:  # timed out, or Ray shut down: nothing more to wait for
+                return
+            time.sleep(0.02)
 
     def stop(self) -> None:
         """Ask the guest to exit (BYE), then end the actor."""
