@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import codec
+from .._wasm.store import pump
 from ..backends.worker import Worker
 from ..guest import protocol as P
 from ..guest.fastcodec import MARSHAL_MARK
@@ -163,7 +164,7 @@ class ComponentInstance(Worker):
             raise
         self.pid = id(self)
         self.reader = codec.FrameReader(self._read, max_message)
-        self._pump = threading.Thread(target=_pump, args=(self._efd, self._output), name="pluginsdk-wasm-stderr")
+        self._pump = threading.Thread(target=pump, args=(self._efd, self._output), name="pluginsdk-wasm-stderr")
         self._pump.daemon = True
         self._pump.start()
         with _live_lock:
@@ -289,20 +290,6 @@ class ComponentInstance(Worker):
     @property
     def alive(self) -> bool:
         return not self._closed
-
-
-def _pump(fd: int, output: Any) -> None:
-    """Feed what the guest writes to stderr to ``output`` until the store closes (EOF)."""
-    try:
-        while True:
-            data = os.read(fd, 65536)
-            if not data:
-                return
-            output(data)
-    except OSError:
-        return
-    finally:
-        os.close(fd)
 
 
 def stop_all() -> None:

@@ -50,7 +50,7 @@ from ..guest import protocol as P
 from ..guest.fastcodec import MARSHAL_MARK
 from .cache import GUEST_MAIN, Sandbox, mark_used
 from .gate import OpenFiles, instantiate
-from .store import BASE_ARGV, Output, new_store, outcome, wasi_config
+from .store import BASE_ARGV, Output, new_store, outcome, pump, wasi_config
 
 __all__ = ["Instance", "Mounts"]
 
@@ -136,7 +136,7 @@ class Instance(Worker):
         # stderr is read by a thread of ours: a wasmtime *_custom callback runs
         # on wasmtime's threads, and one arriving while the interpreter exits aborts it.
         self._pump = threading.Thread(
-            target=_pump, args=(self._efd, self._output), name="pluginsdk-wasm-stderr", daemon=True
+            target=pump, args=(self._efd, self._output), name="pluginsdk-wasm-stderr", daemon=True
         )
         self._efd = -1  # the pump owns it now
         with _live_lock:
@@ -335,20 +335,6 @@ class Instance(Worker):
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
-
-
-def _pump(fd: int, output: Output) -> None:
-    """Feed what the guest writes to stderr to ``output`` until the guest ends (EOF)."""
-    try:
-        while True:
-            data = os.read(fd, 65536)
-            if not data:
-                return
-            output(data)
-    except OSError:
-        return
-    finally:
-        os.close(fd)
 
 
 def stop_all() -> None:

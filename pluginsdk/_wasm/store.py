@@ -10,13 +10,13 @@ import logging
 import os
 import tempfile
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .cache import Sandbox, engine_config, load_module
 from .gate import OpenFiles, instantiate
 
-__all__ = ["BASE_ARGV", "Output", "new_store", "outcome", "run_program", "wasi_config"]
+__all__ = ["BASE_ARGV", "Output", "new_store", "outcome", "pump", "run_program", "wasi_config"]
 
 #: stderr lines kept per instance, quoted when it dies.
 STDERR_TAIL = 10
@@ -136,3 +136,17 @@ def run_program(
             with open(output, "rb") as f:
                 Output(logging.getLogger("pluginsdk.wasm"))(f.read()[-4096:] + b"\n")
     return status
+
+
+def pump(fd: int, output: Callable[[bytes], None]) -> None:
+    """Feed what a guest writes to ``fd`` (its stderr) to ``output`` until the guest ends (EOF); close ``fd``."""
+    try:
+        while True:
+            data = os.read(fd, 65536)
+            if not data:
+                return
+            output(data)
+    except OSError:
+        return
+    finally:
+        os.close(fd)
