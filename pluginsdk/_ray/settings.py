@@ -10,6 +10,8 @@ import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from .._table import checked_table
+
 __all__ = ["EXECUTORS", "INSTALLERS", "RaySettings", "executor_problem"]
 
 #: Where isolated plugins' workers run: on this machine, or as Ray actors.
@@ -51,26 +53,7 @@ class RaySettings(NamedTuple):
     @classmethod
     def checked(cls, value: object, *, where: str = "policy.ray") -> RaySettings:
         """Settings from an instance or a mapping of the same keys, every problem reported at once."""
-        from .._errors import ConfigError
-
-        if value is None:
-            return cls()
-        if isinstance(value, RaySettings):
-            data: Mapping[str, Any] = value._asdict()
-        elif isinstance(value, Mapping):
-            data = value
-        else:
-            raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
-        problems = [f"unknown key {where}.{k}" for k in data if k not in cls._fields]
-        fields: dict[str, Any] = {}
-        for key, item in data.items():
-            if key in cls._fields:
-                problem, fields[key] = _check(key, item)
-                if problem:
-                    problems.append(f"{where}.{key}: {problem}")
-        if problems:
-            raise ConfigError("invalid policy: " + "; ".join(problems))
-        return cls(**fields)
+        return checked_table(cls, value, where, _check)
 
 
 def _amount(value: object) -> bool:

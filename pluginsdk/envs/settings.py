@@ -7,8 +7,9 @@ imports it on every host start.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any, NamedTuple
+
+from .._table import checked_table
 
 __all__ = ["DEFAULT_BUILD_TIMEOUT", "EnvironmentSettings"]
 
@@ -46,27 +47,7 @@ class EnvironmentSettings(NamedTuple):
     @classmethod
     def checked(cls, value: object, *, where: str = "policy.environments") -> EnvironmentSettings:
         """Settings from an instance or a mapping of the same keys, every problem reported at once."""
-        from .._errors import ConfigError
-
-        if value is None:
-            return cls()
-        if isinstance(value, EnvironmentSettings):
-            data: Mapping[str, Any] = value._asdict()
-        elif isinstance(value, Mapping):
-            data = value
-        else:
-            raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
-        problems = [f"unknown key {where}.{k}" for k in data if k not in cls._fields]
-        fields: dict[str, Any] = {}
-        for key, item in data.items():
-            if key not in cls._fields:
-                continue
-            problem, fields[key] = _check(key, item)
-            if problem:
-                problems.append(f"{where}.{key}: {problem}")
-        if problems:
-            raise ConfigError("invalid policy: " + "; ".join(problems))
-        return cls(**fields)
+        return checked_table(cls, value, where, _check)
 
     def installer_args(self) -> list[str]:
         """The index options, as both ``uv pip install`` and ``pip install`` spell them."""
