@@ -342,19 +342,23 @@ class FrameReader:
             PluginResourceError: the frame announces more than ``max_size`` bytes;
                 the channel is then out of step and must be discarded.
         """
-        buf = self._buf
-        if not buf:
+        if not self._buf:
             # Fast path: one read brought exactly one whole frame (most replies).
             chunk = self._read(65536)
             if len(chunk) >= 4:
                 (size,) = _unpack_header(chunk)
-                if size > self.max_size:
-                    raise self._too_large(size, chunk)
-                if len(chunk) == size + 4:
+                if len(chunk) == size + 4 and size <= self.max_size:
                     return memoryview(chunk)[4:]
-            elif not chunk:
-                raise EOFError("channel closed")
+            return self._rest(chunk)
+        return self._rest(b"")
+
+    def _rest(self, chunk: bytes) -> bytes | memoryview:
+        """The next frame's body, the slow way: ``chunk`` (already read) and buffered bytes first."""
+        buf = self._buf
+        if chunk:
             buf += chunk
+        elif not buf:
+            raise EOFError("channel closed")
         self._fill(4)
         (size,) = _unpack_header(buf)
         if size > self.max_size:
@@ -366,7 +370,14 @@ class FrameReader:
 
     def read(self) -> Any:
         """The next frame, decoded (see :meth:`read_body` and :func:`decode`)."""
-        return self._decode(self.read_body())
+        if not self._buf:  # read_body's fast path, inline: it is every tiny call's reply
+            chunk = self._read(65536)
+            if len(chunk) >= 4:
+                (size,) = _unpack_header(chunk)
+                if len(chunk) == size + 4 and size <= self.max_size:
+                    return self._decode(memoryview(chunk)[4:])
+            return self._decode(self._rest(chunk))
+        return self._decode(self._rest(b""))
 
     def pending(self) -> bool:
         """Whether bytes of a next frame are already buffered."""

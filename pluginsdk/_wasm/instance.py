@@ -132,6 +132,9 @@ class Instance(Worker):
             raise
         self.pid = id(self)  # for log messages shared with the process backend
         self.reader = codec.FrameReader(self._read, max_message)
+        # recv() and surplus() bound straight to the reader: one Python call less each, on every call's path.
+        self.recv = self.reader.read  # type: ignore[method-assign]
+        self.surplus = self.reader.pending  # type: ignore[method-assign]
         self._thread = threading.Thread(target=self._run, args=(start,), name="pluginsdk-wasm", daemon=True)
         # stderr is read by a thread of ours: a wasmtime *_custom callback runs
         # on wasmtime's threads, and one arriving while the interpreter exits aborts it.

@@ -129,6 +129,9 @@ class ProcessWorker(Worker):
         # Plain blocking reads: the watchdog enforces deadlines by killing the
         # worker (EOF), which keeps poll() off every call's path.
         self.reader = codec.FrameReader(functools.partial(os.read, self._rfd), max_message)
+        # recv() and surplus() bound straight to the reader: one Python call less each, on every call's path.
+        self.recv = self.reader.read  # type: ignore[method-assign]
+        self.surplus = self.reader.pending  # type: ignore[method-assign]
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL)
         self._closed = False
         self._pump = threading.Thread(
@@ -146,14 +149,20 @@ class ProcessWorker(Worker):
 
     # -- channel ---------------------------------------------------------
     def send(self, msg: list[Any]) -> None:
-        self._write_frame(_encode_frame(msg, self._max_message))
+        frame = _encode_frame(msg, self._max_message)
+        n = _write(self.wfd, frame)  # _write_frame, inline: every call passes here
+        if n < len(frame):
+            self._write_rest(frame, n)
 
     def _write_frame(self, frame: bytes) -> None:
         n = _write(self.wfd, frame)
-        if n < len(frame):  # big frames go in pieces
-            view = memoryview(frame)[n:]
-            while view:
-                view = view[_write(self.wfd, view) :]
+        if n < len(frame):
+            self._write_rest(frame, n)
+
+    def _write_rest(self, frame: bytes, n: int) -> None:
+        view = memoryview(frame)[n:]  # big frames go in pieces
+        while view:
+            view = view[_write(self.wfd, view) :]
 
     def recv(self) -> Any:
         return self.reader.read()
