@@ -8,8 +8,8 @@ backend per plugin, lazily, on the first call of one of its hooks.
 
 from __future__ import annotations
 
+import _thread  # not threading: a host that never starts a backend need not import it (start-up time)
 import abc
-import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -76,7 +76,7 @@ class Backend(abc.ABC):
         self.log = log
         self._incidents: deque[Incident] = deque(maxlen=INCIDENTS_KEPT)
         self.incident_count = 0
-        self._incident_lock = threading.Lock()
+        self._incident_lock = _thread.allocate_lock()
 
     @property
     def incidents(self) -> tuple[Incident, ...]:
