@@ -146,16 +146,45 @@ def _is_project_name(name: object) -> bool:
 
 
 def _argnames(func: Callable[..., object]) -> tuple[str, ...]:
-    """Positional parameter names, ``self`` excluded, read from the code object.
+    """Parameter names, ``self`` excluded, keyword-only ones included, read from the code object.
 
-    The same rule pluggy applies, and far cheaper than ``inspect.signature``
-    on a host's start-up path.
+    Far cheaper than ``inspect.signature`` on a host's start-up path.
     """
     code = getattr(func, "__code__", None)
     if code is None:
         raise SpecError(f"hook {func!r} is not a plain function")
-    names = code.co_varnames[: code.co_argcount]
+    names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
     return tuple(names[1:] if names and names[0] == "self" else names)
+
+
+def _for_pluggy(hooks: type, func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func`` as pluggy can read it: keyword-only parameters made positional.
+
+    pluggy ignores keyword-only parameters (its spec would have no such
+    argument).  A spec may declare them so that type checkers refuse
+    positional hook calls (pluggy refuses them at run time); pluggy gets an
+    empty stand-in with every parameter positional, defaults last, carrying
+    the original's markers.
+    """
+    code = func.__code__
+    if not code.co_kwonlyargcount:
+        return func
+    positional = code.co_varnames[: code.co_argcount]
+    kwonly = code.co_varnames[code.co_argcount : code.co_argcount + code.co_kwonlyargcount]
+    defaults = dict(zip(positional[len(positional) - len(func.__defaults__ or ()) :], func.__defaults__ or ()))
+    defaults.update(func.__kwdefaults__ or {})
+    names = [*positional, *kwonly]
+    order = [n for n in names if n not in defaults] + [n for n in names if n in defaults]
+    scope: dict[str, Any] = {}
+    exec(f"def {func.__name__}({', '.join(order)}):\n    pass\n", scope)  # names are identifiers (a code object's)
+    stand_in: Callable[..., Any] = scope[func.__name__]
+    stand_in.__defaults__ = tuple(defaults[n] for n in order if n in defaults) or None
+    stand_in.__dict__.update(func.__dict__)  # pluggy's and pluginsdk's markers
+    stand_in.__qualname__ = f"{hooks.__qualname__}.{func.__name__}"  # a method: pluggy drops ``self``
+    stand_in.__module__ = func.__module__
+    stand_in.__doc__ = func.__doc__
+    stand_in.__annotations__ = dict(func.__annotations__)
+    return stand_in
 
 
 class HookSpec(Generic[H]):
@@ -232,7 +261,8 @@ class HookSpec(Generic[H]):
     def namespace(self) -> type:
         """A class holding only this version's hooks, for pluggy's ``add_hookspecs``."""
         if self._namespace is None:
-            self._namespace = type(self.hooks.__name__, (), {n: d.function for n, d in self._active.items()})
+            functions = {n: _for_pluggy(self.hooks, d.function) for n, d in self._active.items()}
+            self._namespace = type(self.hooks.__name__, (), functions)
         return self._namespace
 
     def types(self, hook: str) -> tuple[dict[str, Any], Any]:

@@ -50,6 +50,11 @@ class OtherHooks:
     @hookspec(firstresult=True)
     def describe(self) -> str | None: ...
 
+    @hookspec
+    def label(self, *, text: str, width: int = 10) -> str:
+        """Keyword-only arguments: a positional call is an error for checkers too."""
+        raise NotImplementedError
+
 
 SPEC = HookSpec("textkit", version="1.1", hooks=TextHooks)
 OTHER = HookSpec("otherkit", version="1.0", hooks=OtherHooks)
@@ -60,6 +65,8 @@ with Host(OTHER) as other:
     reveal_type(other)  # R: Host[OtherHooks]
     reveal_type(other.hook.describe())  # R: str | None
     reveal_type(other.hook.describe.by_plugin())  # R: dict[str, str | None]
+    reveal_type(other.hook.label(text="x", width=3))  # R: list[str]
+    other.hook.label("x")  # E: call-arg / reportCallIssue
 
 
 def sync_calls(host: Host[TextHooks], pool: ThreadPoolExecutor) -> None:
