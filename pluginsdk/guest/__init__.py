@@ -15,4 +15,4 @@ the sandbox is given of pluginsdk (see :mod:`pluginsdk._wasm.cache`).
 """
 
 #: Modules of the package root the guest shares with the host (guest-safe by contract).
-SHARED_MODULES = ("__init__.py", "_markers.py", "_errors.py", "codec.py", "_values.py")
+SHARED_MODULES = ("__init__.py", "_markers.py", "_errors.py", "codec.py", "_structure.py", "_values.py")
