@@ -8,7 +8,7 @@ import atexit
 import contextlib
 import inspect
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pluggy
 
@@ -24,8 +24,12 @@ from ._errors import (
     type_name,
 )
 from ._markers import PROJECT
+from ._placement import environment_problem, plugin_target
+from ._plugins import Placeholder as _Placeholder
+from ._plugins import PluginInfo, PluginRecord
 from ._resolve import backend_class, isolation_unavailable
-from .backends.base import ISOLATION_LEVELS, Backend, Incident, PluginTarget
+from .backends.base import ISOLATION_LEVELS, Backend, PluginTarget
+from .config import DISABLED, LOADED, UNAVAILABLE
 from .discovery import AVAILABLE, FAILED, INCOMPATIBLE, Candidate, discover
 from .policy import Policy
 
@@ -40,79 +44,10 @@ else:
 
 __all__ = ["Host", "PluginInfo"]
 
+_Plugin = PluginRecord  # the name the host (and pluginsdk._aio) know the record by
+
 _WRAP, _LATENCY, _INSIDE = _stats.WRAP, _stats.LATENCY, _stats.INSIDE
 _clock = _stats.clock
-
-LOADED = "loaded"
-DISABLED = "disabled"
-UNAVAILABLE = "unavailable"
-
-
-class PluginInfo(NamedTuple):
-    """What the host knows of one plugin.
-
-    Attributes:
-        name: The plugin's name (its entry point's name).
-        dist: The distribution providing it.
-        version: The distribution's version.
-        isolation: The level it runs (or would run) at, after policy.
-        requested_isolation: The level its manifest asks for.
-        requires: Its manifest's spec requirement.
-        hooks: The hooks it declares.
-        status: ``available`` (found, not loaded yet), ``loaded``,
-            ``disabled``, ``incompatible``, ``failed`` or ``unavailable``.
-        reason: Why, for every status but ``available`` and ``loaded``.
-        runtime: Where it runs once loaded (workers, interpreter), else ``""``.
-        manifest_path: The manifest read, if one was found.
-        value: The entry point's value.
-        incidents: What went wrong while it was loaded and was recovered from
-            (a worker crashed, timed out or hit a resource cap), oldest first;
-            only the last 20 are kept.  Empty unless loaded.
-        incident_count: How many incidents there were in all, including
-            those no longer in ``incidents``.
-    """
-
-    name: str
-    dist: str
-    version: str
-    isolation: str | None
-    requested_isolation: str | None
-    requires: str | None
-    hooks: tuple[str, ...]
-    status: str
-    reason: str
-    runtime: str
-    manifest_path: str | None
-    value: str
-    incidents: tuple[Incident, ...] = ()
-    incident_count: int = 0
-
-
-class _Plugin:
-    """The host's mutable record of one plugin."""
-
-    __slots__ = ("backend", "candidate", "isolation", "lock", "placeholder", "reason", "stats", "status")
-
-    def __init__(self, candidate: Candidate, isolation: str | None, status: str, reason: str) -> None:
-        self.candidate = candidate
-        self.isolation = isolation
-        self.status = status
-        self.reason = reason
-        self.backend: Backend | None = None
-        self.placeholder: object | None = None
-        self.lock = _thread.allocate_lock()
-        self.stats: _stats.Recorder | None = None  # set on its first load, when metrics measure its level
-
-
-class _Placeholder:
-    """Stands in pluggy for a plugin until it is loaded (or for good, if remote)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return f"<pluginsdk placeholder for {self.name!r}>"
-
 
 # Hosts still open, closed at exit.  Weak references from the builtin
 # ``_weakref`` (``weakref`` and ``threading`` cost start-up time for nothing here).
@@ -264,7 +199,7 @@ class Host(Generic[H]):
 
     def plugins(self) -> list[PluginInfo]:
         """Every plugin found, whatever its status, sorted by name."""
-        return [self._info(p) for p in self._plugins.values()]
+        return [p.info() for p in self._plugins.values()]
 
     def plugin(self, name: str) -> PluginInfo:
         """The plugin called ``name``, whatever its status.
@@ -272,7 +207,7 @@ class Host(Generic[H]):
         Raises :class:`~pluginsdk.UnknownPlugin` (a ``KeyError``) if the host
         found no plugin of that name; its message lists those it has.
         """
-        return self._info(self._get(name))
+        return self._get(name).info()
 
     def stats(self, plugin: str | None = None) -> list[HookStats]:
         """Calls, errors, timeouts, crashes and latency of every measured plugin (or of ``plugin``), per hook.
@@ -296,11 +231,10 @@ class Host(Generic[H]):
         if plugin.status == AVAILABLE:
             self._ensure_started(plugin)
         if plugin.status not in (AVAILABLE, LOADED):
-            error = {INCOMPATIBLE: IncompatiblePlugin, UNAVAILABLE: BackendUnavailable}.get(
-                plugin.status, PluginLoadError
-            )
+            errors: dict[str, type[PluginError]] = {INCOMPATIBLE: IncompatiblePlugin, UNAVAILABLE: BackendUnavailable}
+            error = errors.get(plugin.status, PluginLoadError)
             raise error(f"cannot load ({plugin.status}): {plugin.reason}", plugin=name)
-        return self._info(plugin)
+        return plugin.info()
 
     def close(self) -> None:
         """Stop every worker and sandbox this host started.  Idempotent."""
@@ -343,7 +277,7 @@ class Host(Generic[H]):
             self._plugins[name] = _Plugin(cand, isolation, DISABLED, refusal)
             return
         if cand.environment is not None:
-            problem = self._environment_problem(cand, isolation)
+            problem = environment_problem(self.policy, cand, isolation)
             if problem is not None:
                 self._plugins[name] = _Plugin(cand, isolation, *problem)
                 if self.strict:
@@ -383,27 +317,6 @@ class Host(Generic[H]):
             if count[hook] > 1:
                 self._pending.setdefault(hook, []).extend(plugins)
 
-    def _environment_problem(self, cand: Candidate, isolation: str) -> tuple[str, str] | None:
-        """``(status, reason)`` if plugin ``cand``, which declares ``[environment]``, cannot run here."""
-        name = cand.name
-        if not self.policy.environments.allowed:
-            return UNAVAILABLE, (
-                f"plugin {name!r} needs a private environment ([environment] in its manifest), which the host's"
-                " policy does not allow ([policy.environments] allowed = false)"
-            )
-        if isolation == "inprocess":
-            return FAILED, (
-                f"plugin {name!r} declares a private environment ([environment] in its manifest), so it cannot run"
-                f' in the host\'s interpreter: ask for isolation = "process" in its manifest, or give it'
-                f' [policy.isolation] {name} = "process" in the host\'s policy'
-            )
-        if isolation != "wasm" and self.policy.executor_for(name, isolation) == "ray":
-            return None  # Ray installs it on the node (the actors' runtime_env); a sandbox's is staged here
-        from .envs import installer_problem
-
-        why = installer_problem()
-        return None if why is None else (UNAVAILABLE, f"plugin {name!r} needs a private environment, but {why}")
-
     def _load_pending(self, hook: str) -> None:
         # Load, then forget: a thread arriving meanwhile finds the list still
         # there and waits on each plugin's lock, rather than dispatching early.
@@ -431,47 +344,18 @@ class Host(Generic[H]):
     # -- loading and calling ------------------------------------------------
 
     def _target(self, plugin: _Plugin) -> PluginTarget:
-        cand = plugin.candidate
-        assert cand.package_dir is not None and cand.path_entry is not None
-        import sys
-
-        from .config import BackendOptions
-
-        options = BackendOptions(
-            sys_path=tuple(sys.path if self._path is None else [*self._path, *sys.path]),
-            wasm_interpreter=self.policy.wasm_interpreter,
-            wasm_packages=tuple(cand.wasm_packages),
-            wasm_allowed=tuple(sorted(self.policy.wasm_packages)),
-            prewarm=self._prewarm,  # the host's choice: otherwise workers start as calls need them
+        assert plugin.isolation is not None
+        return plugin_target(
+            plugin.candidate,
+            plugin.isolation,
+            spec=self.spec,
+            policy=self.policy,
+            path=self._path,
+            prewarm=self._prewarm,
             coalesce=self._coalesce,
             check_values=self._check_values,
+            log=self._log(plugin.candidate.name),
         )
-        if plugin.isolation is not None and self.policy.executor_for(cand.name, plugin.isolation) == "ray":
-            environment = None if cand.environment is None else tuple(cand.environment)
-            options = options._replace(
-                executor="ray", ray=self.policy.ray, environment=environment, environments=self.policy.environments
-            )
-        if cand.environment is not None and (plugin.isolation == "wasm" or options.executor != "ray"):
-            # Built here (a sandbox's too, wherever its instances run: they mount the host's directories).
-            from .envs import env_site_packages, provision, worker_path
-
-            env = provision(cand.environment, self.policy.environments, plugin=cand.name)
-            self._log(cand.name).info(
-                "private environment %s %s in %.2f s (%s)",
-                env.key,
-                "built" if env.built else "reused",
-                env.seconds,
-                ", ".join(env.dependencies) or "no dependencies",
-            )
-            if plugin.isolation == "wasm":  # what its dependencies need, staged for the sandbox from the environment
-                options = options._replace(environment=env.dependencies, wasm_site=env_site_packages(env.root))
-            else:  # its own interpreter, seeing the plugin and the SDK, not the host's packages
-                front, back = worker_path(cand.package_dir, cand.path_entry, cand.dist, cand.version)
-                options = options._replace(python=env.python, sys_path=front, sys_path_tail=back, host_path=False)
-        # Where the plugin is and what it implements, what it may use, how the host runs it.
-        where = (cand.name, cand.dist, cand.module, cand.attr, cand.package_dir, cand.path_entry)
-        hooks = {h: self.spec.hook_defs[h].argnames for h in cand.hooks}
-        return PluginTarget(*where, hooks, self.policy.limits_for(cand.name, cand.limits), self.spec, options)
 
     def _ensure_started(self, plugin: _Plugin) -> Backend | None:
         """The plugin's started backend, or ``None`` if it failed to start."""
@@ -634,26 +518,6 @@ class Host(Generic[H]):
             return self._plugins[name]
         except (KeyError, TypeError):  # TypeError: an unhashable name
             raise UnknownPlugin(name, known=list(self._plugins)) from None
-
-    def _info(self, plugin: _Plugin) -> PluginInfo:
-        cand = plugin.candidate
-        backend = plugin.backend
-        return PluginInfo(
-            name=cand.name,
-            dist=cand.dist,
-            version=cand.version,
-            isolation=plugin.isolation,
-            requested_isolation=cand.isolation,
-            requires=cand.requires,
-            hooks=cand.hooks,
-            status=plugin.status,
-            reason=plugin.reason,
-            runtime=backend.describe() if backend is not None else "",
-            manifest_path=cand.manifest_path,
-            value=cand.value,
-            incidents=backend.incidents if backend is not None else (),
-            incident_count=backend.incident_count if backend is not None else 0,
-        )
 
     def _log(self, plugin: str | None = None) -> logging.Logger:
         import logging
