@@ -452,7 +452,7 @@ def timed_impls(recorder: Recorder, impls: Mapping[str, pluggy.HookImpl]) -> dic
     """
     import pluggy
 
-    from ._dispatch import make_impl_function
+    from ._placeholders import make_impl_function
 
     out = {}
     for hook, impl in impls.items():

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pluggy
 
-from . import _dispatch, _stats
+from . import _dispatch, _placeholders, _stats
 from ._errors import (
     BackendUnavailable,
     IncompatiblePlugin,
@@ -338,8 +338,8 @@ class Host(Generic[H]):
                 return self._call_batch(plugin, hook, items)
 
             argnames = self.spec.hook_defs[hook].argnames
-            functions[hook] = _dispatch.make_impl_function(hook, argnames, call, batch if remote else None)
-        _dispatch.register_placeholder(self._pm, cand.name, placeholder, functions)
+            functions[hook] = _placeholders.make_impl_function(hook, argnames, call, batch if remote else None)
+        _placeholders.register_placeholder(self._pm, cand.name, placeholder, functions)
 
     # -- loading and calling ------------------------------------------------
 
@@ -392,11 +392,11 @@ class Host(Generic[H]):
                             impls = wrap_coroutine_impls(plugin.candidate.name, impls)
                         if plugin.stats is not None:
                             impls = _stats.timed_impls(plugin.stats, impls)
-                        _dispatch.replace_impls(
+                        _placeholders.replace_impls(
                             self._pm, plugin.candidate.name, plugin.placeholder, backend.plugin_object, impls
                         )
                     else:
-                        _dispatch.apply_ordering(self._pm, plugin.placeholder, backend.impl_options)
+                        _placeholders.apply_ordering(self._pm, plugin.placeholder, backend.impl_options)
             except Exception as exc:
                 if backend is not None:  # a backend that failed to start may still hold threads or workers
                     with contextlib.suppress(Exception):

@@ -18,9 +18,10 @@ from typing import Any
 import pluggy
 
 from .. import codec
-from .._dispatch import hook_error, make_impl_function
+from .._dispatch import hook_error
 from .._errors import CodecError, PluginLoadError, exception_text, format_traceback, type_name
 from .._markers import PROJECT
+from .._placeholders import make_impl_function
 from .._resolve import resolve
 from .._values import RETURN
 from ..config import BackendOptions
