@@ -26,11 +26,11 @@ import abc
 import logging
 import threading
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .. import codec
-from .._errors import PluginError, PluginLoadError, PluginTimeout
+from .._errors import PluginError, PluginLoadError
 from ..config import DEFAULT_LIMITS, BackendOptions, Limits
 from ..guest import protocol as P
 from . import pool as _pool
@@ -38,6 +38,7 @@ from .base import Backend, PluginTarget
 from .coalesce import Coalescer
 from .pool import Pool, StartFailed
 from .replies import Replies
+from .streams import Streams
 from .worker import Worker
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ class _HookInfo:
         self.stream = stream
 
 
-class PooledBackend(Backend):
+class PooledBackend(Streams, Backend):
     """Runs a plugin in a pool of workers of one kind (see the module docstring)."""
 
     isolation: ClassVar[str]
@@ -404,91 +405,6 @@ class PooledBackend(Backend):
         if timed and inside >= 0 and self.stats is not None and values:
             self.stats.inside(hook, inside, len(values))
         return values
-
-    # -- streams ---------------------------------------------------------------
-    def _stream(
-        self,
-        worker: Worker,
-        hook: str,
-        rid: int,
-        reply: list[Any],
-        item: Callable[[Any], Any] | None,
-        timed: bool = False,
-    ) -> Generator[Any, None, None]:
-        """Items of a streamed result as they arrive; holds ``w`` until the stream ends.
-
-        Its first ``next()`` yields a placeholder (see :meth:`call`), so that
-        a stream dropped unread still gives its worker back.
-        """
-        owed = reply[0] == _CHUNK  # the worker waits for MORE or CANCEL
-        more_sent = False  # the worker is producing the next chunk
-        timeout = self._timeout
-        w: Worker | None = worker  # None once given back
-        try:
-            worker.deadline, worker.held = _monotonic() + timeout, True  # read within the deadline, or reclaimed
-            yield None
-            self._resumed(worker, hook)
-            while w is not None:
-                kind = reply[0]
-                if kind == P.ERR:
-                    self._done(w, hook, retire=Replies.retires(reply))
-                    w = None
-                    raise self.replies.error(hook, reply)
-                if kind == _CHUNK:
-                    # Ask for the next chunk now, so the worker fills it while we hand these out.
-                    try:
-                        w.send([P.MORE, rid])
-                    except BrokenPipeError:
-                        pass  # the worker died: reading its next reply reports the crash
-                    owed, more_sent = False, True
-                for value in reply[2] if item is None else map(item, reply[2]):
-                    # The consumer holds the worker: it must read on within the deadline.
-                    w.deadline, w.held = _monotonic() + timeout, True
-                    yield value
-                    self._resumed(w, hook)
-                w.deadline = 0.0
-                if kind == _END:
-                    self._done(w, hook)
-                    if timed:
-                        self._inside(hook, reply)
-                    w = None
-                    return
-                reply = self._reply(w, hook, rid, stream=True)
-                owed, more_sent = reply[0] == _CHUNK, False
-        except GeneratorExit:
-            if w is not None:
-                self._cancel_stream(w, hook, rid, owed, more_sent)
-            raise
-        except BaseException:
-            if w is not None:
-                self.pool.discard(w)
-            raise
-
-    def _resumed(self, w: Worker, hook: str) -> None:
-        """The consumer came back for the next item: the worker is still its own, unless reclaimed."""
-        w.held = False
-        if w.timed_out:
-            raise PluginTimeout(
-                f"hook {hook!r}: the stream was not read for {self._timeout:g}s; its worker was reclaimed",
-                plugin=self.target.name,
-                timeout=self._timeout,
-            )
-
-    def _cancel_stream(self, w: Worker, hook: str, rid: int, owed: bool, more_sent: bool) -> None:
-        """The consumer stopped early: tell the worker, or replace it if it won't listen."""
-        w.deadline, w.held = 0.0, False
-        try:
-            if w.timed_out:
-                raise EOFError("reclaimed")
-            if more_sent:  # let the chunk in production arrive first
-                owed = self._reply(w, hook, rid, stream=True)[0] == _CHUNK
-            if owed:
-                w.send([P.CANCEL, rid])
-                if self._reply(w, hook, rid, stream=True)[0] != _END:
-                    raise self.replies.violation(hook, "it did not end the stream when asked to")
-            self._done(w, hook)
-        except BaseException:
-            self.pool.discard(w)
 
 
 def _may_stream(annotation: Any) -> bool:
