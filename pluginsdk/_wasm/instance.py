@@ -179,8 +179,11 @@ class Instance(Worker):
         Large frames (batches) are re-encoded as marshal, which the guest
         decodes ~7x faster than msgpack in pure Python (0.6 against 4.4 µs a
         batch item); it trusts its host.  msgpack is encoded first all the
-        same: it decides what may cross, so values arrive as they would in a
-        worker process.
+        same: it decides what may cross, and its round trip (in C) is the
+        value contract's normalisation, so values arrive as they would in a
+        worker process.  Checking and normalising each value in Python on the
+        way to a single marshal pass was measured slower on the host (0.38
+        against 0.21 µs an item, 1,000 one-string items).
         """
         frame = _encode_frame(msg, self._max_message)
         if len(frame) > MARSHAL_ABOVE:
