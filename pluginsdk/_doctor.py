@@ -128,14 +128,22 @@ def _installation() -> list[Finding]:
     return found
 
 
-def ray_place(policy: Policy) -> str:
-    """Where a host of ``policy`` finds its Ray cluster, and what each actor asks of it, in words."""
+def ray_place(policy: Policy, plugin: str | None = None) -> str:
+    """Where a host of ``policy`` finds its Ray cluster, and what each actor (of ``plugin``) asks of it, in words."""
     ray = policy.ray
     where = f"address {ray.address}" if ray.address else "this process's Ray connection, else a local cluster"
     asks = [f"namespace {ray.namespace}"] if ray.namespace else []
-    asks += [f"{v:g} {unit} per actor" for unit, v in (("CPU", ray.num_cpus), ("GPU", ray.num_gpus)) if v is not None]
+    return ", ".join([where, *asks, *_asks(policy, plugin)])
+
+
+def _asks(policy: Policy, plugin: str | None) -> list[str]:
+    """What each actor (of ``plugin``: its own ``[policy.ray.plugins]`` entry winning) reserves, in words."""
+    ray = policy.ray if plugin is None else policy.ray.for_plugin(plugin)
+    asks = [f"{v:g} {unit} per actor" for unit, v in (("CPU", ray.num_cpus), ("GPU", ray.num_gpus)) if v is not None]
     asks += [f"{v:g} {k} per actor" for k, v in sorted(ray.resources.items())]
-    return ", ".join([where, *asks])
+    if ray.installer != "pip":
+        asks.append(f"environments installed by {ray.installer}")
+    return asks
 
 
 def _executors(policy: Policy) -> list[Finding]:
@@ -151,6 +159,9 @@ def _executors(policy: Policy) -> list[Finding]:
         if policy.executor != "ray" and on_ray:
             detail += f" (ray: {ray_place(policy)})"
         found.append(Finding(section, "per plugin", OK, detail))
+    for name in sorted(policy.ray.plugins):
+        detail = ", ".join(_asks(policy, name)) or "nothing beyond Ray's defaults"
+        found.append(Finding(section, f"ray for {name}", OK, detail))
     missing = unavailable_reason() if on_ray else None
     if missing is not None:
         detail = 'the policy puts plugins on Ray, but Ray is not installed (pip install "pluginsdk-isolated[ray]")'
@@ -255,7 +266,7 @@ def _plugins(group: str, spec: HookSpec | None, path: Sequence[str] | None, poli
                 where += f" (raised to {isolation} by the policy)"
             if isolation != "inprocess":
                 executor = policy.executor_for(c.name, isolation)
-                where += f", on Ray ({ray_place(policy)})" if executor == "ray" else ", on this machine"
+                where += f", on Ray ({ray_place(policy, c.name)})" if executor == "ray" else ", on this machine"
                 why = isolation_unavailable(isolation, wasm_interpreter=policy.wasm_interpreter, executor=executor)
                 if c.status == AVAILABLE and why is not None:
                     c = c._replace(status=UNAVAILABLE, reason=why)

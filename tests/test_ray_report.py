@@ -40,8 +40,11 @@ address = "ray://head:10001"
 namespace = "docs"
 num_cpus = 1
 resources = { big_memory = 2 }
+[policy.ray.plugins.big]
+num_gpus = 0.5
 """
 ON_RAY = "on Ray (address ray://head:10001, namespace docs, 1 CPU per actor, 2 big_memory per actor)"
+BIG_ON_RAY = ON_RAY.replace("1 CPU per actor,", "1 CPU per actor, 0.5 GPU per actor,")
 
 
 def cli(tmp_path: Path, *args: str, hide_ray: bool = False) -> subprocess.CompletedProcess[str]:
@@ -77,11 +80,12 @@ def test_doctor_reports_each_plugins_executor(plugins: list[str], tmp_path: Path
     assert {
         "isolated plugins": ("ok", "ray: " + ON_RAY[len("on Ray (") : -1]),
         "per plugin": ("ok", "small: local"),
+        "ray for big": ("ok", "1 CPU per actor, 0.5 GPU per actor, 2 big_memory per actor"),
     } == executor
     installed = findings(report, "installed")
     assert "ok" == installed["ray"][0] and 'for executor "ray"' in installed["ray"][1]
     listed = findings(report, "plugins")
-    assert ("ok", f"available (textkit-big 1.0, process, {ON_RAY})") == listed["big"]
+    assert ("ok", f"available (textkit-big 1.0, process, {BIG_ON_RAY})") == listed["big"]
     assert ("ok", "available (textkit-small 1.0, process, on this machine)") == listed["small"]
     assert ("ok", "available (textkit-inside 1.0, inprocess)") == listed["inside"]
 
@@ -97,7 +101,9 @@ def test_doctor_says_when_ray_is_selected_but_not_installed(plugins: list[str], 
     assert 'pip install "pluginsdk-isolated[ray]"' in detail
     listed = findings(report, "plugins")
     assert "error" == listed["big"][0]
-    assert listed["big"][1].startswith(f'unavailable (textkit-big 1.0, process, {ON_RAY}): executor "ray" needs Ray')
+    assert listed["big"][1].startswith(
+        f'unavailable (textkit-big 1.0, process, {BIG_ON_RAY}): executor "ray" needs Ray'
+    )
     assert ("ok", "ok") == (listed["small"][0], listed["inside"][0])
     # The text report says the same, in its own section.
     result = cli(tmp_path, "doctor", *plugins, hide_ray=True)
