@@ -137,20 +137,23 @@ def test_a_host_connects_to_a_cluster_by_address(head: str, site: Path, tmp_path
             pids = sorted({{p[0] for p in host.hook.probe.map([{{"what": "pid"}}] * 8)}})
             import ray
             context = ray.get_runtime_context()
-            print(json.dumps({{
-                "results": results, "runtime": host.plugin("rev").runtime, "pids": pids,
-                "gcs": context.gcs_address, "namespace": context.namespace,
+            info = host.plugin("rev")
+            print("RESULT " + json.dumps({{
+                "results": results, "runtime": info.runtime, "pids": pids, "gcs": context.gcs_address,
+                "namespace": context.namespace, "incidents": [str(i) for i in info.incidents],
             }}))
         """
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=_env())
-    assert 0 == run.returncode, run.stderr[-4000:]
-
-    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert 0 == run.returncode, run.stdout[-2000:] + run.stderr[-4000:]
+    found = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
+    assert found, run.stdout[-2000:] + run.stderr[-4000:]
+    out = json.loads(found[-1][len("RESULT ") :])
+    assert [] == out["incidents"], out
     assert expected == out["results"]
-    assert "process on Ray (2/2 actors)" == out["runtime"]
+    assert "process on Ray (2/2 actors)" == out["runtime"], out
     assert head.rsplit(":", 1)[1] == out["gcs"].rsplit(":", 1)[1]  # the head started here, not a cluster of its own
     assert "pluginsdk-test" == out["namespace"]
-    assert 2 == len(out["pids"])
+    assert 2 == len(out["pids"]), out
     # The host closed: its actors' worker processes are gone, while the head still runs.
     assert procs.wait_until(lambda: not any(procs.alive(p) for p in out["pids"]), timeout=30)
