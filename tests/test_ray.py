@@ -46,7 +46,6 @@ except ImportError:  # the ray extra is not installed: the cluster tests skip
     ray = None
 
 
-
 class Hooks:
     @hookspec
     def transform(self, text: str) -> str:  # type: ignore[empty-body]
@@ -154,6 +153,26 @@ def test_executor_is_checked_in_code_and_files(tmp_path: Path) -> None:
         policy.executor_for("local-one", "wasm"),
         policy.executor_for("other", "inprocess"),  # in-process plugins never leave the host
     )
+
+
+def test_ray_options_per_plugin_are_the_hosts_alone(tmp_path: Path) -> None:
+    """``[policy.ray.plugins.NAME]``: a plugin's actors' resources and installer; never the connection."""
+    path = tmp_path / "host.toml"
+    path.write_text(
+        '[policy]\nexecutor = "ray"\n[policy.ray]\nnum_cpus = 1\nresources = { a = 1 }\n'
+        '[policy.ray.plugins.big]\nnum_gpus = 0.5\nresources = { big_memory = 2 }\ninstaller = "uv"\n'
+    )
+    ray_settings = Policy.from_toml(path).ray
+    assert RaySettings(num_cpus=1.0, num_gpus=0.5, resources={"big_memory": 2.0}, installer="uv") == (
+        ray_settings.for_plugin("big")
+    )
+    assert RaySettings(num_cpus=1.0, resources={"a": 1.0}) == ray_settings.for_plugin("other")
+    path.write_text('[policy.ray.plugins.big]\naddress = "auto"\nnum_cpus = -1\n[policy.ray.plugins.small]\nx = 1\n')
+    with pytest.raises(ConfigError) as info:
+        Policy.from_toml(path)
+    for problem in ("big.address: not settable per plugin", "big.num_cpus: -1 is not allowed",
+                    "small.x: not settable per plugin"):  # fmt: skip
+        assert problem in info.value.message
 
 
 def test_without_ray_its_plugins_are_unavailable_and_the_rest_works(site: Path) -> None:
@@ -265,6 +284,21 @@ def test_close_leaves_no_actor_behind(plugin: Path) -> None:
             ray.get(actor.node.remote(), timeout=30)
     assert procs.wait_until(lambda: not any(procs.alive(p) for p in pids))
     assert procs.wait_until(lambda: ray.available_resources().get("memory", 0) == memory)
+
+
+@pytest.mark.usefixtures("cluster")
+def test_a_plugins_own_ray_options_reach_its_actors(site: Path) -> None:
+    """A plugin given ``num_cpus = 1`` of its own holds a CPU per actor while it lives; the other holds none."""
+    assert ray is not None
+    install_plugin(site, "held", PLUGIN, group=GROUP, manifest=manifest(), dist="raykit-held")
+    install_plugin(site, "free", PLUGIN, group=GROUP, manifest=manifest(), dist="raykit-free")
+    cpus = ray.cluster_resources()["CPU"]
+    policy = Policy(executor="ray", ray={"plugins": {"held": {"num_cpus": 1}}})
+    with Host(SPEC, policy=policy, path=[str(site)]) as host:
+        assert {"held": "x", "free": "x"} == host.hook.probe.by_plugin(what="x")
+        assert 1 == len(_actors(host, "held")) == len(_actors(host, "free"))
+        assert cpus - 1 == ray.available_resources().get("CPU", 0)
+    assert procs.wait_until(lambda: ray.available_resources().get("CPU", 0) == cpus)
 
 
 @pytest.mark.usefixtures("cluster")

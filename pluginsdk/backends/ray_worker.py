@@ -253,6 +253,7 @@ class _OnRay:
         target, options, limits = backend.target, backend.options, backend.limits
         settings = options.ray if isinstance(options.ray, RaySettings) else RaySettings.checked(options.ray)
         self._ray = cluster.connect(settings, plugin=target.name)
+        settings = settings.for_plugin(target.name)  # what this plugin's actors ask for (the host's word alone)
         envs = options.environments
         code = cluster.package_zip(target.package_dir, target.module) if ship else None
         self._code = None if code is None else self._ray.put(code)  # once: every actor gets the same object
