@@ -13,7 +13,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
     from typing import Any
 
 
@@ -77,6 +77,21 @@ def exception_text(exc: BaseException) -> str:
         except Exception:  # the failure's own str() failed too
             why = type_name(type(failure))
         return f"<str() of {type_name(type(exc))} failed: {why}>"
+
+
+def exit_text(returncode: int, stderr_tail: Iterable[str] = ()) -> str:
+    """How a process ended, for error messages: its exit code or signal, and its last stderr lines."""
+    if returncode < 0:
+        import signal
+
+        try:
+            how = f"killed by signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            how = f"killed by signal {-returncode}"
+    else:
+        how = f"exit code {returncode}"
+    tail = " | ".join(stderr_tail)
+    return f"{how}; stderr: {tail}" if tail else how
 
 
 def format_traceback(exc: BaseException) -> str:

@@ -47,7 +47,7 @@ from collections import deque
 from typing import Any
 
 from .. import codec
-from .._errors import CodecError, PluginResourceError
+from .._errors import CodecError, PluginResourceError, exit_text
 from ..guest import protocol as P
 
 __all__ = ["EOF", "FRAME", "OVERSIZE", "UNDECODABLE", "GuestActor", "envelope", "unpack"]
@@ -294,16 +294,7 @@ class _Child:
         if not self._wait_exit(EXIT_GRACE):
             return "closed its channel but did not exit"
         self._kill_group()
-        code = self.proc.returncode
-        if code < 0:
-            try:
-                how = f"killed by signal {signal.Signals(-code).name}"
-            except ValueError:
-                how = f"killed by signal {-code}"
-        else:
-            how = f"exit code {code}"
-        tail = " | ".join(self.stderr_tail)
-        return f"{how}; stderr: {tail}" if tail else how
+        return exit_text(self.proc.returncode, self.stderr_tail)
 
     def _kill_group(self) -> None:
         try:

@@ -51,6 +51,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import codec
+from .._errors import exit_text
 from ..config import BackendOptions, Limits
 from ..guest import protocol as P
 from .base import PluginTarget
@@ -201,16 +202,8 @@ class ProcessWorker(Worker):
             return "closed its channel but did not exit"
         self.signal_kill()  # the worker is gone: its children go too
         code = self.proc.wait()
-        if code < 0:
-            try:
-                how = f"killed by signal {signal.Signals(-code).name}"
-            except ValueError:
-                how = f"killed by signal {-code}"
-        else:
-            how = f"exit code {code}"
         self._pump.join(0.5)  # let the last stderr lines in
-        tail = " | ".join(self.stderr_tail)
-        return f"{how}; stderr: {tail}" if tail else how
+        return exit_text(code, self.stderr_tail)
 
     def signal_kill(self) -> None:
         """End the worker and everything it started, from any thread.
