@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import operator
 import threading
 import time
 import types
@@ -45,6 +46,7 @@ __all__ = ["CALL_THREADS", "AsyncHookCaller", "AsyncHookRelay", "AsyncStream", "
 CALL_THREADS = 32
 
 _COROUTINE_ATTR = "__pluginsdk_coroutine__"  # on a wrapped ``async def`` implementation: the original
+_running_loop = asyncio.get_running_loop
 _local = threading.local()  # .loop: the event loop of the async call this thread is running
 
 
@@ -110,16 +112,37 @@ class AsyncHookRelay:
         return [n for n in dir(self._host.hook) if not n.startswith("_")]
 
 
+class _Step:
+    """One isolated plugin's part in an awaited call, worked out once (see ``AsyncHookCaller._plan``)."""
+
+    __slots__ = ("args", "backend", "impl", "plugin", "submit")
+
+    def __init__(self, impl: pluggy.HookImpl, plugin: _Plugin, backend: Any) -> None:
+        self.impl, self.plugin, self.backend = impl, plugin, backend
+        self.submit: Callable[[str, tuple[Any, ...], asyncio.Future[Any]], None] = backend.submit
+        names = tuple(impl.argnames)
+        if len(names) > 1:
+            self.args: Callable[[Mapping[str, Any]], tuple[Any, ...]] = operator.itemgetter(*names)
+        elif names:
+            name = names[0]
+            self.args = lambda kwargs: (kwargs[name],)
+        else:
+            self.args = lambda kwargs: ()
+
+
 class AsyncHookCaller:
     """One hook's async calls: the sync caller's methods, awaitable (see the module docstring)."""
 
-    __slots__ = ("_caller", "_host", "_threads", "name")
+    __slots__ = ("_caller", "_host", "_plan", "_threads", "name")
 
     def __init__(self, host: Host, caller: SDKHookCaller, threads: CallThreads) -> None:
         self._host = host
         self._caller = caller
         self._threads = threads
         self.name = caller.name
+        # A hook whose implementations are all isolated plugins' that have started, none streaming:
+        # (the implementations, each one's step), checked still to hold at each call.
+        self._plan: tuple[list[pluggy.HookImpl], list[_Step]] | None = None
 
     def __repr__(self) -> str:
         return f"<AsyncHookCaller {self.name!r}>"
@@ -129,6 +152,38 @@ class AsyncHookCaller:
 
     async def __call__(self, **kwargs: Any) -> Any:
         caller = self._caller
+        plan = self._plan
+        if plan is not None and plan[0] == caller._hookimpls and _still(plan[1]):
+            # The direct path: straight to each plugin's queue, no thread (see .backends.loop_lane).
+            kwargs = caller._checked(kwargs)
+            name, host, firstresult, results = self.name, self._host, caller._firstresult, []
+            loop = _running_loop()
+            for step in reversed(plan[1]):  # pluggy calls the list back to front
+                plugin, future = step.plugin, loop.create_future()
+                rec = plugin.stats
+                start = _stats.clock() if rec is not None and rec.request(name) & _stats.LATENCY else 0
+                try:
+                    step.submit(name, step.args(kwargs), future)
+                    result = await future
+                except PluginError as exc:
+                    if rec is not None:
+                        rec.failed(name, start, exc)
+                    host._check_backend(plugin, step.backend)
+                    raise
+                if start and rec is not None:
+                    rec.ok(name, start)
+                if result is not None:
+                    if firstresult:
+                        return result
+                    results.append(result)
+            return None if firstresult else results
+        try:
+            return await self._call(caller, kwargs)
+        finally:
+            if self._plan is None:
+                self._plan = _plan(self._host, caller)
+
+    async def _call(self, caller: SDKHookCaller, kwargs: dict[str, Any]) -> Any:
         if type(caller) is not _dispatch.SDKHookCaller or caller._call_history is not None:
             # A hook's first call loads its in-process plugins (imports: on a thread);
             # a historic hook raises as its sync call does.
@@ -182,6 +237,35 @@ class AsyncHookCaller:
     async def map_results(self, items: Sequence[Mapping[str, Any]]) -> list[PluginResult]:
         caller = self._caller
         return await self._on_thread(lambda: caller.map_results(items))  # type: ignore[no-any-return]
+
+
+def _still(steps: list[_Step]) -> bool:
+    """Whether each step's plugin still runs on its backend."""
+    for step in steps:
+        plugin = step.plugin
+        if plugin.backend is not step.backend or step.impl.plugin is not plugin.placeholder:
+            return False
+    return True
+
+
+def _plan(host: Host, caller: SDKHookCaller) -> tuple[list[pluggy.HookImpl], list[_Step]] | None:
+    """The direct path's steps for ``caller``'s hook, if every implementation is an isolated plugin's,
+    started, with a queue for async calls, and not streaming; else ``None``."""
+    if type(caller) is not _dispatch.SDKHookCaller or caller._call_history is not None:
+        return None
+    impls = caller._hookimpls.copy()
+    steps = []
+    for impl in impls:
+        if impl.wrapper or impl.hookwrapper:
+            return None
+        plugin = host._plugins.get(impl.plugin_name)
+        if plugin is None or impl.plugin is not plugin.placeholder:
+            return None
+        backend = plugin.backend
+        if backend is None or getattr(backend, "submit", None) is None or caller.name in getattr(backend, "streams", ()):
+            return None
+        steps.append(_Step(impl, plugin, backend))
+    return (impls, steps) if steps else None
 
 
 async def _submit(host: Host, plugin: _Plugin, hook: str, args: tuple[Any, ...]) -> Any:
