@@ -115,11 +115,13 @@ class AsyncHookRelay:
 class _Step:
     """One isolated plugin's part in an awaited call, worked out once (see ``AsyncHookCaller._plan``)."""
 
-    __slots__ = ("args", "backend", "impl", "plugin", "submit")
+    __slots__ = ("args", "backend", "coalescer", "impl", "info", "lane", "loop", "plugin", "pool")
 
-    def __init__(self, impl: pluggy.HookImpl, plugin: _Plugin, backend: Any) -> None:
+    def __init__(self, impl: pluggy.HookImpl, plugin: _Plugin, backend: Any, coalescer: Any, info: Any) -> None:
         self.impl, self.plugin, self.backend = impl, plugin, backend
-        self.submit: Callable[[str, tuple[Any, ...], asyncio.Future[Any]], None] = backend.submit
+        self.coalescer, self.info, self.pool = coalescer, info, backend.pool
+        self.loop: asyncio.AbstractEventLoop | None = None  # the loop of the last call, and its lane
+        self.lane: Any = None
         names = tuple(impl.argnames)
         if len(names) > 1:
             self.args: Callable[[Mapping[str, Any]], tuple[Any, ...]] = operator.itemgetter(*names)
@@ -128,6 +130,12 @@ class _Step:
             self.args = lambda kwargs: (kwargs[name],)
         else:
             self.args = lambda kwargs: ()
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> Any:
+        """The lane of ``loop`` (kept for the next call, likely on the same loop)."""
+        self.lane = self.coalescer.lane(loop)
+        self.loop = loop
+        return self.lane
 
 
 class AsyncHookCaller:
@@ -154,21 +162,24 @@ class AsyncHookCaller:
         caller = self._caller
         plan = self._plan
         if plan is not None and plan[0] == caller._hookimpls and _still(plan[1]):
-            # The direct path: straight to each plugin's queue, no thread (see .backends.loop_lane).
-            kwargs = caller._checked(kwargs)
-            name, host, firstresult, results = self.name, self._host, caller._firstresult, []
+            # The direct path: straight to each plugin's lane, no thread (see .backends.loop_lane).
+            if caller._defaults or kwargs.keys() != caller._argset:
+                kwargs = caller._checked(kwargs)
+            name, firstresult, results = self.name, caller._firstresult, []
             loop = _running_loop()
-            for step in reversed(plan[1]):  # pluggy calls the list back to front
-                plugin, future = step.plugin, loop.create_future()
+            for step in plan[1]:
+                plugin, future, pool = step.plugin, loop.create_future(), step.pool
                 rec = plugin.stats
                 start = _stats.clock() if rec is not None and rec.request(name) & _stats.LATENCY else 0
                 try:
-                    step.submit(name, step.args(kwargs), future)
+                    if pool.closed or pool.failed is not None:
+                        pool.check_usable()
+                    (step.lane if step.loop is loop else step.bind(loop)).submit(future, name, step.args(kwargs), step.info)
                     result = await future
                 except PluginError as exc:
                     if rec is not None:
                         rec.failed(name, start, exc)
-                    host._check_backend(plugin, step.backend)
+                    self._host._check_backend(plugin, step.backend)
                     raise
                 if start and rec is not None:
                     rec.ok(name, start)
@@ -262,9 +273,12 @@ def _plan(host: Host, caller: SDKHookCaller) -> tuple[list[pluggy.HookImpl], lis
         if plugin is None or impl.plugin is not plugin.placeholder:
             return None
         backend = plugin.backend
-        if backend is None or getattr(backend, "submit", None) is None or caller.name in getattr(backend, "streams", ()):
+        entry = getattr(backend, "async_entry", None)
+        found = None if backend is None or entry is None or not backend.started else entry(caller.name)
+        if found is None:
             return None
-        steps.append(_Step(impl, plugin, backend))
+        steps.append(_Step(impl, plugin, backend, *found))
+    steps.reverse()  # pluggy calls the list back to front
     return (impls, steps) if steps else None
 
 

@@ -205,6 +205,10 @@ class Coalescer:
         # A cancelled one is skipped when its turn comes: no callback per call.
         lane.submit(future, hook, args, info)
 
+    def lane(self, loop: asyncio.AbstractEventLoop) -> LoopLane:
+        """``loop``'s lane (made on first use): its ``submit`` takes async calls (see :mod:`.loop_lane`)."""
+        return self._lanes.get(loop) or self._new_lane(loop)
+
     def _new_lane(self, loop: asyncio.AbstractEventLoop) -> LoopLane:
         self._reap()
         with self.cond:
