@@ -174,7 +174,8 @@ class AsyncHookCaller:
                 try:
                     if pool.closed or pool.failed is not None:
                         pool.check_usable()
-                    (step.lane if step.loop is loop else step.bind(loop)).submit(future, name, step.args(kwargs), step.info)
+                    lane = step.lane if step.loop is loop else step.bind(loop)
+                    lane.submit(future, name, step.args(kwargs), step.info)
                     result = await future
                 except PluginError as exc:
                     if rec is not None:
@@ -274,7 +275,9 @@ def _plan(host: Host, caller: SDKHookCaller) -> tuple[list[pluggy.HookImpl], lis
             return None
         backend = plugin.backend
         entry = getattr(backend, "async_entry", None)
-        found = None if backend is None or entry is None or not backend.started else entry(caller.name)
+        found = (
+            None if backend is None or entry is None or not getattr(backend, "started", False) else entry(caller.name)
+        )
         if found is None:
             return None
         steps.append(_Step(impl, plugin, backend, *found))

@@ -249,7 +249,10 @@ class Coalescer:
     def helper(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """Run ``function`` on a thread of its own (a lane's slow chore), joined at close."""
         t = threading.Thread(
-            target=self._help, args=(function, args, kwargs), daemon=True, name=f"pluginsdk-{self.backend.pool.name}-lane"
+            target=self._help,
+            args=(function, args, kwargs),
+            daemon=True,
+            name=f"pluginsdk-{self.backend.pool.name}-lane",
         )
         with self.cond:
             self._helpers.add(t)

@@ -31,7 +31,6 @@ whole waits for its rest.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
