@@ -210,7 +210,8 @@ class Coalescer:
         return self._lanes.get(loop) or self._new_lane(loop)
 
     def _new_lane(self, loop: asyncio.AbstractEventLoop) -> LoopLane:
-        self._reap()
+        if any(other.is_closed() for other in list(self._lanes)):
+            self.helper(self._reap)  # replacing their workers waits for processes: not on this loop
         with self.cond:
             if self.closed:
                 raise PluginError("backend is closed", plugin=self.backend.pool.name)

@@ -56,6 +56,9 @@ _decode = codec.decode
 _GATHER, _ERR = P.GATHER, P.ERR
 _check_gathered = P.check_gathered
 
+#: Seconds of calls one gather carries at most while other workers are idle (slow calls spread out).
+SPREAD = 0.002
+
 #: A queued call: its future, hook, arguments and result converter.
 Item = tuple["asyncio.Future[Any]", str, tuple[Any, ...], "_HookInfo"]
 
@@ -63,7 +66,7 @@ Item = tuple["asyncio.Future[Any]", str, tuple[Any, ...], "_HookInfo"]
 class _Conn:
     """A worker the lane holds, its channel's unread bytes, and the gather in flight on it."""
 
-    __slots__ = ("answered", "buf", "fd", "retire", "rid", "sent", "stepwise", "w")
+    __slots__ = ("answered", "buf", "fd", "retire", "rid", "sent", "since", "stepwise", "w")
 
     def __init__(self, w: Worker, fd: int) -> None:
         self.w, self.fd = w, fd
@@ -71,6 +74,7 @@ class _Conn:
         self.sent: list[Item] = []
         self.answered = 0
         self.rid = 0
+        self.since = 0.0  # when the gather in flight was sent
         self.stepwise = False  # the guest answers call by call now: a failure is the next call's
         self.retire = False
 
@@ -92,6 +96,7 @@ class LoopLane:
         self.busy: set[_Conn] = set()  # a gather in flight
         self.scheduled = False
         self.closed = False
+        self.per_call = 0.0  # seconds a call of the last gathers took, send to answer (a moving average)
 
     # -- callers (on the loop) ------------------------------------------------
     def submit(self, future: asyncio.Future[Any], hook: str, args: tuple[Any, ...], info: _HookInfo) -> None:
@@ -116,11 +121,14 @@ class LoopLane:
         if free and self.pool.contended():  # sync callers wait for a worker: the lane joins their queue
             while free:
                 self._give_back(free.pop())
+        most = self.max_items
+        if self.per_call * most > SPREAD:  # slow calls: spread over the idle workers, rather than in a row
+            most = max(1, int(SPREAD / self.per_call))
         while queue:
             conn = free.pop() if free else self._take()
             if conn is None:
                 break
-            self._send(conn)
+            self._send(conn, most)
         if queue and not self.busy:  # no worker to be had: the threads' path (it waits for one)
             self.co.requeue_items(list(queue))
             queue.clear()
@@ -134,9 +142,9 @@ class LoopLane:
         w = self.pool.take_idle()
         if w is None:
             return None
-        fd = w.channel_fd() if w.ready else None
+        fd = w.channel_fd() if w.ready and not w.surplus() else None
         if fd is None:
-            if w.ready:  # this kind has no channel to watch: every call of it takes the threads' path
+            if w.ready and not w.surplus():  # a kind with no channel to watch: its calls take the threads' path
                 self.co.lanes_usable = False
             self.pool.release(w, used=False)  # a handshake to finish: the threads' path does that
             return None
@@ -144,9 +152,9 @@ class LoopLane:
         self.loop.add_reader(fd, self._readable, conn)
         return conn
 
-    def _send(self, conn: _Conn) -> None:
+    def _send(self, conn: _Conn, most: int) -> None:
         batch: list[Item] = []
-        queue, most = self.queue, self.max_items
+        queue = self.queue
         while queue and len(batch) < most:
             item = queue.popleft()
             if not item[0].done():  # a cancelled task's call is withdrawn
@@ -166,7 +174,8 @@ class LoopLane:
             self.free.append(conn)
             return
         conn.sent, conn.answered, conn.rid, conn.stepwise, conn.retire = batch, 0, rid, False, False
-        w.deadline = _monotonic() + self.timeout
+        conn.since = now = _monotonic()
+        w.deadline = now + self.timeout
         self.busy.add(conn)
         self.co.gathers += 1
         self.co.gathered += len(batch)
@@ -247,6 +256,7 @@ class LoopLane:
             self._fail(conn, P.ProtocolViolation("it sent more than the one reply asked for"))
             return False
         w.calls += len(sent) - 1  # the pool counts one
+        self.per_call = (self.per_call + (_monotonic() - conn.since) / len(sent)) / 2
         conn.sent = []
         self.busy.discard(conn)
         self.free.append(conn)

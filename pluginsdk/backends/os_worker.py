@@ -162,7 +162,7 @@ class ProcessWorker(Worker):
         return self.reader.pending()
 
     def channel_fd(self) -> int | None:
-        return None if self._closed or self.reader.pending() else self._rfd
+        return None if self._closed else self._rfd
 
     # -- lifecycle -------------------------------------------------------
     def _exited(self, timeout: float) -> bool:
