@@ -1,11 +1,14 @@
 """Async hook calls: ``await host.ahook.NAME(**kwargs)``, and ``async def`` implementations in-process.
 
-An async call is the sync call, run on one of the host's call threads
-(:data:`CALL_THREADS` at most), so it has the same results, ordering
-(``tryfirst``/``trylast``, ``firstresult``) and errors, and never blocks the
-event loop: a worker's or a sandbox's reply is awaited, not waited for.
-Concurrent async calls to one plugin are concurrent sync calls on those
-threads, so they coalesce (:mod:`pluginsdk.backends.coalesce`) as threads' do.
+An async call has the sync call's results, ordering (``tryfirst``/``trylast``,
+``firstresult``) and errors, and never blocks the event loop.  A hook whose
+implementations are all started isolated plugins' (and do not stream) takes
+the *direct path*: worked out once per hook and checked at each call, it
+queues the call on each plugin's lane for the caller's loop
+(:mod:`pluginsdk.backends.loop_lane`), which sends the loop's queued calls
+together and resolves their futures on the loop: no thread.  Anything else
+(a plugin to start, in-process plugins, wrappers, streams, ``.map``) runs the
+sync call on one of the host's call threads (:data:`CALL_THREADS` at most).
 
 An in-process implementation may be ``async def``: an async call runs its
 coroutine on the caller's event loop (the call thread waits for it); a sync
@@ -13,9 +16,9 @@ call of it raises, naming the plugin and the hook.  Streams come back as
 async iterators (:class:`AsyncStream`); leaving one early (``break``,
 cancelling the task) cancels the stream in its worker.
 
-Cancelling a task that awaits a call withdraws nothing already sent to a
-worker: that call runs to its end (within its deadline) and its result is
-dropped; the worker pool and every other call are unaffected.
+Cancelling a task that awaits a call withdraws the call while it is queued;
+one already sent to a worker runs to its end (within its deadline) and its
+result is dropped; the worker pool and every other call are unaffected.
 """
 
 from __future__ import annotations

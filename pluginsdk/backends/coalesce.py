@@ -21,9 +21,11 @@ in order, one reply frame each, so:
   never started (a guest runs requests one at a time), so they go back to
   the front of the queue for the next worker: none is lost, none runs twice.
 
-Async callers are woken once per batch and event loop (one
-``call_soon_threadsafe`` for all of them), not once per call: that is what
-lets many tasks' tiny calls beat one round trip each.  A queued call waits at
+Async calls are driven on their own event loop, one lane per loop
+(:mod:`.loop_lane`): the loop sends them and reads their answers itself.  A
+lane with no worker to be had without waiting hands its calls to this queue;
+their callers are woken once per batch and event loop (one
+``call_soon_threadsafe`` for all of them), not once per call.  A queued call waits at
 most ``timeout`` for a worker (then :class:`~pluginsdk.PluginTimeout`),
 re-counted when it goes back to the queue.  Cancelling an async call
 withdraws it while it is queued; once sent, it runs to its end and its
