@@ -66,12 +66,13 @@ Item = tuple["asyncio.Future[Any]", str, tuple[Any, ...], "_HookInfo"]
 class _Conn:
     """A worker the lane holds, its channel's unread bytes, and the gather in flight on it."""
 
-    __slots__ = ("answered", "buf", "fd", "retire", "rid", "sent", "since", "stepwise", "w")
+    __slots__ = ("answered", "buf", "fd", "hook", "retire", "rid", "sent", "since", "stepwise", "w")
 
     def __init__(self, w: Worker, fd: int) -> None:
         self.w, self.fd = w, fd
         self.buf = bytearray()
         self.sent: list[Item] = []
+        self.hook = ""  # the hook of the last call answered (for what giving the worker back reports)
         self.answered = 0
         self.rid = 0
         self.since = 0.0  # when the gather in flight was sent
@@ -257,6 +258,7 @@ class LoopLane:
             return False
         w.calls += len(sent) - 1  # the pool counts one
         self.per_call = (self.per_call + (_monotonic() - conn.since) / len(sent)) / 2
+        conn.hook = sent[-1][1]
         conn.sent = []
         self.busy.discard(conn)
         self.free.append(conn)
@@ -275,7 +277,7 @@ class LoopLane:
                 pool.release(w)
                 return
         # Retired, recycled or timed out: stopping it waits for the process, so a thread does it.
-        self.co.helper(self.co.backend._done, w, "gather", retire=conn.retire)
+        self.co.helper(self.co.backend._done, w, conn.hook, retire=conn.retire)
 
     def _fail(self, conn: _Conn, exc: BaseException) -> None:
         """The channel failed or broke the protocol: a thread settles it (see the module docstring)."""
