@@ -1,11 +1,14 @@
 """Async hook calls: ``await host.ahook.NAME(**kwargs)``, and ``async def`` implementations in-process.
 
-An async call is the sync call, run on one of the host's call threads
-(:data:`CALL_THREADS` at most), so it has the same results, ordering
-(``tryfirst``/``trylast``, ``firstresult``) and errors, and never blocks the
-event loop: a worker's or a sandbox's reply is awaited, not waited for.
-Concurrent async calls to one plugin are concurrent sync calls on those
-threads, so they coalesce (:mod:`pluginsdk.backends.coalesce`) as threads' do.
+An async call has the sync call's results, ordering (``tryfirst``/``trylast``,
+``firstresult``) and errors, and never blocks the event loop.  A hook whose
+implementations are all started isolated plugins' (and do not stream) takes
+the *direct path*: worked out once per hook and checked at each call, it
+queues the call on each plugin's lane for the caller's loop
+(:mod:`pluginsdk.backends.loop_lane`), which sends the loop's queued calls
+together and resolves their futures on the loop: no thread.  Anything else
+(a plugin to start, in-process plugins, wrappers, streams, ``.map``) runs the
+sync call on one of the host's call threads (:data:`CALL_THREADS` at most).
 
 An in-process implementation may be ``async def``: an async call runs its
 coroutine on the caller's event loop (the call thread waits for it); a sync
@@ -13,9 +16,9 @@ call of it raises, naming the plugin and the hook.  Streams come back as
 async iterators (:class:`AsyncStream`); leaving one early (``break``,
 cancelling the task) cancels the stream in its worker.
 
-Cancelling a task that awaits a call withdraws nothing already sent to a
-worker: that call runs to its end (within its deadline) and its result is
-dropped; the worker pool and every other call are unaffected.
+Cancelling a task that awaits a call withdraws the call while it is queued;
+one already sent to a worker runs to its end (within its deadline) and its
+result is dropped; the worker pool and every other call are unaffected.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import operator
 import threading
 import time
 import types
@@ -45,6 +49,7 @@ __all__ = ["CALL_THREADS", "AsyncHookCaller", "AsyncHookRelay", "AsyncStream", "
 CALL_THREADS = 32
 
 _COROUTINE_ATTR = "__pluginsdk_coroutine__"  # on a wrapped ``async def`` implementation: the original
+_running_loop = asyncio.get_running_loop
 _local = threading.local()  # .loop: the event loop of the async call this thread is running
 
 
@@ -110,16 +115,45 @@ class AsyncHookRelay:
         return [n for n in dir(self._host.hook) if not n.startswith("_")]
 
 
+class _Step:
+    """One isolated plugin's part in an awaited call, worked out once (see ``AsyncHookCaller._plan``)."""
+
+    __slots__ = ("args", "backend", "coalescer", "impl", "info", "lane", "loop", "plugin", "pool")
+
+    def __init__(self, impl: pluggy.HookImpl, plugin: _Plugin, backend: Any, coalescer: Any, info: Any) -> None:
+        self.impl, self.plugin, self.backend = impl, plugin, backend
+        self.coalescer, self.info, self.pool = coalescer, info, backend.pool
+        self.loop: asyncio.AbstractEventLoop | None = None  # the loop of the last call, and its lane
+        self.lane: Any = None
+        names = tuple(impl.argnames)
+        if len(names) > 1:
+            self.args: Callable[[Mapping[str, Any]], tuple[Any, ...]] = operator.itemgetter(*names)
+        elif names:
+            name = names[0]
+            self.args = lambda kwargs: (kwargs[name],)
+        else:
+            self.args = lambda kwargs: ()
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> Any:
+        """The lane of ``loop`` (kept for the next call, likely on the same loop)."""
+        self.lane = self.coalescer.lane(loop)
+        self.loop = loop
+        return self.lane
+
+
 class AsyncHookCaller:
     """One hook's async calls: the sync caller's methods, awaitable (see the module docstring)."""
 
-    __slots__ = ("_caller", "_host", "_threads", "name")
+    __slots__ = ("_caller", "_host", "_plan", "_threads", "name")
 
     def __init__(self, host: Host, caller: SDKHookCaller, threads: CallThreads) -> None:
         self._host = host
         self._caller = caller
         self._threads = threads
         self.name = caller.name
+        # A hook whose implementations are all isolated plugins' that have started, none streaming:
+        # (the implementations, each one's step), checked still to hold at each call.
+        self._plan: tuple[list[pluggy.HookImpl], list[_Step]] | None = None
 
     def __repr__(self) -> str:
         return f"<AsyncHookCaller {self.name!r}>"
@@ -129,6 +163,42 @@ class AsyncHookCaller:
 
     async def __call__(self, **kwargs: Any) -> Any:
         caller = self._caller
+        plan = self._plan
+        if plan is not None and plan[0] == caller._hookimpls and _still(plan[1]):
+            # The direct path: straight to each plugin's lane, no thread (see .backends.loop_lane).
+            if caller._defaults or kwargs.keys() != caller._argset:
+                kwargs = caller._checked(kwargs)
+            name, firstresult, results = self.name, caller._firstresult, []
+            loop = _running_loop()
+            for step in plan[1]:
+                plugin, future, pool = step.plugin, loop.create_future(), step.pool
+                rec = plugin.stats
+                start = _stats.clock() if rec is not None and rec.request(name) & _stats.LATENCY else 0
+                try:
+                    if pool.closed or pool.failed is not None:
+                        pool.check_usable()
+                    lane = step.lane if step.loop is loop else step.bind(loop)
+                    lane.submit(future, name, step.args(kwargs), step.info)
+                    result = await future
+                except PluginError as exc:
+                    if rec is not None:
+                        rec.failed(name, start, exc)
+                    self._host._check_backend(plugin, step.backend)
+                    raise
+                if start and rec is not None:
+                    rec.ok(name, start)
+                if result is not None:
+                    if firstresult:
+                        return result
+                    results.append(result)
+            return None if firstresult else results
+        try:
+            return await self._call(caller, kwargs)
+        finally:
+            if self._plan is None:
+                self._plan = _plan(self._host, caller)
+
+    async def _call(self, caller: SDKHookCaller, kwargs: dict[str, Any]) -> Any:
         if type(caller) is not _dispatch.SDKHookCaller or caller._call_history is not None:
             # A hook's first call loads its in-process plugins (imports: on a thread);
             # a historic hook raises as its sync call does.
@@ -182,6 +252,40 @@ class AsyncHookCaller:
     async def map_results(self, items: Sequence[Mapping[str, Any]]) -> list[PluginResult]:
         caller = self._caller
         return await self._on_thread(lambda: caller.map_results(items))  # type: ignore[no-any-return]
+
+
+def _still(steps: list[_Step]) -> bool:
+    """Whether each step's plugin still runs on its backend."""
+    for step in steps:
+        plugin = step.plugin
+        if plugin.backend is not step.backend or step.impl.plugin is not plugin.placeholder:
+            return False
+    return True
+
+
+def _plan(host: Host, caller: SDKHookCaller) -> tuple[list[pluggy.HookImpl], list[_Step]] | None:
+    """The direct path's steps for ``caller``'s hook, if every implementation is an isolated plugin's,
+    started, with a queue for async calls, and not streaming; else ``None``."""
+    if type(caller) is not _dispatch.SDKHookCaller or caller._call_history is not None:
+        return None
+    impls = caller._hookimpls.copy()
+    steps = []
+    for impl in impls:
+        if impl.wrapper or impl.hookwrapper:
+            return None
+        plugin = host._plugins.get(impl.plugin_name)
+        if plugin is None or impl.plugin is not plugin.placeholder:
+            return None
+        backend = plugin.backend
+        entry = getattr(backend, "async_entry", None)
+        found = (
+            None if backend is None or entry is None or not getattr(backend, "started", False) else entry(caller.name)
+        )
+        if found is None:
+            return None
+        steps.append(_Step(impl, plugin, backend, *found))
+    steps.reverse()  # pluggy calls the list back to front
+    return (impls, steps) if steps else None
 
 
 async def _submit(host: Host, plugin: _Plugin, hook: str, args: tuple[Any, ...]) -> Any:

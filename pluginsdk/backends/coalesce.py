@@ -21,9 +21,11 @@ in order, one reply frame each, so:
   never started (a guest runs requests one at a time), so they go back to
   the front of the queue for the next worker: none is lost, none runs twice.
 
-Async callers are woken once per batch and event loop (one
-``call_soon_threadsafe`` for all of them), not once per call: that is what
-lets many tasks' tiny calls beat one round trip each.  A queued call waits at
+Async calls are driven on their own event loop, one lane per loop
+(:mod:`.loop_lane`): the loop sends them and reads their answers itself.  A
+lane with no worker to be had without waiting hands its calls to this queue;
+their callers are woken once per batch and event loop (one
+``call_soon_threadsafe`` for all of them), not once per call.  A queued call waits at
 most ``timeout`` for a worker (then :class:`~pluginsdk.PluginTimeout`),
 re-counted when it goes back to the queue.  Cancelling an async call
 withdraws it while it is queued; once sent, it runs to its end and its
@@ -33,6 +35,7 @@ result is dropped.  Streaming hooks are never queued (a stream holds its worker)
 from __future__ import annotations
 
 import _thread
+import asyncio
 import threading
 import time
 from collections import deque
@@ -41,10 +44,10 @@ from typing import TYPE_CHECKING, Any
 from .. import codec
 from .._errors import PluginError, PluginTimeout
 from ..guest import protocol as P
+from .loop_lane import Item, LoopLane
 from .replies import Replies
 
 if TYPE_CHECKING:
-    import asyncio
     from collections.abc import Callable
 
     from .pooled import PooledBackend, _HookInfo
@@ -61,6 +64,7 @@ MAX_BYTES = 32 * 1024
 DRIVER_IDLE = 2.0
 
 _monotonic = time.monotonic
+_running_loop = asyncio._get_running_loop
 _OK = P.OK
 _check_reply = P.check_reply
 _check_gathered = P.check_gathered
@@ -145,6 +149,10 @@ class Coalescer:
         self._drivers: set[threading.Thread] = set()
         self._idle_drivers = 0
         self.gathers = self.gathered = 0  # GATHER frames sent, and the calls they carried
+        # Async calls are driven on their own loop, one lane per loop (see .loop_lane).
+        self._lanes: dict[asyncio.AbstractEventLoop, LoopLane] = {}
+        self.lanes_usable = True  # False once a worker had no channel to watch: the threads' path only
+        self._helpers: set[threading.Thread] = set()  # a lane's slow chores (a worker died, or retires)
 
     # -- callers ---------------------------------------------------------------
     def _enqueue(self, slot: Slot) -> None:
@@ -152,12 +160,16 @@ class Coalescer:
             if self.closed:
                 raise PluginError("backend is closed", plugin=self.backend.pool.name)
             self.pending.append(slot)
-            if self._idle_drivers:
-                self.cond.notify()
-            elif len(self._drivers) < self.backend.pool.size:
-                t = threading.Thread(target=self._drive, daemon=True, name=f"pluginsdk-{self.backend.pool.name}-driver")
-                self._drivers.add(t)
-                t.start()
+            self._wake()
+
+    def _wake(self) -> None:
+        """A driver for the queue: an idle one woken, or a new one (under ``cond``)."""
+        if self._idle_drivers:
+            self.cond.notify()
+        elif len(self._drivers) < self.backend.pool.size:
+            t = threading.Thread(target=self._drive, daemon=True, name=f"pluginsdk-{self.backend.pool.name}-driver")
+            self._drivers.add(t)
+            t.start()
 
     def call(self, hook: str, args: tuple[Any, ...], info: _HookInfo) -> Any:
         """A sync call made while every worker is busy: queued, answered by a driver."""
@@ -184,9 +196,105 @@ class Coalescer:
         return slot.value
 
     def submit(self, hook: str, args: tuple[Any, ...], info: _HookInfo, future: asyncio.Future[Any]) -> None:
-        """An async call: ``future`` gets its outcome; cancelling it withdraws the call while queued."""
-        # A cancelled one is skipped when its turn comes (see _take_batch): no callback per call.
-        self._enqueue(Slot(hook, args, info, future))
+        """An async call: ``future`` gets its outcome; cancelling it withdraws the call while queued.
+
+        Called on ``future``'s loop: its lane drives it there (see :mod:`.loop_lane`).
+        """
+        loop = future.get_loop()
+        lane = self._lanes.get(loop)
+        if lane is None:
+            lane = self._new_lane(loop)
+        # A cancelled one is skipped when its turn comes: no callback per call.
+        lane.submit(future, hook, args, info)
+
+    def lane(self, loop: asyncio.AbstractEventLoop) -> LoopLane:
+        """``loop``'s lane (made on first use): its ``submit`` takes async calls (see :mod:`.loop_lane`)."""
+        return self._lanes.get(loop) or self._new_lane(loop)
+
+    def _new_lane(self, loop: asyncio.AbstractEventLoop) -> LoopLane:
+        if any(other.is_closed() for other in list(self._lanes)):
+            self.helper(self._reap)  # replacing their workers waits for processes: not on this loop
+        with self.cond:
+            if self.closed:
+                raise PluginError("backend is closed", plugin=self.backend.pool.name)
+            lane = self._lanes[loop] = LoopLane(self, loop, MAX_ITEMS)
+        return lane
+
+    def _reap(self) -> None:
+        """Lanes whose loop has closed: their workers in flight are lost with it, and replaced."""
+        with self.cond:
+            dead = [lane for loop, lane in self._lanes.items() if loop.is_closed()]
+            for lane in dead:
+                del self._lanes[lane.loop]
+        for lane in dead:
+            lane.shutdown(replace=True)
+
+    def requeue_items(self, items: list[Item]) -> None:
+        """A lane's calls for the threads' path (no worker to be had on its loop, or a failure to settle)."""
+        self.enqueue_slots([Slot(hook, args, info, future) for future, hook, args, info in items if not future.done()])
+
+    def enqueue_slots(self, slots: list[Slot], *, front: bool = False) -> None:
+        if not slots:
+            return
+        with self.cond:
+            if not self.closed:
+                if front:
+                    self.pending.extendleft(reversed(slots))
+                else:
+                    self.pending.extend(slots)
+                self._wake()
+                return
+        settling: _Settling = {}
+        for s in slots:
+            _finish(settling, s, error=PluginError("backend is closed", plugin=self.backend.pool.name))
+        _flush(settling)
+
+    def helper(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Run ``function`` on a thread of its own (a lane's slow chore), joined at close."""
+        t = threading.Thread(
+            target=self._help,
+            args=(function, args, kwargs),
+            daemon=True,
+            name=f"pluginsdk-{self.backend.pool.name}-lane",
+        )
+        with self.cond:
+            self._helpers.add(t)
+        t.start()
+
+    def _help(self, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        try:
+            function(*args, **kwargs)
+        except Exception:
+            self.backend.log.exception("plugin %r: coalescing error", self.backend.pool.name)
+        finally:
+            with self.cond:
+                self._helpers.discard(threading.current_thread())
+
+    def lane_failed(self, w: Worker, rest: list[Item], stepwise: bool, exc: BaseException) -> None:
+        """A lane's worker failed mid-gather (on a helper thread): as :meth:`_run` settles it."""
+        backend = self.backend
+        replies, pool = backend.replies, backend.pool
+        slots = [Slot(hook, args, info, future) for future, hook, args, info in rest]
+        hook = slots[0].hook if slots else None
+        settling: _Settling = {}
+        if isinstance(exc, P.ProtocolViolation) or hook is None:
+            error: BaseException = replies.violation(hook, str(exc)) if isinstance(exc, P.ProtocolViolation) else exc
+            if hook is None and not isinstance(exc, P.ProtocolViolation):
+                replies.channel(w, "gather", exc)  # it died between gathers: recorded, nobody to tell
+            pool.discard(w)
+            for s in slots:
+                _finish(settling, s, error=error)
+        else:
+            error = replies.channel(w, hook, exc)  # before the kill, so it says how it died
+            pool.discard(w)
+            if stepwise or len(slots) == 1 or not isinstance(error, PluginError):
+                _finish(settling, slots[0], error=error)
+                self.enqueue_slots(slots[1:], front=True)
+            else:  # which call it was in is unknown: each runs again on its own, to find out
+                for s in slots:
+                    s.solo = True
+                self.enqueue_slots(slots, front=True)
+        _flush(settling)
 
     def _no_worker(self, hook: str) -> PluginTimeout:
         pool = self.backend.pool
@@ -216,6 +324,8 @@ class Coalescer:
                             return
                     if self.closed:
                         return
+                if self._lanes:
+                    self._reap()
                 try:
                     w = pool.take()
                 except PluginTimeout:
@@ -425,14 +535,40 @@ class Coalescer:
         """Fail every queued call and let the drivers go: the backend is closing (its pool next)."""
         with self.cond:
             self.closed = True
+            lanes = list(self._lanes.values())
+            self._lanes.clear()
             self.cond.notify_all()
+        for lane in lanes:
+            _close_lane(lane)
         self._fail_all(PluginError("backend is closed", plugin=self.backend.pool.name))
 
     def join(self, timeout: float = 5.0) -> None:
         """Wait for the drivers to end (after the pool closed: one mid-gather sees its worker killed)."""
         with self.cond:
-            drivers = list(self._drivers)
+            drivers = list(self._drivers | self._helpers)
         deadline = _monotonic() + timeout
         for t in drivers:
             if t is not threading.current_thread():
                 t.join(max(0.0, deadline - _monotonic()))
+
+
+def _close_lane(lane: LoopLane, timeout: float = 5.0) -> None:
+    """Shut ``lane`` down on its loop's thread (or here, if its loop is not running)."""
+    loop = lane.loop
+    if loop.is_closed() or not loop.is_running() or _running_loop() is loop:
+        lane.shutdown(replace=False)
+        return
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            lane.shutdown(replace=False)
+        finally:
+            done.set()
+
+    try:
+        loop.call_soon_threadsafe(run)
+    except RuntimeError:  # closed meanwhile
+        lane.shutdown(replace=False)
+        return
+    done.wait(timeout)

@@ -171,6 +171,9 @@ class ProcessWorker(Worker):
     def surplus(self) -> bool:
         return self.reader.pending()
 
+    def channel_fd(self) -> int | None:
+        return None if self._closed else self._rfd
+
     # -- lifecycle -------------------------------------------------------
     def _exited(self, timeout: float) -> bool:
         """Wait up to ``timeout`` for the worker to exit, *without* reaping it.

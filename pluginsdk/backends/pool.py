@@ -151,6 +151,10 @@ class Pool:
                 return self.idle.pop()
         return None
 
+    def contended(self) -> bool:
+        """Whether callers wait for a worker: one held without waiting for it should be given back."""
+        return self._waiters > 0
+
     def can_grow(self) -> bool:
         """Whether a worker may start now (fewer than ``size`` running or starting); a hint, not a reservation."""
         return len(self.all) + self._starting < self.size

@@ -292,6 +292,14 @@ class PooledBackend(Streams, Backend):
         self.pool.check_usable()
         self._coalescer.submit(hook, args, info, future)
 
+    def async_entry(self, hook: str) -> tuple[Coalescer, _HookInfo] | None:
+        """For ``host.ahook``'s direct path: the queue async calls of ``hook`` join, and its converters.
+
+        ``None`` for a hook that streams.  The backend must be started.
+        """
+        info = self._hooks.get(hook) or self._hook_info(hook)
+        return None if info.stream else (self._coalescer, info)
+
     def _inside(self, hook: str, reply: list[Any], items: int = 1) -> None:
         """Hand the time a checked OK/END frame reports to the host's metrics, if it measures this plugin."""
         if self.stats is not None:

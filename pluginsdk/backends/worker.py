@@ -66,6 +66,14 @@ class Worker(abc.ABC):
         """
         return False
 
+    def channel_fd(self) -> int | None:
+        """The descriptor the guest's replies arrive on, for an event loop to watch; ``None``: none to watch.
+
+        Its owner (the one thread holding the worker) may then read the replies
+        from it itself, frame by frame, instead of :meth:`recv`.
+        """
+        return None
+
     def surplus(self) -> bool:
         """Whether bytes beyond the last reply are already buffered (the guest sent more than asked)."""
         return False
