@@ -125,3 +125,29 @@ def test_a_loop_closed_mid_call_loses_no_worker(lane_host: Callable[..., Host]) 
     assert [[f"a:y{i}", f"b:y{i}"] for i in range(5)] == asyncio.run(again())
     assert ["a:z", "b:z"] == host.hook.transform(text="z")
     assert 1 == len(_backend(host, "a").pool.all)
+
+
+def test_a_sync_call_on_the_loop_thread_is_served(lane_host: Callable[..., Host]) -> None:
+    """A sync call on the loop's own thread while that loop's awaited calls hold the only worker is answered.
+
+    The call blocks the loop, whose reader callbacks then cannot run: the lane answers its gathers with
+    blocking reads and gives the worker back, where it would otherwise wait out its whole timeout and fail.
+    """
+    host = lane_host(Limits(timeout=5, workers=1))
+    assert ["a:warm", "b:warm"] == host.hook.transform(text="warm")
+
+    async def main() -> tuple[list[str], bool, list[Any]]:
+        await host.ahook.nap(seconds=0, tag="warm")
+        naps = [asyncio.ensure_future(host.ahook.nap(seconds=0.2, tag=f"n{i}")) for i in range(3)]
+        await asyncio.sleep(0.05)  # the lane has sent them
+        # Calls go to the plugins in turn (a, then b): a's lane holds the one worker of a now.
+        held = bool(_backend(host, "a")._coalescer.lanes[asyncio.get_running_loop()].busy)
+        got = host.hook.transform(text="sync")  # blocks this loop
+        return got, held, [sorted(r) for r in await asyncio.gather(*naps)]
+
+    got, held, naps = asyncio.run(main())
+    assert ["a:sync", "b:sync"] == got
+    assert held  # the lane did hold the worker when the sync call came
+    assert [[f"a:n{i}", f"b:n{i}"] for i in range(3)] == naps
+    assert [] == [i.kind for i in host.plugin("a").incidents]
+    assert 1 == len(_backend(host, "a").pool.all)

@@ -151,6 +151,7 @@ class Coalescer:
         self.gathers = self.gathered = 0  # GATHER frames sent, and the calls they carried
         # Async calls are driven on their own loop, one lane per loop (see .loop_lane).
         self._lanes: dict[asyncio.AbstractEventLoop, LoopLane] = {}
+        self.lanes = self._lanes  # the same dict, for the backend's cheap "any lane?" before a sync caller waits
         self.lanes_usable = True  # False once a worker had no channel to watch: the threads' path only
         self._helpers: set[threading.Thread] = set()  # a lane's slow chores (a worker died, or retires)
 
@@ -194,6 +195,20 @@ class Coalescer:
         if slot.error is not None:
             raise slot.error
         return slot.value
+
+    def free_this_loop(self) -> bool:
+        """Before a sync caller waits for a worker: if it runs on an event loop's thread, that loop's lane gives
+        back the workers it holds (see :meth:`.loop_lane.LoopLane.drain`); ``True`` if it held any.
+
+        Without this, a sync call made on the loop's own thread while that loop's awaited calls hold every
+        worker would wait for its whole timeout: the blocked loop could never read their answers.
+        """
+        loop = _running_loop()
+        lane = self._lanes.get(loop) if loop is not None else None
+        if lane is None or not (lane.busy or lane.free):
+            return False
+        lane.drain()
+        return True
 
     def submit(self, hook: str, args: tuple[Any, ...], info: _HookInfo, future: asyncio.Future[Any]) -> None:
         """An async call: ``future`` gets its outcome; cancelling it withdraws the call while queued.

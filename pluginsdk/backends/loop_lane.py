@@ -265,6 +265,21 @@ class LoopLane:
         self._schedule()  # after the woken tasks' steps: their next calls go in the next gather
         return False
 
+    def drain(self) -> None:
+        """Answer the gathers in flight with blocking reads, then give every worker back.
+
+        For a sync call made on this loop's own thread (see
+        :meth:`~.coalesce.Coalescer.free_this_loop`): it blocks the loop, so
+        the reader callbacks cannot run, and it may need these workers.  Each
+        read ends within its worker's deadline (the watchdog kills a worker
+        past it, which closes its channel).
+        """
+        for conn in list(self.busy):
+            while conn in self.busy:
+                self._readable(conn)  # blocks until the worker writes (its channel is a blocking pipe)
+        while self.free:
+            self._give_back(self.free.pop())
+
     # -- giving workers back ---------------------------------------------------
     def _give_back(self, conn: _Conn) -> None:
         self.loop.remove_reader(conn.fd)

@@ -100,6 +100,7 @@ class PooledBackend(Streams, Backend):
         self._coalescer = Coalescer(self)
         self._coalesce = self.options.coalesce
         self._queued = self._coalescer.pending
+        self._lanes = self._coalescer.lanes  # event loops whose awaited calls may hold workers (see .loop_lane)
         self._start_lock = threading.Lock()
         self._started = False
         self._hooks: dict[str, _HookInfo] = {}
@@ -221,6 +222,8 @@ class PooledBackend(Streams, Backend):
         pool = self.pool
         # Behind calls already queued, or with every worker busy, a call queues (see .coalesce).
         w = None if self._queued else pool.take_idle()
+        if w is None and self._lanes and self._coalescer.free_this_loop():  # on a loop whose lane held workers
+            w = None if self._queued else pool.take_idle()
         if w is None or not w.ready:
             if w is not None:  # a replacement whose handshake is unfinished
                 if not pool.ensure_ready(w):
@@ -346,6 +349,8 @@ class PooledBackend(Streams, Backend):
             self.start()
         info = self._hooks.get(hook) or self._hook_info(hook)
         pool = self.pool
+        if self._lanes:
+            self._coalescer.free_this_loop()
         workers = [pool.take()]
         pending: list[Worker] = []  # taken, handshake maybe unfinished
         try:
