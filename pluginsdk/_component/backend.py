@@ -103,7 +103,7 @@ class ComponentEngine(PooledBackend):
                 raise
             from .instance import Runtime
 
-            self._runtime = Runtime(str(self.built.cwasm), self.built.mounts, keep=int(self.limits.workers or 1))
+            self._runtime = Runtime.acquire(str(self.built.cwasm), self.built.mounts)
             extra = [(path, f"/paths/{i}") for i, path in enumerate(self.options.wasm_paths)]
             self._extra_mounts = tuple(extra)
             self._guest_path = [guest for _, guest in extra]
@@ -132,8 +132,9 @@ class ComponentEngine(PooledBackend):
 
     def close(self) -> None:
         super().close()
-        if self._runtime is not None:
-            self._runtime.clear()
+        runtime, self._runtime = self._runtime, None
+        if runtime is not None:
+            runtime.release()
 
 
 def prepare_target(target: PluginTarget, options: Any, *, log: logging.Logger, progress: Any = None) -> Any:
