@@ -440,6 +440,7 @@ class Host(Generic[H]):
         options = BackendOptions(
             sys_path=tuple(sys.path if self._path is None else [*self._path, *sys.path]),
             wasm_interpreter=self.policy.wasm_interpreter,
+            wasm_engine=self.policy.wasm_engine,
             wasm_packages=tuple(cand.wasm_packages),
             wasm_allowed=tuple(sorted(self.policy.wasm_packages)),
             prewarm=self._prewarm,  # the host's choice: otherwise workers start as calls need them
