@@ -40,6 +40,7 @@ from pluginsdk.backends.base import DEFAULT_LIMITS, Limits, PluginTarget
 from pluginsdk.backends.wasm import WasmBackend
 
 from .plugin_env import component_unavailable
+from .plugin_factory import install_plugin
 from .procs import wait_until
 from .test_wasm import _rss_kb, make_target
 
@@ -112,6 +113,52 @@ class TestEngine:
             assert build._load_entry(entry) is None
         finally:
             os.utime(cwasm, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+class TestWarm:
+    def test_wasm_warm_builds_every_sandboxed_plugin_ahead_of_time(
+        self, site: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """``pluginsdk wasm warm --engine component``: the host's first start then finds the component built."""
+        import json
+
+        from pluginsdk.cli import main
+
+        target(site)  # installs the session's plugin (under its real distribution name: one more build)
+        install_plugin(site, "inproc", "X = 1\n", isolation="inprocess")  # not sandboxed: left alone
+        argv = ["wasm", "warm", "--engine", "component", "--path", str(site), "--json"]
+        assert main(argv) == 0
+        (record,) = json.loads(capsys.readouterr().out)["plugins"]
+        assert (record["name"], record["group"], record["outcome"]) in {
+            ("csbx", "wasmkit.plugins", "built"),
+            ("csbx", "wasmkit.plugins", "cached"),
+        }
+        assert main(argv) == 0
+        (record,) = json.loads(capsys.readouterr().out)["plugins"]
+        assert record["outcome"] == "cached"
+        # A host finds it built (the host's target, from discovery, is what warm built).
+        from pluginsdk import HookSpec, Host, Policy
+
+        from .test_wasm import WasmHooks
+
+        spec = HookSpec("textkit", version="1.0", hooks=WasmHooks, group="wasmkit.plugins")  # what it requires
+        with Host(spec, policy=Policy(wasm_engine="component"), path=[str(site)]) as host:
+            assert host.hook.transform(text="warm") == ["WARM!"]
+            backend = host._plugins["csbx"].backend
+            assert not backend.built.built  # type: ignore[union-attr]
+            assert str(backend.built.entry) == record["detail"]  # type: ignore[union-attr]
+
+    def test_a_plugin_that_cannot_build_is_reported_and_fails_the_command(
+        self, site: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        from pluginsdk.cli import main
+
+        t = make_target(site, "cnative2")
+        Path(t.package_dir, "_speedups.cpython-312-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
+        assert main(["wasm", "warm", "--engine", "component", "--path", str(site)]) == 1
+        out = capsys.readouterr().out
+        assert "cnative2 (wasmkit.plugins): failed: isolation 'wasm' cannot load C extensions" in out
+        assert "1 sandboxed plugins, 0 built, 1 failed" in out
 
 
 class TestCalls:
@@ -323,7 +370,6 @@ def probe(value, extra):
 
 @pytest.fixture(scope="module")
 def sleeper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WasmBackend]:
-    from .plugin_factory import install_plugin
     from .test_wasm import SPEC
 
     site = tmp_path_factory.mktemp("sleeper-site")
