@@ -333,6 +333,7 @@ class ComponentInstance(Worker):
             self._ended = outcome(exc)
             return b""
         finally:
+            _current.instance = None
             with self._lock:
                 self._busy = False
                 if self._stopped():  # signal_kill() ran meanwhile: the store is ours to free
