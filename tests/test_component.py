@@ -54,9 +54,13 @@ LOG = logging.getLogger("test")
 
 
 def target(site: Path, name: str = "csbx", limits: Limits = DEFAULT_LIMITS, **options: Any) -> PluginTarget:
-    """The shared plugin (one build per session), under the plugin name ``name``."""
+    """The shared plugin (one build per session), under the plugin name ``name``.
+
+    Its distribution is the one installed (``textkit-csbx``), as discovery finds it: so ``wasm warm``
+    builds the same component.
+    """
     t = make_target(site, "csbx", limits, wasm_engine="component", **options)
-    return t._replace(name=name)
+    return t._replace(name=name, dist="textkit-csbx")
 
 
 def backend_for(site: Path, name: str = "csbx", limits: Limits = DEFAULT_LIMITS, **options: Any) -> WasmBackend:
@@ -124,7 +128,7 @@ class TestWarm:
 
         from pluginsdk.cli import main
 
-        target(site)  # installs the session's plugin (under its real distribution name: one more build)
+        target(site)  # installs the session's plugin: built here if no test built it yet
         install_plugin(site, "inproc", "X = 1\n", isolation="inprocess")  # not sandboxed: left alone
         argv = ["wasm", "warm", "--engine", "component", "--path", str(site), "--json"]
         assert main(argv) == 0
