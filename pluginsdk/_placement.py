@@ -68,6 +68,7 @@ def plugin_target(
     opts = BackendOptions(
         sys_path=tuple(sys.path if path is None else [*path, *sys.path]),
         wasm_interpreter=policy.wasm_interpreter,
+        wasm_engine=policy.wasm_engine,
         wasm_packages=tuple(cand.wasm_packages),
         wasm_allowed=tuple(sorted(policy.wasm_packages)),
         prewarm=prewarm,  # the host's choice: otherwise workers start as calls need them

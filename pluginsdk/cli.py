@@ -182,8 +182,20 @@ def _parser() -> argparse.ArgumentParser:
 
     wasm = sub.add_parser("wasm", help="the WebAssembly sandbox")
     wsub = wasm.add_subparsers(metavar="ACTION")
-    p = wsub.add_parser("warm", help="compile the sandbox interpreter now, so no first call waits for it")
+    p = wsub.add_parser(
+        "warm",
+        help="prepare the sandbox now, so no first call waits for it: compile the interpreter, or (component"
+        " engine) build every installed sandboxed plugin's component",
+    )
     p.add_argument("--interpreter", help="a python.wasm of your own (default: the bundled one)")
+    p.add_argument(
+        "--engine",
+        choices=("interpreter", "component"),
+        help="the sandbox engine to prepare (default: PLUGINSDK_WASM_ENGINE, else interpreter)",
+    )
+    p.add_argument(
+        "--path", action="append", help="search only this directory for plugins (component engine; repeatable)"
+    )
     _json(p, "print the outcome as JSON")
     p.set_defaults(run=_cmd_wasm_warm)
     p = wsub.add_parser("prune", help="remove cached interpreters and libraries no sandbox has used lately")
@@ -381,7 +393,17 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_wasm_warm(args: argparse.Namespace) -> int:
+    from ._errors import ConfigError
     from ._resolve import isolation_unavailable
+    from .backends.wasm import wasm_engine
+
+    try:
+        engine = wasm_engine({"wasm_engine": args.engine})
+    except ConfigError as exc:
+        print(f"pluginsdk: {_safe(exc.message)}", file=sys.stderr)
+        return EXIT_USAGE
+    if engine == "component":
+        return _warm_components(args)
 
     explicit = args.interpreter or os.environ.get("PLUGINSDK_WASM_PYTHON") or None
     why = isolation_unavailable("wasm", wasm_interpreter=explicit)
@@ -401,6 +423,32 @@ def _cmd_wasm_warm(args: argparse.Namespace) -> int:
     else:
         print(f"the sandbox cache was already warm (checked in {outcome['seconds']:.1f} s): {outcome['module']}")
     return EXIT_OK
+
+
+def _warm_components(args: argparse.Namespace) -> int:
+    """``wasm warm`` on the component engine: build every installed sandboxed plugin's component."""
+    from ._component import unavailable_reason
+
+    why = unavailable_reason()
+    if why is not None:
+        print(f"pluginsdk: the component sandbox is not available: {_safe(why)}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    from ._component.backend import warm_components
+    from ._progress import Progress
+
+    with Progress("looking for sandboxed plugins") as progress:
+        records = warm_components(args.path, progress=progress.step)
+        seconds = progress.elapsed
+    failed = [r for r in records if r["outcome"] == "failed"]
+    if args.json:
+        _print_json({"engine": "component", "plugins": records, "seconds": seconds})
+    else:
+        for r in records:
+            took = f" in {r['seconds']:.1f} s" if r["outcome"] == "built" else ""
+            print(_safe(f"{r['name']} ({r['group']}): {r['outcome']}{took}: {r['detail']}"))
+        built = sum(r["outcome"] == "built" for r in records)
+        print(f"{len(records)} sandboxed plugins, {built} built, {len(failed)} failed ({seconds:.1f} s)")
+    return EXIT_PROBLEMS if failed else EXIT_OK
 
 
 def _cmd_wasm_prune(args: argparse.Namespace) -> int:

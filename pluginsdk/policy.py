@@ -39,6 +39,10 @@ class Policy:
         plugin_limits: Per-plugin limits, which win over everything.
         wasm_interpreter: Path of the ``python.wasm`` to use for sandboxed
             plugins instead of the bundled one.
+        wasm_engine: The sandbox engine of ``wasm`` plugins: ``"interpreter"``
+            (CPython booted in every instance) or ``"component"`` (each plugin
+            built into a snapshot component); unset, ``PLUGINSDK_WASM_ENGINE``
+            decides, else ``"interpreter"``.
         wasm_packages: Distributions (or their top-level packages) that any
             sandboxed plugin may have mounted through its manifest's
             ``[wasm] packages``, beyond its own distribution's dependencies.
@@ -71,6 +75,7 @@ class Policy:
         "plugin_limits",
         "ray",
         "trusted",
+        "wasm_engine",
         "wasm_interpreter",
         "wasm_packages",
     )
@@ -83,6 +88,7 @@ class Policy:
     limits: Limits
     plugin_limits: Mapping[str, Limits]
     wasm_interpreter: str | None
+    wasm_engine: str | None
     wasm_packages: frozenset[str]
     dists: Mapping[str, str]
     environments: EnvironmentSettings
@@ -101,6 +107,7 @@ class Policy:
         limits: Limits | None = None,
         plugin_limits: Mapping[str, Limits] | None = None,
         wasm_interpreter: str | None = None,
+        wasm_engine: str | None = None,
         wasm_packages: Iterable[str] = (),
         dists: Mapping[str, str] | None = None,
         environments: EnvironmentSettings | Mapping[str, Any] | None = None,
@@ -118,6 +125,11 @@ class Policy:
                 raise ValueError(problem)
         for plugin, level in (isolation or {}).items():
             _check_level(f"isolation for plugin {plugin!r}", level)
+        if wasm_engine is not None:
+            from ._component import ENGINES
+
+            if wasm_engine not in ENGINES:
+                raise ValueError(f"wasm_engine must be one of {', '.join(ENGINES)}, not {wasm_engine!r}")
         limits = Limits.checked(limits, where="policy.limits")
         plugin_limits = {
             plugin: Limits.checked(own, where=f"policy.plugin_limits.{plugin}")
@@ -132,6 +144,7 @@ class Policy:
             "limits": limits,
             "plugin_limits": plugin_limits,
             "wasm_interpreter": wasm_interpreter,
+            "wasm_engine": wasm_engine,
             "wasm_packages": frozenset(wasm_packages),
             "dists": dict(dists or {}),
             "environments": EnvironmentSettings.checked(environments),

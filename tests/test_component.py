@@ -7,17 +7,16 @@ whatever plugin name it needs: the build is keyed by content, so the session
 builds it once (in the session's cache directory).  Only the import-error
 test builds a second one.
 
-Two guarantees of the ``interpreter`` engine do not hold here (see
-``docs/isolation/wasm.md``):
+One guarantee of the ``interpreter`` engine does not hold here (see
+``docs/isolation/wasm.md``): the ``open_files`` cap: a guest's files are the
+host's descriptors, and WASI 0.2 opens them inside wasmtime, where nothing of
+ours can count them (a strict ``xfail`` below, so it fails loudly the day it
+holds).
 
-* the ``open_files`` cap: a guest's files are the host's descriptors, and
-  WASI 0.2 opens them inside wasmtime, where nothing of ours can count them
-  (a strict ``xfail`` below, so it fails loudly the day it holds);
-* the deadline of a guest that sleeps through a fresh ``time`` module: the
-  guest's own ``time.sleep`` (and ``select.select``) sleep in slices the
-  deadline stops, but a plugin that re-imports ``time`` gets the original
-  sleep, which WASI 0.2 does not let the epoch interrupt, and its caller waits
-  until that sleep ends (not tested: it needs a plugin of its own, another build).
+A sleeping guest is stopped at its deadline however it reaches the sleep:
+its waits go through the host (the world's ``sleep`` import); the hostile
+ways are tried by a plugin of their own (``TestHostileSleepers``, one more
+build).
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ from pluginsdk.backends.base import DEFAULT_LIMITS, Limits, PluginTarget
 from pluginsdk.backends.wasm import WasmBackend
 
 from .plugin_env import component_unavailable
+from .plugin_factory import install_plugin
 from .procs import wait_until
 from .test_wasm import _rss_kb, make_target
 
@@ -54,9 +54,13 @@ LOG = logging.getLogger("test")
 
 
 def target(site: Path, name: str = "csbx", limits: Limits = DEFAULT_LIMITS, **options: Any) -> PluginTarget:
-    """The shared plugin (one build per session), under the plugin name ``name``."""
+    """The shared plugin (one build per session), under the plugin name ``name``.
+
+    Its distribution is the one installed (``textkit-csbx``), as discovery finds it: so ``wasm warm``
+    builds the same component.
+    """
     t = make_target(site, "csbx", limits, wasm_engine="component", **options)
-    return t._replace(name=name)
+    return t._replace(name=name, dist="textkit-csbx")
 
 
 def backend_for(site: Path, name: str = "csbx", limits: Limits = DEFAULT_LIMITS, **options: Any) -> WasmBackend:
@@ -113,6 +117,52 @@ class TestEngine:
             assert build._load_entry(entry) is None
         finally:
             os.utime(cwasm, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+class TestWarm:
+    def test_wasm_warm_builds_every_sandboxed_plugin_ahead_of_time(
+        self, site: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """``pluginsdk wasm warm --engine component``: the host's first start then finds the component built."""
+        import json
+
+        from pluginsdk.cli import main
+
+        target(site)  # installs the session's plugin: built here if no test built it yet
+        install_plugin(site, "inproc", "X = 1\n", isolation="inprocess")  # not sandboxed: left alone
+        argv = ["wasm", "warm", "--engine", "component", "--path", str(site), "--json"]
+        assert main(argv) == 0
+        (record,) = json.loads(capsys.readouterr().out)["plugins"]
+        assert (record["name"], record["group"], record["outcome"]) in {
+            ("csbx", "wasmkit.plugins", "built"),
+            ("csbx", "wasmkit.plugins", "cached"),
+        }
+        assert main(argv) == 0
+        (record,) = json.loads(capsys.readouterr().out)["plugins"]
+        assert record["outcome"] == "cached"
+        # A host finds it built (the host's target, from discovery, is what warm built).
+        from pluginsdk import HookSpec, Host, Policy
+
+        from .test_wasm import WasmHooks
+
+        spec = HookSpec("textkit", version="1.0", hooks=WasmHooks, group="wasmkit.plugins")  # what it requires
+        with Host(spec, policy=Policy(wasm_engine="component"), path=[str(site)]) as host:
+            assert host.hook.transform(text="warm") == ["WARM!"]
+            backend = host._plugins["csbx"].backend
+            assert not backend.built.built  # type: ignore[union-attr]
+            assert str(backend.built.entry) == record["detail"]  # type: ignore[union-attr]
+
+    def test_a_plugin_that_cannot_build_is_reported_and_fails_the_command(
+        self, site: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        from pluginsdk.cli import main
+
+        t = make_target(site, "cnative2")
+        Path(t.package_dir, "_speedups.cpython-312-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
+        assert main(["wasm", "warm", "--engine", "component", "--path", str(site)]) == 1
+        out = capsys.readouterr().out
+        assert "cnative2 (wasmkit.plugins): failed: isolation 'wasm' cannot load C extensions" in out
+        assert "1 sandboxed plugins, 0 built, 1 failed" in out
 
 
 class TestCalls:
@@ -285,6 +335,95 @@ class TestLimits:
                 b.call("probe", ("hold", 50))
         finally:
             b.close()
+
+
+SLEEPER = """
+import gc, importlib, sys, time
+from pluginsdk import hookimpl
+
+def _fresh(name):
+    del sys.modules[name]
+    return importlib.import_module(name)
+
+def _builtin(name):
+    import _imp
+    spec = importlib.machinery.BuiltinImporter.find_spec(name)
+    return _imp.create_builtin(spec)
+
+def _originals():
+    guarded = time.sleep
+    return sum(1 for obj in gc.get_objects()
+               if type(obj) is type(len) and obj.__name__ in ("sleep", "select", "poll") and obj is not guarded)
+
+ACTIONS = {
+    "fresh_time": lambda s: _fresh("time").sleep(s),
+    "reload_time": lambda s: importlib.reload(time).sleep(s),
+    "builtin_time": lambda s: _builtin("time").sleep(s),
+    "fresh_select": lambda s: _fresh("select").select([], [], [], s),
+    "selectors": lambda s: importlib.import_module("selectors").DefaultSelector().select(s),
+    "originals": lambda s: _originals(),
+    "poll": lambda s: hasattr(_fresh("select"), "poll"),
+    "subinterpreter": lambda s: importlib.import_module("_interpreters"),
+}
+
+@hookimpl
+def probe(value, extra):
+    return ACTIONS[value](extra)
+"""
+
+
+@pytest.fixture(scope="module")
+def sleeper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WasmBackend]:
+    from .test_wasm import SPEC
+
+    site = tmp_path_factory.mktemp("sleeper-site")
+    pkg = install_plugin(
+        site,
+        "sleeper",
+        SLEEPER,
+        module="wasmkit_sleeper",
+        group="wasmkit.plugins",
+        isolation="wasm",
+        hooks=("probe",),
+    )
+    sys.path.insert(0, str(site))
+    t = PluginTarget(
+        name="sleeper",
+        dist="wasmkit-sleeper",
+        module="wasmkit_sleeper",
+        attr=None,
+        package_dir=str(pkg),
+        path_entry=str(site),
+        hooks={"probe": ("value", "extra")},
+        limits=Limits(timeout=1.0).merged(DEFAULT_LIMITS),
+        spec=SPEC,
+        options={"wasm_engine": "component"},
+    )
+    b = WasmBackend(t, log=LOG)
+    try:
+        b.start()  # built now, not inside a timed call
+        yield b
+    finally:
+        b.close()
+        sys.path.remove(str(site))
+
+
+class TestHostileSleepers:
+    """However a guest reaches a sleep, the deadline stops it: no original sleep is left in the guest."""
+
+    @pytest.mark.parametrize("how", ["fresh_time", "reload_time", "builtin_time", "fresh_select", "selectors"])
+    def test_sleep_reached_another_way_is_stopped(self, sleeper: WasmBackend, how: str) -> None:
+        started = time.monotonic()
+        with pytest.raises(PluginTimeout):
+            sleeper.call("probe", (how, 600))
+        assert time.monotonic() - started < 60  # the sleep was 600 s
+        sleeper.call("probe", (how, 0.01))  # a short one just sleeps: the instance serves on
+
+    def test_no_original_wait_is_left(self, sleeper: WasmBackend) -> None:
+        assert sleeper.call("probe", ("originals", None)) == 0
+        assert sleeper.call("probe", ("poll", None)) is False
+        with pytest.raises(PluginHookError, match="_interpreters"):  # it would start with fresh modules
+            sleeper.call("probe", ("subinterpreter", None))
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,7 +27,7 @@ from ..backends.base import PluginTarget
 from ..backends.pooled import PooledBackend
 from ..backends.worker import Worker
 
-__all__ = ["ComponentEngine"]
+__all__ = ["ComponentEngine", "prepare_target", "warm_components"]
 
 _NATIVE_SUFFIXES = (".so", ".pyd", ".dylib")
 
@@ -103,7 +103,7 @@ class ComponentEngine(PooledBackend):
                 raise
             from .instance import Runtime
 
-            self._runtime = Runtime(str(self.built.cwasm), self.built.mounts, keep=int(self.limits.workers or 1))
+            self._runtime = Runtime.acquire(str(self.built.cwasm), self.built.mounts)
             extra = [(path, f"/paths/{i}") for i, path in enumerate(self.options.wasm_paths)]
             self._extra_mounts = tuple(extra)
             self._guest_path = [guest for _, guest in extra]
@@ -132,41 +132,128 @@ class ComponentEngine(PooledBackend):
 
     def close(self) -> None:
         super().close()
-        if self._runtime is not None:
-            self._runtime.clear()
+        runtime, self._runtime = self._runtime, None
+        if runtime is not None:
+            runtime.release()
 
 
 def prepare_target(target: PluginTarget, options: Any, *, log: logging.Logger, progress: Any = None) -> Any:
     """Resolve ``target``'s closure for the guest and build (or find) its component."""
+    return _prepare(
+        target.name,
+        target.dist,
+        target.module,
+        target.package_dir,
+        target.path_entry,
+        target.spec.group,
+        options,
+        log=log,
+        progress=progress,
+    )
+
+
+def warm_components(path: Sequence[str] | None = None, progress: Any = None) -> list[dict[str, Any]]:
+    """Build (or find) the component of every installed plugin whose manifest asks for ``wasm``.
+
+    Every entry-point group on ``path`` (default ``sys.path``) is searched
+    (a host given ``path=`` finds the same plugins);
+    one record per such plugin: ``name``, ``group``, ``dist``, ``outcome``
+    (``built``, ``cached``, ``skipped`` or ``failed``), ``detail`` and
+    ``seconds``.  A plugin with a private ``[environment]`` is skipped: its
+    component is built with that environment, by the host that makes it.
+    The build uses the settings a host with a default policy passes (a
+    policy's ``wasm_packages`` make another component, built at first start).
+    """
+    import time
+
+    from .._survey import entry_point_groups
+    from ..config import AVAILABLE, BackendOptions
+    from ..discovery import discover
+
+    log = logging.getLogger("pluginsdk.wasm")
+    search = list(sys.path if path is None else path)
+    records: list[dict[str, Any]] = []
+    for group in sorted(entry_point_groups(search)):
+        for cand in discover(None, group=group, path=search, use_index=False):
+            if cand.isolation != "wasm" or cand.package_dir is None or cand.path_entry is None:
+                continue
+            record: dict[str, Any] = {"name": cand.name, "group": group, "dist": cand.dist, "seconds": 0.0}
+            records.append(record)
+            if cand.status != AVAILABLE:
+                record.update(outcome="failed", detail=cand.reason)
+                continue
+            if cand.environment is not None:
+                record.update(outcome="skipped", detail="has a private [environment]: built when a host starts it")
+                continue
+            if _native_files(cand.package_dir):
+                record.update(outcome="failed", detail="isolation 'wasm' cannot load C extensions")
+                continue
+            # The import path a host gives its backends (Host(path=...) puts its directories first).
+            sys_path = tuple(sys.path if path is None else [*path, *sys.path])
+            options = BackendOptions(sys_path=sys_path, wasm_packages=cand.wasm_packages, wasm_engine="component")
+            started = time.monotonic()
+            try:
+                built = _prepare(
+                    cand.name,
+                    cand.dist,
+                    cand.module,
+                    cand.package_dir,
+                    cand.path_entry,
+                    group,
+                    options,
+                    log=log,
+                    progress=progress,
+                )
+            except PluginError as exc:
+                record.update(outcome="failed", detail=exc.message)
+                continue
+            finally:
+                record["seconds"] = time.monotonic() - started
+            record.update(outcome="built" if built.built else "cached", detail=str(built.entry))
+    return records
+
+
+def _prepare(
+    name: str,
+    dist: str,
+    module: str,
+    package_dir: str,
+    path_entry: str,
+    group: str,
+    options: Any,
+    *,
+    log: logging.Logger,
+    progress: Any = None,
+) -> Any:
     from .._closure import guest_environment, resolve, resolve_environment
     from .._deps import wasm_package_dirs
     from .._wasm.cache import GUEST_PACKAGES, OPTIONAL_GUEST_PACKAGES
     from .._wasm.deps import _files
     from .build import ensure, guest_python
 
-    search = [target.path_entry, *(options.sys_path or sys.path)]
+    search = [path_entry, *(options.sys_path or sys.path)]
     env = guest_environment(f"python-{guest_python()}")
     provided = ("pluginsdk", *GUEST_PACKAGES, *OPTIONAL_GUEST_PACKAGES)
     if options.wasm_site is not None:  # a private environment: its pins, never the host's packages
         closure = resolve_environment(
-            target.name,
-            target.dist,
+            name,
+            dist,
             search,
             options.environment or (),
             options.wasm_site,
             env=env,
-            group=target.spec.group,
+            group=group,
             provided=provided,
         )
     else:
-        closure = resolve(target.name, target.dist, search, env=env, group=target.spec.group, provided=provided)
-    top = target.module.split(".")[0]
-    files, _left_out = _files(target.name, closure)
+        closure = resolve(name, dist, search, env=env, group=group, provided=provided)
+    top = module.split(".")[0]
+    files, _left_out = _files(name, closure)
     site = [(rel, Path(host)) for rel, host, _ in files if rel.split("/")[0] != top]
     on_site = {rel.split("/")[0].split(".")[0] for rel, _ in site}
     # The manifest only asks; the host's dependency closure and policy decide (see _deps).
     for dep, host_path, single_file in wasm_package_dirs(
-        target.name, target.dist, options.wasm_packages, options.wasm_allowed, search, group=target.spec.group
+        name, dist, options.wasm_packages, options.wasm_allowed, search, group=group
     ):
         if dep in on_site:
             continue
@@ -181,8 +268,8 @@ def prepare_target(target: PluginTarget, options: Any, *, log: logging.Logger, p
             ]
 
     def report(text: str) -> None:
-        log.info("plugin %r: %s (once; then cached)", target.name, text)
+        log.info("plugin %r: %s (once; then cached)", name, text)
         if progress is not None:
             progress(text)
 
-    return ensure(module=target.module, package_dir=target.package_dir, site_files=site, progress=report)
+    return ensure(module=module, package_dir=package_dir, site_files=site, progress=report)

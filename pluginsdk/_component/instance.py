@@ -5,11 +5,10 @@ The guest is not a program reading a channel but an export,
 the calls run on the caller's thread: :meth:`ComponentInstance.send` only
 queues the request, and :meth:`~ComponentInstance.recv` runs the export
 when it needs the reply.  The pool arms the deadline before every read, so
-its watchdog stops a guest that overruns: ``signal_kill`` moves the
-instance's engine epoch, the running export traps, and the read ends with
-``EOFError``.  Each instance has an engine of its own for that reason
-(moving an epoch traps every store of the engine); an engine whose instance
-ended with no call running goes back to :class:`Runtime` for the next one.
+its watchdog stops a guest that overruns: ``signal_kill`` marks the
+instance stopped and moves the engine's epoch, the running export traps
+(the others sharing the engine run on, see :class:`Runtime`), and the read
+ends with ``EOFError``.
 
 The guest's stderr is a FIFO read by a thread into the plugin's logger
 (``print`` arrives marked as stdout, as in the interpreter engine).
@@ -23,6 +22,7 @@ import os
 import shutil
 import tempfile
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,74 +43,182 @@ _exiting = False
 
 
 class Runtime:
-    """The compiled component of one plugin, and engines with it loaded, ready for instances."""
+    """The compiled component of one plugin, loaded once: one engine, component and linker for all its instances.
 
-    def __init__(self, cwasm: str, mounts: Sequence[tuple[str, str]], keep: int) -> None:
+    Every instance's store lives in this one engine, so the compiled code is
+    mapped (and counted in the host's memory) once per plugin, not once per
+    instance.  Stopping one instance moves the engine's epoch, which reaches
+    every store running in it: each store's epoch callback (see
+    :func:`_epoch_callback`) traps the stopped one and lets the others go on.
+    """
+
+    def __init__(self, cwasm: str, mounts: Sequence[tuple[str, str]]) -> None:
         self.cwasm = cwasm
         self.mounts = tuple(mounts)
-        self.keep = keep
-        self._free: list[tuple[Any, Any, Any]] = []
+        self._loaded: tuple[Any, Any, Any] | None = None
         self._lock = threading.Lock()
+        self._users = 0
 
-    def take(self) -> tuple[Any, Any, Any]:
-        """``(engine, component, linker)``: a free one, or a new engine with the component loaded."""
+    def load(self) -> tuple[Any, Any, Any]:
+        """``(engine, component, linker)``, loaded on first use."""
         with self._lock:
-            if self._free:
-                return self._free.pop()
-        import wasmtime
-        from wasmtime import component
+            if self._loaded is None:
+                import wasmtime
+                from wasmtime import component
 
-        from .._wasm.cache import engine_config
+                from .._wasm.cache import engine_config
 
-        engine = wasmtime.Engine(engine_config())
-        comp = component.Component.deserialize_file(engine, self.cwasm)
-        linker = component.Linker(engine)
-        linker.add_wasip2()
-        return engine, comp, linker
+                engine = wasmtime.Engine(engine_config())
+                comp = component.Component.deserialize_file(engine, self.cwasm)
+                linker = component.Linker(engine)
+                linker.add_wasip2()
+                with linker.root() as root:
+                    root.add_func("sleep", _host_sleep)
+                self._loaded = (engine, comp, linker)
+            return self._loaded
 
-    def give_back(self, triple: tuple[Any, Any, Any]) -> None:
+    def instantiate(self, store: Any) -> Any:
+        """An instance of the component in ``store`` (one at a time: the linker is not shared between threads)."""
+        _engine, comp, linker = self.load()
         with self._lock:
-            if len(self._free) < self.keep:
-                self._free.append(triple)
+            return linker.instantiate(store, comp)
 
-    def clear(self) -> None:
+    @classmethod
+    def acquire(cls, cwasm: str, mounts: Sequence[tuple[str, str]]) -> Runtime:
+        """The runtime of ``cwasm``, shared by every backend using it until the last one releases it."""
+        key = (cwasm, tuple(mounts))
+        with _runtimes_lock:
+            found = _runtimes.get(key)
+            if found is None:
+                found = _runtimes[key] = cls(cwasm, mounts)
+            found._users += 1
+            return found
+
+    def release(self) -> None:
+        """One user less; the last one unloads it (instances still running keep what they use)."""
+        with _runtimes_lock:
+            self._users -= 1
+            if self._users > 0:
+                return
+            _runtimes.pop((self.cwasm, self.mounts), None)
         with self._lock:
-            self._free.clear()
+            self._loaded = None
+
+
+_runtimes: dict[tuple[str, tuple[tuple[str, str], ...]], Runtime] = {}
+_runtimes_lock = threading.Lock()
+
+
+_current = threading.local()  # .instance: the instance whose export runs on this thread
+
+
+def _host_sleep(_store: Any, nanoseconds: int) -> bool:
+    """The guest's ``sleep`` import: wait, unless (or until) the instance is stopped, which traps it."""
+    inst: ComponentInstance | None = getattr(_current, "instance", None)
+    if inst is None:
+        raise RuntimeError("sleep called outside a call")
+    if inst._wake.wait(min(nanoseconds / 1e9, threading.TIMEOUT_MAX)):
+        raise RuntimeError("the sandbox instance was stopped")
+    return True
+
+
+def _epoch_callback(inst: ComponentInstance) -> Any:
+    """The store's epoch-deadline callback: trap if ``inst`` was stopped, else run on to the next epoch.
+
+    It runs only when the engine's epoch moves (some instance of the plugin
+    was stopped), never on an ordinary call.
+    """
+    from ctypes import c_void_p, cast
+
+    from wasmtime import _ffi as ffi
+
+    ref = weakref.ref(inst)
+
+    def on_epoch(_context: Any, _data: Any, delta: Any, kind: Any) -> int:
+        me = ref()
+        if me is None or me._killed:
+            err = ffi.wasmtime_error_new(b"the sandbox instance was stopped")
+            return int(cast(err, c_void_p).value or 0)
+        delta[0] = 1
+        kind[0] = 0  # WASMTIME_UPDATE_DEADLINE_CONTINUE
+        return 0
+
+    from wasmtime import _bindings
+
+    callback_type = _bindings._wasmtime_store_epoch_deadline_callback.argtypes[1]
+    return callback_type(on_epoch)
+
+
+def _set_epoch_callback(store: Any, callback: Any) -> None:
+    from wasmtime import _bindings
+
+    finalizer_type = _bindings._wasmtime_store_epoch_deadline_callback.argtypes[3]
+    global _NO_FINALIZER
+    if _NO_FINALIZER is None:
+        _NO_FINALIZER = finalizer_type(lambda _data: None)
+    _bindings.wasmtime_store_epoch_deadline_callback(store.ptr(), callback, None, _NO_FINALIZER)
+
+
+_NO_FINALIZER: Any = None
 
 
 class _Call:
-    """The export ``handle`` with its types looked up once (wasmtime-py looks them up on every call)."""
+    """The export ``handle``, called straight through wasmtime's C API.
+
+    wasmtime-py looks the function's types up and converts its values through
+    generic code on every call; here the argument and result slots, the
+    function and the store are set up once, and a call is one copy of the
+    frame in, the call, one copy of the reply out.  Frames are bytes carried
+    as latin-1 text (a WIT ``string``, UTF-8 on the wire).
+    """
 
     def __init__(self, func: Any, store: Any) -> None:
+        import ctypes
+        from ctypes import CFUNCTYPE, c_char_p, c_size_t, c_void_p
+
         from wasmtime import _ffi as ffi
-        from wasmtime.component._enter import enter_wasm
 
-        fty = func.type(store)
-        self._param = fty.params[0][1]
-        self._result = fty.result
-        self._func = func
-        self._store = store
+        dll = ffi.dll
         self._ffi = ffi
-        self._enter = enter_wasm
+        self._keep = (func, store)  # what the addresses below point into
+        self._arg = ffi.wasmtime_component_val_t()
+        self._out = ffi.wasmtime_component_val_t()
+        self._string = ffi.WASMTIME_COMPONENT_STRING.value
+        self._arg_vec = ctypes.addressof(self._arg.of.string)
+        self._out_vec = ctypes.addressof(self._out.of.string)
+        self._out_str = self._out.of.string
+        self._func = ctypes.addressof(func._func)
+        self._context = ctypes.cast(store._context(), c_void_p).value
+        self._args = (self._func, self._context, ctypes.addressof(self._arg), 1, ctypes.addressof(self._out), 1)
+        self._vec_new = CFUNCTYPE(None, c_void_p, c_size_t, c_char_p)(("wasm_byte_vec_new", dll))
+        self._vec_delete = CFUNCTYPE(None, c_void_p)(("wasm_byte_vec_delete", dll))
+        self._call = CFUNCTYPE(c_void_p, c_void_p, c_void_p, c_void_p, c_size_t, c_void_p, c_size_t)(
+            ("wasmtime_component_func_call", dll)
+        )
+        self._string_at = ctypes.string_at
 
-    def __call__(self, text: str) -> str:
-        from ctypes import byref, pointer
+    def __call__(self, frame: bytes) -> bytes:
+        text = frame.decode("latin-1").encode()
+        self._arg.kind = self._string
+        self._vec_new(self._arg_vec, len(text), text)
+        err = self._call(*self._args)
+        self._vec_delete(self._arg_vec)
+        if err:
+            self._raise(err)
+        out = self._out_str
+        reply = self._string_at(out.data, out.size)
+        self._vec_delete(self._out_vec)
+        return reply.decode().encode("latin-1")
 
-        ffi, store = self._ffi, self._store
-        params = (ffi.wasmtime_component_val_t * 1)()
-        self._param.convert_to_c(store, text, pointer(params[0]))
-        try:
-            result = ffi.wasmtime_component_val_t()
-            func = self._func._func
+    def _raise(self, err: int) -> None:
+        from ctypes import POINTER, cast
 
-            def run() -> Any:
-                return ffi.wasmtime_component_func_call(byref(func), store._context(), params, 1, byref(result), 1)
+        from wasmtime import WasmtimeError
+        from wasmtime.component._enter import maybe_raise_last_exn
 
-            self._enter(run)
-            value: str = self._result.convert_from_c(result)
-            return value
-        finally:
-            ffi.wasmtime_component_val_delete(byref(params[0]))
+        error = WasmtimeError._from_ptr(cast(err, POINTER(self._ffi.wasmtime_error_t)))
+        maybe_raise_last_exn()  # a host function's own exception (the stopped sleep's), if any
+        raise error
 
 
 class ComponentInstance(Worker):
@@ -140,11 +248,13 @@ class ComponentInstance(Worker):
         self._busy = False
         self._closed = False
         self._lock = threading.Lock()
+        self._wake = threading.Event()  # set when stopped: ends a wait in _host_sleep
         self._output = Output(log)
-        self._triple = runtime.take()
-        engine, comp, linker = self._triple
-        self._store = wasmtime.Store(engine)
-        self._store.set_epoch_deadline(1)  # traps once this instance's engine epoch moves (see module doc)
+        self._engine, _comp, _linker = runtime.load()
+        self._store = wasmtime.Store(self._engine)
+        self._store.set_epoch_deadline(1)  # asks _epoch_callback once the epoch moves (see Runtime)
+        self._on_epoch = _epoch_callback(self)  # kept alive as long as the store
+        _set_epoch_callback(self._store, self._on_epoch)
         if memory_mb > 0:
             self._store.set_limits(memory_size=memory_mb * 2**20)
         wasi = wasmtime.WasiConfig()
@@ -153,7 +263,7 @@ class ComponentInstance(Worker):
         self._efd = self._stderr_fifo(wasi)
         try:
             self._store.set_wasi(wasi)
-            instance = linker.instantiate(self._store, comp)
+            instance = runtime.instantiate(self._store)
             func = instance.get_func(self._store, "handle")
             if func is None:
                 raise RuntimeError("the component has no export 'handle'")
@@ -214,14 +324,16 @@ class ComponentInstance(Worker):
             if self._killed:
                 return b""
             self._busy = True
+        _current.instance = self
         try:
-            reply = self._call(frame.decode("latin-1"))
+            reply = self._call(frame)
         except Exception as exc:  # a trap (the deadline's included), or the store was refused memory
             from .._wasm.store import outcome
 
             self._ended = outcome(exc)
             return b""
         finally:
+            _current.instance = None
             with self._lock:
                 self._busy = False
                 if self._stopped():  # signal_kill() ran meanwhile: the store is ours to free
@@ -229,7 +341,7 @@ class ComponentInstance(Worker):
         if not reply:
             self._ended = "the guest ended its loop"
             return b""
-        return reply.encode("latin-1")
+        return reply
 
     # -- lifecycle -------------------------------------------------------------
     def _stopped(self) -> bool:
@@ -251,7 +363,8 @@ class ComponentInstance(Worker):
             if self._killed:
                 return
             self._killed = True
-            self._triple[0].increment_epoch()
+            self._wake.set()
+            self._engine.increment_epoch()
             if not self._busy:
                 self._release()
 
@@ -270,20 +383,18 @@ class ComponentInstance(Worker):
         with self._lock:
             if not self._killed and clean and not self._busy:
                 self._killed = True
-                self._release(reuse=True)
+                self._release()
                 return
         self.kill()
 
-    def _release(self, reuse: bool = False) -> None:
-        """Free the store (no call runs in it: the caller holds the lock); the engine is reused if clean."""
+    def _release(self) -> None:
+        """Free the store (no call runs in it: the caller holds the lock)."""
         if self._closed:
             return
         self._closed = True
         self._pending.clear()
         self._out = b""
         self._store.close()  # the guest's memory and descriptors, now rather than at GC; ends stderr
-        if reuse:
-            self._runtime.give_back(self._triple)
         with _live_lock:
             _live.discard(self)
 

@@ -28,9 +28,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any
 
-#: Seconds one slice of a guest's sleep lasts: the host's deadline stops a
-#: sleeping guest between two slices (WASI 0.2 cannot interrupt a sleep).
-SLEEP_SLICE = 0.02
 _CALL, _OK = P.CALL, P.OK
 _encode_frame = codec.encode_frame
 _unpack_header = codec.HEADER.unpack_from
@@ -160,33 +157,125 @@ class Stepper(Guest):
             close()
 
 
-def _sliced(sleep: Any, monotonic: Any) -> Any:
-    """``time.sleep`` in slices of :data:`SLEEP_SLICE`, so that a deadline stops it between two."""
-
-    def sliced_sleep(seconds: float) -> None:
-        if seconds != seconds or seconds < 0:  # NaN or negative: the original's error
-            sleep(seconds)
-            return
-        end = monotonic() + seconds
-        while True:
-            left = end - monotonic()
-            if left <= 0:
-                return
-            sleep(min(left, SLEEP_SLICE))
-
-    return sliced_sleep
+#: Built-in modules a plugin may not create: a subinterpreter would start with fresh, unguarded modules.
+DENIED_BUILTINS = frozenset({"_interpreters", "_interpqueues", "_interpchannels", "_xxsubinterpreters"})
 
 
-def _sliced_select(select: Any, sleep: Any) -> Any:
-    """``select.select``, its timeout in slices (WASI files are always ready; there are no sockets)."""
+def _fileno(obj: Any) -> int:
+    fd = obj if type(obj) is int else obj.fileno()
+    if type(fd) is not int or fd < 0:
+        raise ValueError(f"file descriptor cannot be a negative integer ({fd})")
+    return fd
 
-    def sliced_select(r: Any, w: Any, x: Any, timeout: float | None = None) -> Any:
-        if r or w or x or timeout is None:
-            return select(r, w, x, 0)  # never waits: a wait is what a deadline could not stop
+
+class _Builtin:
+    """A Python function that behaves as a built-in one where it is stored: not bound as a method in a class."""
+
+    __slots__ = ("__name__", "_func")
+
+    def __init__(self, func: Any, name: str) -> None:
+        self._func = func
+        self.__name__ = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._func(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<built-in function {self.__name__}>"
+
+
+def _host_waits(host_sleep: Any) -> None:
+    """Route every wait of the guest through ``host_sleep``, the host's wait that its deadline interrupts.
+
+    WASI 0.2 gives the guest's own sleeps to wasmtime, where a deadline cannot
+    stop them, so no function that sleeps in WASI is left: ``time.sleep`` and
+    ``select.select`` call the host's wait (the originals are dropped,
+    wherever the snapshot held them); ``select.poll`` and its kin are
+    removed (``selectors`` then uses ``select.select``).  Every built-in
+    module is created now, and the import system hands out these same
+    objects again (``_imp.create_builtin``), so a plugin that forgets and
+    re-imports ``time`` or ``select``, or reloads them, gets the guarded ones.
+    """
+    import _imp
+    import gc
+    import importlib
+    import select
+    import time
+
+    def sleep(seconds: Any) -> None:
+        if type(seconds) not in (int, float):
+            if isinstance(seconds, (str, bytes)) or not hasattr(seconds, "__float__"):
+                raise TypeError(f"'{type(seconds).__name__}' object cannot be interpreted as an integer or float")
+            seconds = float(seconds)
+        if seconds != seconds:
+            raise ValueError("Invalid value NaN (not a number)")
+        if seconds < 0:
+            raise ValueError("sleep length must be non-negative")
+        if seconds > 0:
+            host_sleep(min(int(seconds * 1e9), 2**64 - 1))
+
+    def select_(rlist: Any, wlist: Any, xlist: Any, timeout: float | None = None) -> Any:
+        """Files and streams are always ready in WASI, and the sandbox has no sockets: only a bare wait waits."""
+        ready = [list(rlist), list(wlist), list(xlist)]
+        for group in ready:
+            for obj in group:
+                _fileno(obj)
+        if timeout is not None and (timeout != timeout or timeout < 0):
+            raise ValueError("timeout must be non-negative")
+        if ready[0] or ready[1]:
+            return ready[0], ready[1], []
+        if timeout is None:
+            raise OSError(22, "select() with nothing to wait for and no timeout would never return")
         sleep(timeout)
         return [], [], []
 
-    return sliced_select
+    swaps: list[tuple[Any, Any]] = [
+        (time.sleep, _Builtin(sleep, "sleep")),
+        (select.select, _Builtin(select_, "select")),
+    ]
+    time.sleep, select.select = swaps[0][1], swaps[1][1]
+    for name in ("poll", "epoll", "devpoll", "kqueue"):
+        if hasattr(select, name):
+            swaps.append((getattr(select, name), None))
+            delattr(select, name)
+    selectors = sys.modules.get("selectors")
+    if selectors is not None:
+        selectors.DefaultSelector = selectors.SelectSelector  # type: ignore[attr-defined]
+    made: dict[str, Any] = {}
+    for name in sys.builtin_module_names:
+        if name in DENIED_BUILTINS:
+            continue
+        try:
+            made[name] = importlib.import_module(name)
+        except Exception:
+            pass
+    for name in DENIED_BUILTINS:
+        sys.modules.pop(name, None)
+
+    def create_builtin(spec: Any) -> Any:
+        try:
+            return made[spec.name]
+        except KeyError:
+            raise ImportError(f"no built-in module named {spec.name}", name=spec.name) from None
+
+    def exec_builtin(module: Any) -> int:
+        return 0  # made (and run) once, above
+
+    swaps += [
+        (_imp.create_builtin, _Builtin(create_builtin, "create_builtin")),
+        (_imp.exec_builtin, _Builtin(exec_builtin, "exec_builtin")),
+    ]
+    _imp.create_builtin, _imp.exec_builtin = swaps[-2][1], swaps[-1][1]
+    # Whoever copied an original before now (``from time import sleep``) gets the guarded one instead.
+    for old, new in swaps:
+        for holder in gc.get_referrers(old):
+            if type(holder) is dict:
+                for key in [k for k, v in holder.items() if v is old]:
+                    if new is None:
+                        del holder[key]
+                    else:
+                        holder[key] = new
+    del swaps, old, new
 
 
 def _extract_stdlib(target: str) -> None:
@@ -215,7 +304,6 @@ def boot(module: str, out: str, extract_to: str | None = None) -> None:
     import importlib
     import io
     import os
-    import time
 
     from .sandbox import _MarkedStdout
 
@@ -229,13 +317,9 @@ def boot(module: str, out: str, extract_to: str | None = None) -> None:
     sys.setrecursionlimit(2500)
     sys.stdout = _MarkedStdout()
     sys.stdin = io.StringIO()
-    time.sleep = _sliced(time.sleep, time.monotonic)
-    try:
-        import select
+    from wit_world import sleep as host_sleep  # type: ignore[import-not-found]  # generated from component.wit
 
-        select.select = _sliced_select(select.select, time.sleep)
-    except ImportError:
-        pass
+    _host_waits(host_sleep)
     packer = codec.make_packer()  # msgpack, for the values the fast encoder leaves to it
     codec.install_packer(make_fast_pack(lambda obj: bytes(packer(obj))))
     # What a call may need later is imported now, into the snapshot.
