@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from .. import codec
 from .._errors import PluginError, PluginTimeout
 from ..guest import protocol as P
-from .loop_lane import Item, LoopLane
+from .loop_lane import Item, LoopLane, LoopLanes, close_lane
 from .replies import Replies
 
 if TYPE_CHECKING:
@@ -64,7 +64,6 @@ MAX_BYTES = 32 * 1024
 DRIVER_IDLE = 2.0
 
 _monotonic = time.monotonic
-_running_loop = asyncio._get_running_loop
 _OK = P.OK
 _check_reply = P.check_reply
 _check_gathered = P.check_gathered
@@ -138,8 +137,10 @@ def _flush(settling: _Settling) -> None:
     settling.clear()
 
 
-class Coalescer:
+class Coalescer(LoopLanes):
     """The queue of one plugin's calls waiting for a worker, and its drivers (see the module docstring)."""
+
+    max_items = MAX_ITEMS
 
     def __init__(self, backend: PooledBackend) -> None:
         self.backend = backend
@@ -196,54 +197,6 @@ class Coalescer:
             raise slot.error
         return slot.value
 
-    def free_this_loop(self) -> bool:
-        """Before a sync caller waits for a worker: if it runs on an event loop's thread, that loop's lane gives
-        back the workers it holds (see :meth:`.loop_lane.LoopLane.drain`); ``True`` if it held any.
-
-        Without this, a sync call made on the loop's own thread while that loop's awaited calls hold every
-        worker would wait for its whole timeout: the blocked loop could never read their answers.
-        """
-        loop = _running_loop()
-        lane = self._lanes.get(loop) if loop is not None else None
-        if lane is None or not (lane.busy or lane.free):
-            return False
-        lane.drain()
-        return True
-
-    def submit(self, hook: str, args: tuple[Any, ...], info: _HookInfo, future: asyncio.Future[Any]) -> None:
-        """An async call: ``future`` gets its outcome; cancelling it withdraws the call while queued.
-
-        Called on ``future``'s loop: its lane drives it there (see :mod:`.loop_lane`).
-        """
-        loop = future.get_loop()
-        lane = self._lanes.get(loop)
-        if lane is None:
-            lane = self._new_lane(loop)
-        # A cancelled one is skipped when its turn comes: no callback per call.
-        lane.submit(future, hook, args, info)
-
-    def lane(self, loop: asyncio.AbstractEventLoop) -> LoopLane:
-        """``loop``'s lane (made on first use): its ``submit`` takes async calls (see :mod:`.loop_lane`)."""
-        return self._lanes.get(loop) or self._new_lane(loop)
-
-    def _new_lane(self, loop: asyncio.AbstractEventLoop) -> LoopLane:
-        if any(other.is_closed() for other in list(self._lanes)):
-            self.helper(self._reap)  # replacing their workers waits for processes: not on this loop
-        with self.cond:
-            if self.closed:
-                raise PluginError("backend is closed", plugin=self.backend.pool.name)
-            lane = self._lanes[loop] = LoopLane(self, loop, MAX_ITEMS)
-        return lane
-
-    def _reap(self) -> None:
-        """Lanes whose loop has closed: their workers in flight are lost with it, and replaced."""
-        with self.cond:
-            dead = [lane for loop, lane in self._lanes.items() if loop.is_closed()]
-            for lane in dead:
-                del self._lanes[lane.loop]
-        for lane in dead:
-            lane.shutdown(replace=True)
-
     def requeue_items(self, items: list[Item]) -> None:
         """A lane's calls for the threads' path (no worker to be had on its loop, or a failure to settle)."""
         self.enqueue_slots([Slot(hook, args, info, future) for future, hook, args, info in items if not future.done()])
@@ -263,27 +216,6 @@ class Coalescer:
         for s in slots:
             _finish(settling, s, error=PluginError("backend is closed", plugin=self.backend.pool.name))
         _flush(settling)
-
-    def helper(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        """Run ``function`` on a thread of its own (a lane's slow chore), joined at close."""
-        t = threading.Thread(
-            target=self._help,
-            args=(function, args, kwargs),
-            daemon=True,
-            name=f"pluginsdk-{self.backend.pool.name}-lane",
-        )
-        with self.cond:
-            self._helpers.add(t)
-        t.start()
-
-    def _help(self, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        try:
-            function(*args, **kwargs)
-        except Exception:
-            self.backend.log.exception("plugin %r: coalescing error", self.backend.pool.name)
-        finally:
-            with self.cond:
-                self._helpers.discard(threading.current_thread())
 
     def lane_failed(self, w: Worker, rest: list[Item], stepwise: bool, exc: BaseException) -> None:
         """A lane's worker failed mid-gather (on a helper thread): as :meth:`_run` settles it."""
@@ -554,7 +486,7 @@ class Coalescer:
             self._lanes.clear()
             self.cond.notify_all()
         for lane in lanes:
-            _close_lane(lane)
+            close_lane(lane)
         self._fail_all(PluginError("backend is closed", plugin=self.backend.pool.name))
 
     def join(self, timeout: float = 5.0) -> None:
@@ -565,25 +497,3 @@ class Coalescer:
         for t in drivers:
             if t is not threading.current_thread():
                 t.join(max(0.0, deadline - _monotonic()))
-
-
-def _close_lane(lane: LoopLane, timeout: float = 5.0) -> None:
-    """Shut ``lane`` down on its loop's thread (or here, if its loop is not running)."""
-    loop = lane.loop
-    if loop.is_closed() or not loop.is_running() or _running_loop() is loop:
-        lane.shutdown(replace=False)
-        return
-    done = threading.Event()
-
-    def run() -> None:
-        try:
-            lane.shutdown(replace=False)
-        finally:
-            done.set()
-
-    try:
-        loop.call_soon_threadsafe(run)
-    except RuntimeError:  # closed meanwhile
-        lane.shutdown(replace=False)
-        return
-    done.wait(timeout)

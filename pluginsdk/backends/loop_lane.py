@@ -30,10 +30,13 @@ whole waits for its rest.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
 from .. import codec
 from .._errors import PluginError
@@ -41,13 +44,13 @@ from ..guest import protocol as P
 from .replies import Replies
 
 if TYPE_CHECKING:
-    import asyncio
-
     from .coalesce import Coalescer
-    from .pooled import _HookInfo
+    from .pooled import PooledBackend, _HookInfo
     from .worker import Worker
 
-__all__ = ["LoopLane"]
+__all__ = ["LoopLane", "LoopLanes", "close_lane"]
+
+_running_loop = asyncio._get_running_loop
 
 _monotonic = time.monotonic
 _read = os.read
@@ -348,3 +351,109 @@ def _frame_error(head: bytes, max_message: int) -> BaseException:
     except BaseException as exc:
         return exc
     return EOFError("channel closed")
+
+
+class LoopLanes:
+    """The coalescer's lanes, one per event loop, and the helper threads that do their slow chores.
+
+    A mixin of :class:`~.coalesce.Coalescer`, which holds the state.
+    """
+
+    # Provided by Coalescer.
+    backend: PooledBackend
+    cond: threading.Condition
+    closed: bool
+    max_items: int
+    _lanes: dict[asyncio.AbstractEventLoop, LoopLane]
+    _helpers: set[threading.Thread]
+
+    def free_this_loop(self) -> bool:
+        """Before a sync caller waits for a worker: if it runs on an event loop's thread, that loop's lane gives
+        back the workers it holds (see :meth:`.loop_lane.LoopLane.drain`); ``True`` if it held any.
+
+        Without this, a sync call made on the loop's own thread while that loop's awaited calls hold every
+        worker would wait for its whole timeout: the blocked loop could never read their answers.
+        """
+        loop = _running_loop()
+        lane = self._lanes.get(loop) if loop is not None else None
+        if lane is None or not (lane.busy or lane.free):
+            return False
+        lane.drain()
+        return True
+
+    def submit(self, hook: str, args: tuple[Any, ...], info: _HookInfo, future: asyncio.Future[Any]) -> None:
+        """An async call: ``future`` gets its outcome; cancelling it withdraws the call while queued.
+
+        Called on ``future``'s loop: its lane drives it there (see :mod:`.loop_lane`).
+        """
+        loop = future.get_loop()
+        lane = self._lanes.get(loop)
+        if lane is None:
+            lane = self._new_lane(loop)
+        # A cancelled one is skipped when its turn comes: no callback per call.
+        lane.submit(future, hook, args, info)
+
+    def lane(self, loop: asyncio.AbstractEventLoop) -> LoopLane:
+        """``loop``'s lane (made on first use): its ``submit`` takes async calls (see :mod:`.loop_lane`)."""
+        return self._lanes.get(loop) or self._new_lane(loop)
+
+    def _new_lane(self, loop: asyncio.AbstractEventLoop) -> LoopLane:
+        if any(other.is_closed() for other in list(self._lanes)):
+            self.helper(self._reap)  # replacing their workers waits for processes: not on this loop
+        with self.cond:
+            if self.closed:
+                raise PluginError("backend is closed", plugin=self.backend.pool.name)
+            lane = self._lanes[loop] = LoopLane(cast("Coalescer", self), loop, self.max_items)
+        return lane
+
+    def _reap(self) -> None:
+        """Lanes whose loop has closed: their workers in flight are lost with it, and replaced."""
+        with self.cond:
+            dead = [lane for loop, lane in self._lanes.items() if loop.is_closed()]
+            for lane in dead:
+                del self._lanes[lane.loop]
+        for lane in dead:
+            lane.shutdown(replace=True)
+
+    def helper(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Run ``function`` on a thread of its own (a lane's slow chore), joined at close."""
+        t = threading.Thread(
+            target=self._help,
+            args=(function, args, kwargs),
+            daemon=True,
+            name=f"pluginsdk-{self.backend.pool.name}-lane",
+        )
+        with self.cond:
+            self._helpers.add(t)
+        t.start()
+
+    def _help(self, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        try:
+            function(*args, **kwargs)
+        except Exception:
+            self.backend.log.exception("plugin %r: coalescing error", self.backend.pool.name)
+        finally:
+            with self.cond:
+                self._helpers.discard(threading.current_thread())
+
+
+def close_lane(lane: LoopLane, timeout: float = 5.0) -> None:
+    """Shut ``lane`` down on its loop's thread (or here, if its loop is not running)."""
+    loop = lane.loop
+    if loop.is_closed() or not loop.is_running() or _running_loop() is loop:
+        lane.shutdown(replace=False)
+        return
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            lane.shutdown(replace=False)
+        finally:
+            done.set()
+
+    try:
+        loop.call_soon_threadsafe(run)
+    except RuntimeError:  # closed meanwhile
+        lane.shutdown(replace=False)
+        return
+    done.wait(timeout)
