@@ -30,7 +30,7 @@ import importlib.machinery
 import os
 from collections.abc import Iterable, Iterator
 
-__all__ = ["EXTENSION_SUFFIXES", "extension_module", "refusal"]
+__all__ = ["EXTENSION_SUFFIXES", "extension_module", "package_extensions", "refuse_extensions", "refusal"]
 
 EXTENSION_SUFFIXES = (*importlib.machinery.EXTENSION_SUFFIXES, ".so", ".pyd", ".dylib")
 _CATCHES_IMPORT_ERROR = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
@@ -142,3 +142,27 @@ def refusal(dist: str, files: Iterable[str], read: dict[str, str] | None = None,
                 if prefix in python and prefix not in done:
                     todo.append((prefix, (*via, prefix)))
     return None
+
+
+_EXTENSION_FILES = (".so", ".pyd", ".dylib")
+
+
+def package_extensions(root: str) -> list[str]:
+    """The C extension files under ``root`` (a plugin's own package), relative to it, sorted."""
+    from pathlib import Path
+
+    base = Path(root)
+    if not base.is_dir():
+        return []
+    return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.suffix in _EXTENSION_FILES)
+
+
+def refuse_extensions(plugin: str, package_dir: str) -> None:
+    """Raise :class:`~pluginsdk.PluginLoadError` if ``plugin``'s own package holds C extensions (no sandbox can)."""
+    found = package_extensions(package_dir)
+    if found:
+        from ._errors import PluginLoadError
+
+        raise PluginLoadError(
+            f"isolation 'wasm' cannot load C extensions, found {', '.join(found)} in {package_dir}", plugin=plugin
+        )

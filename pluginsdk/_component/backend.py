@@ -22,21 +22,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .._errors import PluginError, PluginLoadError
+from .._errors import PluginError
+from .._native import package_extensions, refuse_extensions
 from ..backends.base import PluginTarget
 from ..backends.pooled import PooledBackend
-from ..backends.worker import Worker
+from ..backends.worker import Worker, start_errors
 
 __all__ = ["ComponentEngine", "prepare_target", "warm_components"]
-
-_NATIVE_SUFFIXES = (".so", ".pyd", ".dylib")
-
-
-def _native_files(root: str) -> list[str]:
-    base = Path(root)
-    if not base.is_dir():
-        return []
-    return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.suffix in _NATIVE_SUFFIXES)
 
 
 class ComponentEngine(PooledBackend):
@@ -87,12 +79,7 @@ class ComponentEngine(PooledBackend):
             from .._errors import BackendUnavailable
 
             raise BackendUnavailable(reason, plugin=name)
-        native = _native_files(self.target.package_dir)
-        if native:
-            raise PluginLoadError(
-                f"isolation 'wasm' cannot load C extensions, found {', '.join(native)} in {self.target.package_dir}",
-                plugin=name,
-            )
+        refuse_extensions(name, self.target.package_dir)
         with self._prepare_lock:
             if self._runtime is not None:
                 return
@@ -114,7 +101,7 @@ class ComponentEngine(PooledBackend):
     def _new_worker(self) -> Worker:
         from .instance import ComponentInstance
 
-        try:
+        with start_errors(self.target.name, "a sandbox instance"):
             return ComponentInstance(
                 self._runtime,
                 self.hello(self._guest_path),
@@ -123,12 +110,6 @@ class ComponentEngine(PooledBackend):
                 memory_mb=int(self.limits.memory_mb or 0),
                 log=self._plugin_log,
             )
-        except PluginError:
-            raise
-        except Exception as exc:
-            raise PluginLoadError(
-                f"cannot start a sandbox instance: {type(exc).__name__}: {exc}", plugin=self.target.name
-            ) from exc
 
     def close(self) -> None:
         super().close()
@@ -185,7 +166,7 @@ def warm_components(path: Sequence[str] | None = None, progress: Any = None) -> 
             if cand.environment is not None:
                 record.update(outcome="skipped", detail="has a private [environment]: built when a host starts it")
                 continue
-            if _native_files(cand.package_dir):
+            if package_extensions(cand.package_dir):
                 record.update(outcome="failed", detail="isolation 'wasm' cannot load C extensions")
                 continue
             # The import path a host gives its backends (Host(path=...) puts its directories first).

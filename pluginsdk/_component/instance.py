@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import codec
-from .._wasm.store import pump
+from .._wasm.store import LiveInstances, pump
 from ..backends.worker import Worker
 from ..guest import protocol as P
 from ..guest.fastcodec import MARSHAL_MARK
@@ -37,9 +37,7 @@ __all__ = ["ComponentInstance", "Runtime"]
 #: Host frames larger than this (bytes) go to the guest as marshal (decoded far faster in pure Python).
 MARSHAL_ABOVE = 512
 _encode_frame = codec.encode_frame
-_live: set[ComponentInstance] = set()
-_live_lock = threading.Lock()
-_exiting = False
+_live: LiveInstances[ComponentInstance] = LiveInstances()
 
 
 class Runtime:
@@ -277,8 +275,7 @@ class ComponentInstance(Worker):
         self._pump = threading.Thread(target=pump, args=(self._efd, self._output), name="pluginsdk-wasm-stderr")
         self._pump.daemon = True
         self._pump.start()
-        with _live_lock:
-            _live.add(self)
+        _live.add(self)
         self._pending.append(_encode_frame([P.HELLO, hello]))
 
     def _stderr_fifo(self, wasi: Any) -> int:
@@ -349,13 +346,8 @@ class ComponentInstance(Worker):
 
     def death_detail(self) -> str:
         self._pump.join(0.2)  # its last stderr lines
-        how = self._ended or "did not end"
-        if self._killed and self.timed_out:
-            how = "stopped at its deadline"
-        elif _exiting:
-            how = "stopped because the host process is exiting"
-        tail = " | ".join(self._output.tail)
-        return f"{how}; stderr: {tail}" if tail else how
+        at_deadline = self._killed and self.timed_out
+        return self._output.ending(self._ended or "", at_deadline=at_deadline, host_exiting=_live.exiting)
 
     def signal_kill(self) -> None:
         """Stop the guest from any thread: a running export traps at once (the engine's epoch moves)."""
@@ -395,8 +387,7 @@ class ComponentInstance(Worker):
         self._pending.clear()
         self._out = b""
         self._store.close()  # the guest's memory and descriptors, now rather than at GC; ends stderr
-        with _live_lock:
-            _live.discard(self)
+        _live.discard(self)
 
     @property
     def alive(self) -> bool:
@@ -404,13 +395,8 @@ class ComponentInstance(Worker):
 
 
 def stop_all() -> None:
-    """Stop every instance still running (at interpreter exit): running exports trap."""
-    global _exiting
-    _exiting = True
-    with _live_lock:
-        live = list(_live)
-    for inst in live:
-        inst.signal_kill()
+    """Stop every instance still running (called at interpreter exit)."""
+    _live.stop_all()  # running exports trap
 
 
 import atexit  # noqa: E402  (registered once this module is in use)

@@ -50,7 +50,7 @@ from ..guest import protocol as P
 from ..guest.fastcodec import MARSHAL_MARK
 from .cache import GUEST_MAIN, Sandbox, mark_used
 from .gate import OpenFiles, instantiate
-from .store import BASE_ARGV, Output, new_store, outcome, pump, wasi_config
+from .store import BASE_ARGV, LiveInstances, Output, new_store, outcome, pump, wasi_config
 
 __all__ = ["Instance", "Mounts"]
 
@@ -62,9 +62,7 @@ _encode_frame = codec.encode_frame
 #: Seconds to wait for an instance's thread to end after asking it to.
 EXIT_GRACE = 2.0
 
-_live: set[Instance] = set()
-_exiting = False
-_live_lock = threading.Lock()
+_live: LiveInstances[Instance] = LiveInstances()
 
 
 @attrs.frozen
@@ -142,8 +140,7 @@ class Instance(Worker):
             target=pump, args=(self._efd, self._output), name="pluginsdk-wasm-stderr", daemon=True
         )
         self._efd = -1  # the pump owns it now
-        with _live_lock:
-            _live.add(self)
+        _live.add(self)
         self._pump.start()
         self._thread.start()
         self._write_frame(_encode_frame([P.HELLO, hello]))  # fits in the FIFO's buffer
@@ -279,13 +276,8 @@ class Instance(Worker):
         """How the guest ended (waits briefly for it to)."""
         self._thread.join(EXIT_GRACE)
         self._pump.join(0.5)  # its last stderr lines
-        how = self._exit or "did not end"
-        if self._killed and self.timed_out:
-            how = "stopped at its deadline"
-        elif _exiting:
-            how = "stopped because the host process is exiting"
-        tail = " | ".join(self._output.tail)
-        return f"{how}; stderr: {tail}" if tail else how
+        at_deadline = self._killed and self.timed_out
+        return self._output.ending(self._exit or "", at_deadline=at_deadline, host_exiting=_live.exiting)
 
     def signal_kill(self) -> None:
         """Stop the guest: trap its running code, and end its input (for a blocked read)."""
@@ -335,8 +327,7 @@ class Instance(Worker):
         # interrupted; its thread ends when the call returns and traps.
         self._thread.join(grace)
         self._close_fds()
-        with _live_lock:
-            _live.discard(self)
+        _live.discard(self)
 
     @property
     def alive(self) -> bool:
@@ -345,13 +336,7 @@ class Instance(Worker):
 
 def stop_all() -> None:
     """Stop every instance still running (called at interpreter exit)."""
-    global _exiting
-    _exiting = True
-    with _live_lock:
-        live = list(_live)
-    for inst in live:
-        inst.signal_kill()
-    for inst in live:
+    for inst in _live.stop_all():
         inst._finish(EXIT_GRACE)
 
 

@@ -9,14 +9,15 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from .cache import Sandbox, engine_config, load_module
 from .gate import OpenFiles, instantiate
 
-__all__ = ["BASE_ARGV", "Output", "new_store", "outcome", "pump", "run_program", "wasi_config"]
+__all__ = ["BASE_ARGV", "LiveInstances", "Output", "new_store", "outcome", "pump", "run_program", "wasi_config"]
 
 #: stderr lines kept per instance, quoted when it dies.
 STDERR_TAIL = 10
@@ -48,6 +49,49 @@ class Output:
             else:
                 self.tail.append(line)
                 self.log.warning("%s%s", self._prefix, line, extra={**self._extra, "plugin_stream": "stderr"})
+
+    def ending(self, ended: str, *, at_deadline: bool, host_exiting: bool) -> str:
+        """How the instance ended (``ended``: what its thread saw, if anything), with its last stderr lines."""
+        how = ended or "did not end"
+        if at_deadline:
+            how = "stopped at its deadline"
+        elif host_exiting:
+            how = "stopped because the host process is exiting"
+        tail = " | ".join(self.tail)
+        return f"{how}; stderr: {tail}" if tail else how
+
+
+class _Stoppable(Protocol):
+    def signal_kill(self) -> None: ...
+
+
+_I = TypeVar("_I", bound=_Stoppable)
+
+
+class LiveInstances(Generic[_I]):
+    """One kind's sandbox instances still running, so that the host's exit stops them (their exports trap)."""
+
+    def __init__(self) -> None:
+        self._items: set[_I] = set()
+        self._lock = threading.Lock()
+        self.exiting = False  # the host process is exiting: what a stopped instance's error says
+
+    def add(self, instance: _I) -> None:
+        with self._lock:
+            self._items.add(instance)
+
+    def discard(self, instance: _I) -> None:
+        with self._lock:
+            self._items.discard(instance)
+
+    def stop_all(self) -> list[_I]:
+        """Stop every instance still running (at interpreter exit); the instances stopped."""
+        self.exiting = True
+        with self._lock:
+            live = list(self._items)
+        for instance in live:
+            instance.signal_kill()
+        return live
 
 
 def new_store(sandbox: Sandbox, memory_mb: int) -> tuple[Any, Any, Any, Any]:

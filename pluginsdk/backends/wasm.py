@@ -36,14 +36,14 @@ import sys
 import tempfile
 import threading
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar
 
 from .._component.backend import ComponentEngine
 from .._errors import PluginError, PluginLoadError
+from .._native import package_extensions, refuse_extensions
 from .base import PluginTarget
 from .pooled import PooledBackend
-from .worker import Worker
+from .worker import Worker, start_errors
 
 __all__ = ["ComponentBackend", "WasmBackend", "wasm_engine"]
 
@@ -65,16 +65,6 @@ def wasm_engine(options: Any = None) -> str:
     if engine not in ENGINES:
         raise ConfigError(f"wasm_engine: {engine!r} is not an engine; expected one of {', '.join(ENGINES)}")
     return str(engine)
-
-
-_NATIVE_SUFFIXES = (".so", ".pyd", ".dylib")
-
-
-def _native_files(root: str) -> list[str]:
-    base = Path(root)
-    if not base.is_dir():
-        return []
-    return sorted(str(p.relative_to(base)) for p in base.rglob("*") if p.suffix in _NATIVE_SUFFIXES)
 
 
 class WasmBackend(PooledBackend):
@@ -130,12 +120,7 @@ class WasmBackend(PooledBackend):
             from .._errors import BackendUnavailable
 
             raise BackendUnavailable(reason, plugin=name)
-        native = _native_files(self.target.package_dir)
-        if native:
-            raise PluginLoadError(
-                f"isolation 'wasm' cannot load C extensions, found {', '.join(native)} in {self.target.package_dir}",
-                plugin=name,
-            )
+        refuse_extensions(name, self.target.package_dir)
         with self._prepare_lock:
             if self._sandbox is None:
                 from .._wasm.setup import prepare
@@ -231,7 +216,7 @@ class WasmBackend(PooledBackend):
             return exc
         if self._mounts is None:
             return exc
-        native = [f for host, _ in self._mounts.dirs for f in _native_files(host)] + list(self._left_out)
+        native = [f for host, _ in self._mounts.dirs for f in package_extensions(host)] + list(self._left_out)
         if not native:
             return exc
         message = (
@@ -245,7 +230,7 @@ class WasmBackend(PooledBackend):
         """A sandbox instance in place of a worker process (see :class:`Worker`)."""
         from .._wasm.instance import DEFAULT_SPIN, Instance
 
-        try:
+        with start_errors(self.target.name, "a sandbox instance"):
             return Instance(
                 self._sandbox,
                 self.hello(self._guest_path),
@@ -256,12 +241,6 @@ class WasmBackend(PooledBackend):
                 log=self._plugin_log,
                 spin=DEFAULT_SPIN if self.options.wasm_spin is None else self.options.wasm_spin,
             )
-        except PluginError:
-            raise
-        except Exception as exc:
-            raise PluginLoadError(
-                f"cannot start a sandbox instance: {type(exc).__name__}: {exc}", plugin=self.target.name
-            ) from exc
 
     def close(self) -> None:
         super().close()

@@ -31,10 +31,14 @@ The contract:
 from __future__ import annotations
 
 import abc
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["Worker"]
+from .._errors import PluginError, PluginLoadError
+
+__all__ = ["Worker", "start_errors"]
 
 
 class Worker(abc.ABC):
@@ -97,3 +101,14 @@ class Worker(abc.ABC):
     @abc.abstractmethod
     def stop(self) -> None:
         """Ask the guest to exit (BYE), killing it if it does not."""
+
+
+@contextlib.contextmanager
+def start_errors(plugin: str, what: str) -> Iterator[None]:
+    """Around a kind's factory: an unexpected failure to start ``what`` becomes :class:`~pluginsdk.PluginLoadError`."""
+    try:
+        yield
+    except PluginError:
+        raise
+    except Exception as exc:
+        raise PluginLoadError(f"cannot start {what}: {type(exc).__name__}: {exc}", plugin=plugin) from exc
