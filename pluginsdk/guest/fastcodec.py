@@ -95,9 +95,12 @@ def _enc(obj: Any, out: bytearray) -> None:
     elif t is list or t is tuple:
         out += _sized(_FIXARRAY, (0, 0xDC, 0xDD), len(obj))
         for x in obj:
-            if type(x) is str and len(x) < 32 and x.isascii():  # the common item, inlined
+            t = type(x)
+            if t is str and len(x) < 32 and x.isascii():  # the common items, inlined: short text,
                 out += _FIXSTR[len(x)]
                 out += x.encode()
+            elif t is int and 0 <= x < 0x80:  # and small numbers (a frame's kind and request id)
+                out += _POSFIX[x]
             else:
                 _enc(x, out)
     elif t is int:
@@ -182,7 +185,10 @@ def _array(b: bytes, i: int, n: int) -> tuple[list[Any], int]:
     append = out.append
     for _ in range(n):
         c = b[i]
-        if c >= 0xA0 and c < 0xC0:  # fixstr, the common item, inlined
+        if c < 0x80:  # positive fixint, inlined: a frame's kind and request id, small numbers
+            append(c)
+            i += 1
+        elif c >= 0xA0 and c < 0xC0:  # fixstr, the common item, inlined
             j = i + 1 + (c & 0x1F)
             append(b[i + 1 : j].decode())
             i = j
