@@ -13,6 +13,13 @@ verdict uses the paired ratio: the median over rounds of new/old.
 
 Target (issue "One pool, many worker kinds"): tiny calls and batches at least
 as fast as before, i.e. a paired ratio of at most 1.05 (noise).
+
+At ``wasm``, both drivers are pinned to one CPU (the same one): wasmtime
+does WASI calls on a helper thread, and an instance whose threads land on
+different CPUs answers up to 2-3x slower for its whole life, by an amount
+that changes from instance to instance (see ``bench_wasm.py``).  With one
+instance a side, that placement, not the code, decided the ratio (0.95x to
+1.15x from run to run); pinned, both sides pay the same.
 """
 
 from __future__ import annotations
@@ -112,12 +119,15 @@ class Driver:
     def __init__(self, tree: Path, site: Path, level: str, cache: Path) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
         env["PLUGINSDK_CACHE_DIR"] = str(cache)
+        cpus = sorted(os.sched_getaffinity(0))
         self.proc = subprocess.Popen(
             [sys.executable, "-c", DRIVER, str(tree), str(site), level],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
             env=env,
+            # Set before the driver starts: every thread it (and wasmtime) makes inherits it.
+            preexec_fn=(lambda: os.sched_setaffinity(0, {cpus[-1]})) if level == "wasm" else None,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()
