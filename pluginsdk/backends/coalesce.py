@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from .. import codec
 from .._errors import PluginError, PluginTimeout
 from ..guest import protocol as P
-from .loop_lane import Item, LoopLane, LoopLanes, close_lane
+from .loop_lane import Item, LoopLane, LoopLanes, close_lane, resolve
 from .replies import Replies
 
 if TYPE_CHECKING:
@@ -104,14 +104,8 @@ class Slot:
 def _settle(items: list[tuple[Slot, Any, BaseException | None]]) -> None:
     """On an event loop: resolve its callers' futures (those not cancelled meanwhile)."""
     for slot, value, error in items:
-        future = slot.future
-        assert future is not None
-        if future.done():
-            continue
-        if error is None:
-            future.set_result(value)
-        else:
-            future.set_exception(error)
+        assert slot.future is not None
+        resolve(slot.future, value, error)
 
 
 _Settling = dict["asyncio.AbstractEventLoop", list[tuple[Slot, Any, "BaseException | None"]]]

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from .pooled import PooledBackend, _HookInfo
     from .worker import Worker
 
-__all__ = ["LoopLane", "LoopLanes", "close_lane"]
+__all__ = ["LoopLane", "LoopLanes", "close_lane", "resolve"]
 
 _running_loop = asyncio._get_running_loop
 
@@ -224,7 +224,7 @@ class LoopLane:
             if type(msg) is list and msg and msg[0] == _ERR:  # the whole gather refused
                 reply = P.check_reply(msg, conn.rid)
                 for item in sent[answered:]:
-                    _set(item[0], None, replies.error(item[1], reply))
+                    resolve(item[0], None, replies.error(item[1], reply))
                 answered = len(sent)
             else:
                 values, errors, last = _check_gathered(msg, conn.rid, len(sent) - answered)
@@ -234,7 +234,7 @@ class LoopLane:
                     failure = errors.get(i - answered) if errors else None
                     if failure is not None:
                         conn.retire = conn.retire or Replies.retires(failure)
-                        _set(future, None, replies.error(hook, failure))
+                        resolve(future, None, replies.error(hook, failure))
                     elif future.done():
                         continue  # its task was cancelled: the result is dropped
                     elif info.convert is None or type(value) in info.plain:
@@ -329,12 +329,13 @@ class LoopLane:
             return
         for item in pending:
             try:
-                _set(item[0], None, error)
+                resolve(item[0], None, error)
             except RuntimeError:  # its loop closed meanwhile
                 pass
 
 
-def _set(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+def resolve(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    """Give ``future`` its outcome, unless it has one (its task was cancelled meanwhile)."""
     if future.done():
         return
     if error is None:
