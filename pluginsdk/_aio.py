@@ -144,7 +144,7 @@ class _Step:
 class AsyncHookCaller:
     """One hook's async calls: the sync caller's methods, awaitable (see the module docstring)."""
 
-    __slots__ = ("_caller", "_host", "_plan", "_threads", "name")
+    __slots__ = ("_caller", "_host", "_plan", "_planned", "_threads", "name")
 
     def __init__(self, host: Host, caller: SDKHookCaller, threads: CallThreads) -> None:
         self._host = host
@@ -154,6 +154,9 @@ class AsyncHookCaller:
         # A hook whose implementations are all isolated plugins' that have started, none streaming:
         # (the implementations, each one's step), checked still to hold at each call.
         self._plan: tuple[list[pluggy.HookImpl], list[_Step]] | None = None
+        # What the plan was worked out for: the host's generation and the implementations then. Worked
+        # out again after a call off the direct path only when either has changed since.
+        self._planned: tuple[int, list[pluggy.HookImpl]] = (-1, [])
 
     def __repr__(self) -> str:
         return f"<AsyncHookCaller {self.name!r}>"
@@ -195,8 +198,10 @@ class AsyncHookCaller:
         try:
             return await self._call(caller, kwargs)
         finally:
-            if self._plan is None:
-                self._plan = _plan(self._host, caller)
+            host = self._host
+            if self._planned[0] != host._generation or self._planned[1] != caller._hookimpls:
+                self._planned = (host._generation, caller._hookimpls.copy())
+                self._plan = _plan(host, caller)
 
     async def _call(self, caller: SDKHookCaller, kwargs: dict[str, Any]) -> Any:
         if type(caller) is not _dispatch.SDKHookCaller or caller._call_history is not None:

@@ -141,6 +141,9 @@ class Host(Generic[H]):
         self._ahook: Any = None  # host.ahook, made on first use
         self._check_values = check_values
         self._closed = False
+        # Counts changes to which plugins answer and where (a start, a failure): async callers' plans are
+        # worked out again when it moves.
+        self._generation = 0
         self._dispatch_lock = _thread.allocate_lock()
         self._plugins: dict[str, _Plugin] = {}
         # Plugins to load before a hook's first call, by hook: in-process ones not imported yet,
@@ -417,6 +420,7 @@ class Host(Generic[H]):
                 return None
             plugin.status = LOADED
             plugin.backend = backend
+            self._generation += 1
             return backend
 
     def _fail(self, plugin: _Plugin, exc: PluginError) -> None:
@@ -428,6 +432,7 @@ class Host(Generic[H]):
         if self._pm.get_plugin(plugin.candidate.name) is not None:
             self._pm.unregister(name=plugin.candidate.name)
         backend, plugin.backend = plugin.backend, None
+        self._generation += 1
         if backend is not None:
             backend.close()
         self._log().warning("plugin %r failed: %s", plugin.candidate.name, exc.message)

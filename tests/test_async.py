@@ -487,3 +487,87 @@ def test_close_fails_queued_calls_and_leaves_nothing(site: Path, make_host: Call
     assert all(isinstance(r, (list, PluginError)) for r in results), results
     assert any(isinstance(r, PluginError) for r in results)
     assert_nothing_left(before)
+
+
+# Plugin ``c``: answers until a marker file exists; then a crash, and every restart dies while importing.
+FAILS_LATER = """
+import os
+from pluginsdk import hookimpl
+
+if os.path.exists({marker!r}):
+    os._exit(4)
+
+
+@hookimpl
+def transform(text):
+    if text == "die":
+        os._exit(9)
+    return "c:" + text
+
+
+@hookimpl
+def first(text):
+    return None
+"""
+
+
+def test_awaited_calls_take_the_direct_path_again_after_a_plugin_fails(
+    tmp_path: Path, make_host: Callable[..., Host]
+) -> None:
+    """The direct path is worked out again when a plugin leaves the hook, not dropped for good."""
+    marker = tmp_path / "broken"
+    host = make_host("process", extra=FAILS_LATER.format(marker=str(marker)))
+    assert ["a:w", "b:w", "c:w"] == sorted(host.hook.transform(text="w"))  # all started
+    backend = host._plugins["a"].backend
+    assert isinstance(backend, PooledBackend)
+    queued: list[str] = []  # the calls that took the per-plugin path, not the direct one
+    submit = backend.submit
+
+    def counting(hook: str, args: tuple[Any, ...], future: asyncio.Future[Any]) -> None:
+        queued.append(args[0])
+        submit(hook, args, future)
+
+    backend.submit = counting  # type: ignore[method-assign]
+
+    async def calls(texts: list[str]) -> list[Any]:
+        return [sorted(await host.ahook.transform(text=t)) for t in texts]
+
+    async def main() -> tuple[list[Any], list[Any]]:
+        first = await calls(["one", "two", "three"])
+        marker.write_text("")
+        with pytest.raises(PluginError):
+            await host.ahook.transform(text="die")
+        for _ in range(5):  # c's restarts die while importing: it fails and leaves the hook
+            with contextlib.suppress(PluginError):
+                await host.ahook.transform(text="x")
+        return first, await calls([f"t{i}" for i in range(20)])
+
+    first, after = asyncio.run(main())
+    assert [sorted(f"{p}:{t}" for p in "abc") for t in ("one", "two", "three")] == first
+    assert "failed" == host._plugins["c"].status
+    assert [[f"a:t{i}", f"b:t{i}"] for i in range(20)] == after
+    assert ["one"] == [q for q in queued if q != "x" and q != "die"][:1]  # the first call planned the path
+    assert [] == [q for q in queued if q.startswith("t")][1:]  # then back on the direct path
+
+
+def test_a_hook_without_a_direct_path_is_planned_once(
+    make_host: Callable[..., Host], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In-process plugins answer on a thread: the plan is not worked out again after every call."""
+    import pluginsdk._aio as aio
+
+    host = make_host("inprocess")
+    plans: list[str] = []
+    plan = aio._plan
+
+    def counting(host: Host, caller: Any) -> Any:
+        plans.append(caller.name)
+        return plan(host, caller)
+
+    monkeypatch.setattr(aio, "_plan", counting)
+
+    async def main() -> list[Any]:
+        return [sorted(await host.ahook.transform(text=str(i))) for i in range(10)]
+
+    assert [[f"a:{i}", f"b:{i}"] for i in range(10)] == asyncio.run(main())
+    assert len(plans) <= 2  # after the call that loads the plugins (and, maybe, the one after)
