@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -22,6 +23,25 @@ def _spec_and_path(p: argparse.ArgumentParser) -> None:
 
 def _json(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("--json", action="store_true", help=help)
+
+
+def _days(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--days", type=float, default=None, help="unused for this many days (default: 30; 0: all)")
+
+
+def _prune(args: argparse.Namespace, prune: Callable[[float | None], Sequence[object]], what: str) -> int:
+    """``wasm prune`` and ``env prune``: remove what has not been used for ``--days``; say what went."""
+    if args.days is not None and args.days < 0:
+        print("pluginsdk: --days must not be negative", file=sys.stderr)
+        return EXIT_USAGE
+    removed = prune(args.days)
+    if args.json:
+        _print_json({"removed": [str(p) for p in removed], "count": len(removed)})
+        return EXIT_OK
+    for path in removed:
+        print(f"removed {_safe(path)}")
+    print(f"{len(removed)} {what} removed")
+    return EXIT_OK
 
 
 def _print_json(value: object) -> None:

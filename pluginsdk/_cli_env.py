@@ -7,7 +7,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from ._cli_common import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, _discover, _safe, _table
+from ._cli_common import EXIT_OK, EXIT_PROBLEMS, _discover, _prune, _safe, _table
 
 if TYPE_CHECKING:
     import argparse
@@ -73,11 +73,4 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def cmd_prune(args: argparse.Namespace) -> int:
     from .envs import prune
 
-    if args.days is not None and args.days < 0:
-        print("pluginsdk: --days must not be negative", file=sys.stderr)
-        return EXIT_USAGE
-    removed = prune(args.days)
-    for path in removed:
-        print(f"removed {_safe(path)}")
-    print(f"{len(removed)} environments and views removed")
-    return EXIT_OK
+    return _prune(args, prune, "environments and views")

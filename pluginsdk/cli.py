@@ -24,10 +24,12 @@ from ._cli_common import (
     EXIT_OK,
     EXIT_PROBLEMS,
     EXIT_USAGE,
+    _days,
     _discover,
     _json,
     _load_spec,
     _print_json,
+    _prune,
     _safe,
     _spec_and_path,
     _table,
@@ -199,7 +201,7 @@ def _parser() -> argparse.ArgumentParser:
     _json(p, "print the outcome as JSON")
     p.set_defaults(run=_cmd_wasm_warm)
     p = wsub.add_parser("prune", help="remove cached interpreters and libraries no sandbox has used lately")
-    p.add_argument("--days", type=float, default=None, help="unused for this many days (default: 30; 0: all)")
+    _days(p)
     _json(p, "print what was removed as JSON")
     p.set_defaults(run=_cmd_wasm_prune)
 
@@ -214,7 +216,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="the host's policy file ([policy.environments]: indexes, allowed)")
     p.set_defaults(run=_env_command("sync"))
     p = esub.add_parser("prune", help="remove environments no plugin has used lately")
-    p.add_argument("--days", type=float, default=None, help="unused for this many days (default: 30; 0: all)")
+    _days(p)
+    _json(p, "print what was removed as JSON")
     p.set_defaults(run=_env_command("prune"))
     return parser
 
@@ -452,19 +455,9 @@ def _warm_components(args: argparse.Namespace) -> int:
 
 
 def _cmd_wasm_prune(args: argparse.Namespace) -> int:
-    if args.days is not None and args.days < 0:
-        print("pluginsdk: --days must not be negative", file=sys.stderr)
-        return EXIT_USAGE
     from ._wasm import prune_cache
 
-    removed = prune_cache(args.days)
-    if args.json:
-        _print_json({"removed": [str(p) for p in removed], "count": len(removed)})
-        return EXIT_OK
-    for path in removed:
-        print(f"removed {path}")
-    print(f"{len(removed)} cache entries removed")
-    return EXIT_OK
+    return _prune(args, prune_cache, "cache entries")
 
 
 def _env_command(action: str) -> Callable[[argparse.Namespace], int]:

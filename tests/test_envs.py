@@ -379,6 +379,10 @@ def test_cli_env_sync_list_prune(
     # A host started afterwards finds the environment made ahead of time.
     with Host(SPEC, path=[str(site)], policy=Policy.from_toml(config)) as host:
         assert "v:1.0" == host.hook.transform.by_plugin(text="v")["a"].rsplit(":", 1)[0]
+    assert 2 == main(["env", "prune", "--days", "-1"])
+    assert "pluginsdk: --days must not be negative" == capsys.readouterr().err.strip()
+    assert 0 == main(["env", "prune", "--days", "30", "--json"])  # used just now: kept
+    assert {"removed": [], "count": 0} == json.loads(capsys.readouterr().out)
     assert 0 == main(["env", "prune", "--days", "0"])
     assert listed[0]["root"] in capsys.readouterr().out
     assert 0 == main(["env", "list", "--json"])
