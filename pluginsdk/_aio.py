@@ -167,7 +167,8 @@ class AsyncHookCaller:
     async def __call__(self, **kwargs: Any) -> Any:
         caller = self._caller
         plan = self._plan
-        if plan is not None and plan[0] == caller._hookimpls and _still(plan[1]):
+        # Still good while no plugin has started or failed since, and the implementations are the same.
+        if plan is not None and self._planned[0] == self._host._generation and plan[0] == caller._hookimpls:
             # The direct path: straight to each plugin's lane, no thread (see .backends.loop_lane).
             if caller._defaults or kwargs.keys() != caller._argset:
                 kwargs = caller._checked(kwargs)
@@ -257,15 +258,6 @@ class AsyncHookCaller:
     async def map_results(self, items: Sequence[Mapping[str, Any]]) -> list[PluginResult]:
         caller = self._caller
         return await self._on_thread(lambda: caller.map_results(items))  # type: ignore[no-any-return]
-
-
-def _still(steps: list[_Step]) -> bool:
-    """Whether each step's plugin still runs on its backend."""
-    for step in steps:
-        plugin = step.plugin
-        if plugin.backend is not step.backend or step.impl.plugin is not plugin.placeholder:
-            return False
-    return True
 
 
 def _plan(host: Host, caller: SDKHookCaller) -> tuple[list[pluggy.HookImpl], list[_Step]] | None:

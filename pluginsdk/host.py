@@ -244,6 +244,7 @@ class Host(Generic[H]):
         if self._closed:
             return
         self._closed = True
+        self._generation += 1
         for plugin in self._plugins.values():
             backend, plugin.backend = plugin.backend, None
             if backend is not None:
